@@ -1,0 +1,44 @@
+# `make run` starts the whole platform; `make test` runs the suite. Both set themselves up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app app:create_app
+PORT ?= 5000
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test install services db bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+services:
+	./scripts/ensure_services.sh
+
+.env: | install
+	$(BIN)/python scripts/write_dev_env.py .env
+
+db: install services .env
+	$(FLASK) create-db
+	$(FLASK) db upgrade
+
+run: db
+	@echo ""
+	@echo "  API      http://127.0.0.1:$(PORT)/api/v1"
+	@echo "  Docs     http://127.0.0.1:$(PORT)/docs   (OpenAPI: /openapi.json)"
+	@echo "  Flower   http://127.0.0.1:$${FLOWER_PORT:-5555}   (user and password: FLOWER_BASIC_AUTH in .env)"
+	@echo ""
+	PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker beat flower
+
+test: install services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install services
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,0 +1,49 @@
+"""Herald's Flask application factory. It only wires: configuration, extensions, routes, handlers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import load_dotenv
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import models  # noqa: F401  (metadata complete before Migrate sees it)
+from app.api import register_blueprints
+from app.cli import register_cli
+from app.config import load_settings
+from app.errors import register_error_handlers
+from app.extensions import api, db, jwt, limiter, migrate
+from app.jobs import celery_init_app
+from app.request_log import configure_logging, register_request_id
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+    if environ is None:
+        load_dotenv()  # development convenience; real environment variables win
+    settings = load_settings(environ)
+
+    app = Flask(__name__)
+    app.config.update(settings.flask_config())
+    if settings.proxy_count:
+        # Trust exactly the configured number of proxies for the client address, never more.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
+
+    configure_logging()
+    register_extensions(app)
+    register_request_id(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_cli(app)
+    celery_init_app(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    api.init_app(app)

@@ -1,0 +1,141 @@
+"""Settings parsed once from the environment.
+
+Secrets have no defaults anywhere: a process that starts without them stops at once and names the
+missing variable. Addresses of local services default to localhost so development needs no setup
+beyond the secrets (`make run` writes a `.env` with freshly generated ones).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+MIB = 1024 * 1024
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the environment cannot configure the app."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin the customer's psycopg2 driver whatever form of PostgreSQL URL the user set.
+
+    Heroku-style `postgres://` is not understood by SQLAlchemy at all, and SQLAlchemy 2.1 maps a bare
+    `postgresql://` to psycopg 3, which is not installed.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"DATABASE_URL is not a URL: {scheme[:20]!r}...")
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL, got scheme {scheme!r}")
+
+
+def _fernet_keys(value: str) -> list[str]:
+    """DATA_ENCRYPTION_KEY: one or more comma-separated Fernet keys, newest first (rotation)."""
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    for key in keys:
+        try:
+            raw = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                "DATA_ENCRYPTION_KEY must be url-safe base64 of 32 bytes "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            )
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    database_url: str
+    redis_url: str
+    secret_key: str
+    jwt_secret_key: str
+    data_encryption_keys: list[str]
+    public_base_url: str
+    smtp_url: str
+    mail_from: str
+    proxy_count: int
+    api_base_urls: dict[str, str] = field(default_factory=dict)
+
+    def flask_config(self) -> dict[str, Any]:
+        """The Flask/extension configuration keys derived from these settings."""
+        return {
+            "HERALD_SETTINGS": self,
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": {
+                "pool_pre_ping": True,
+                # Seed timestamps are `timestamp without time zone` holding UTC: make now() agree.
+                "connect_args": {"options": "-c timezone=UTC", "connect_timeout": 5},
+            },
+            "JWT_SECRET_KEY": self.jwt_secret_key,
+            "JWT_ALGORITHM": "HS256",
+            "JWT_DECODE_ALGORITHMS": ["HS256"],
+            "MAX_CONTENT_LENGTH": MIB,
+            "API_TITLE": "Herald",
+            "API_VERSION": "v1",
+            "OPENAPI_VERSION": "3.1.0",
+            "OPENAPI_URL_PREFIX": "/",
+            "OPENAPI_JSON_PATH": "openapi.json",
+            "OPENAPI_SWAGGER_UI_PATH": "docs",
+            "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+            "RATELIMIT_STORAGE_URI": self.redis_url,
+            "RATELIMIT_HEADERS_ENABLED": True,
+            "PROPAGATE_EXCEPTIONS": False,
+        }
+
+
+REQUIRED_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")
+# Outside APIs, each reachable through a configurable base URL so tests can use local emulators.
+API_BASE_URL_DEFAULTS = {
+    "SHOPIFY_API_BASE_URL": "",  # empty: https://{shopDomain}
+    "META_GRAPH_API_BASE_URL": "https://graph.facebook.com",
+    "GTM_API_BASE_URL": "https://tagmanager.googleapis.com",
+    "TWILIO_API_BASE_URL": "https://api.twilio.com",
+    "WHATSAPP_API_BASE_URL": "https://graph.facebook.com",
+    "LLM_BASE_URL": "",  # empty: the built-in assistant
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    missing = [name for name in REQUIRED_SECRETS if not env.get(name)]
+    if missing:
+        raise ConfigError(f"missing required environment variable(s): {', '.join(missing)}")
+    if len(env["JWT_SECRET_KEY"]) < 32:
+        raise ConfigError("JWT_SECRET_KEY must be at least 32 characters")
+
+    herald_env = env.get("HERALD_ENV", "development")
+    if herald_env == "production":
+        unset = [n for n in ("DATABASE_URL", "REDIS_URL", "PUBLIC_BASE_URL", "SMTP_URL") if not env.get(n)]
+        if unset:
+            raise ConfigError(f"missing required environment variable(s) in production: {', '.join(unset)}")
+
+    public_base_url = env.get("PUBLIC_BASE_URL", "http://localhost:5000").rstrip("/")
+    if urlsplit(public_base_url).scheme not in ("http", "https"):
+        raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
+    try:
+        proxy_count = int(env.get("PROXY_COUNT", "0"))
+    except ValueError as exc:
+        raise ConfigError("PROXY_COUNT must be an integer") from exc
+
+    return Settings(
+        env=herald_env,
+        database_url=normalize_database_url(env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald")),
+        redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        secret_key=env["SECRET_KEY"],
+        jwt_secret_key=env["JWT_SECRET_KEY"],
+        data_encryption_keys=_fernet_keys(env["DATA_ENCRYPTION_KEY"]),
+        public_base_url=public_base_url,
+        smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
+        mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
+        proxy_count=proxy_count,
+        api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
+    )

@@ -1,0 +1,104 @@
+"""Domain errors and the one place that turns any error into the JSON error body.
+
+Body: {"status": 404, "code": "not_found", "message": "...", "errors": {...}} — `errors` only where
+input was invalid, keyed by field.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+class HeraldError(Exception):
+    """An expected failure a service reports; the API answers it with `status` and `code`."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class Unauthorized(HeraldError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(HeraldError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(HeraldError):
+    status, code = 404, "not_found"
+
+
+class Conflict(HeraldError):
+    status, code = 409, "conflict"
+
+
+class ValidationFailed(HeraldError):
+    status, code = 422, "validation_failed"
+
+
+class TooManyRequests(HeraldError):
+    status, code = 429, "too_many_requests"
+
+
+def error_body(status: int, code: str, message: str, errors: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _field_errors(exc: HTTPException) -> Any:
+    """webargs puts field errors under their location ({"json": {...}}); clients want the fields."""
+    messages = (getattr(exc, "data", None) or {}).get("messages")
+    if isinstance(messages, dict) and len(messages) == 1:
+        (only,) = messages.values()
+        return only
+    return messages
+
+
+def _http_code(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HeraldError)
+    def handle_domain_error(exc: HeraldError):
+        return jsonify(error_body(exc.status, exc.code, exc.message, exc.errors)), exc.status, exc.headers
+
+    @app.errorhandler(ValidationError)
+    def handle_schema_error(exc: ValidationError):
+        body = error_body(422, "validation_failed", "The request body or parameters are invalid.", exc.messages)
+        return jsonify(body), 422
+
+    # Replaces flask-smorest's own handler so every error has the same shape.
+    @app.errorhandler(HTTPException)
+    def handle_http_error(exc: HTTPException):
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 422:
+            message = "The request body or parameters are invalid."
+        headers = dict((getattr(exc, "data", None) or {}).get("headers") or {})
+        if exc.response is not None:
+            headers.update({k: v for k, v in exc.response.headers.items() if k.lower() == "retry-after"})
+        if status == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return jsonify(error_body(status, _http_code(exc), message, _field_errors(exc))), status, headers
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        # The trace goes to the log (with the request id), never to the client.
+        log.exception("unhandled error")
+        generic = InternalServerError()
+        return jsonify(error_body(500, "internal_server_error", generic.description)), 500

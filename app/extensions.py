@@ -1,0 +1,16 @@
+"""Extensions, created unbound here and bound to the app once in `create_app()`."""
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
+from flask_smorest import Api
+from flask_sqlalchemy import SQLAlchemy
+
+from app.models.base import Base
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+jwt = JWTManager()
+api = Api()
+# Default key is the client address as the proxy-aware request sees it (see ProxyFix in create_app).
+limiter = Limiter(get_remote_address)

@@ -1,0 +1,54 @@
+"""The bridge between the Flask app and Celery.
+
+`celery_init_app` follows the Flask docs' pattern: every task runs inside the app context.
+`enqueue_after_commit` is the only way services hand work to workers: the message is published
+after the transaction that created the work commits (a message is only a hint; beat sweeps recover
+anything lost), and never if it rolls back. Tasks are addressed by name so services never import
+`workers`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask, current_app
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.extensions import db
+
+_PENDING = "herald_pending_tasks"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object("celeryconfig")
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def enqueue_after_commit(task_name: str, *args: Any, **options: Any) -> None:
+    """Publish `task_name(*args)` once the current transaction commits (at once if none is open)."""
+    celery_app: Celery = current_app.extensions["celery"]
+    session = db.session()
+    if not session.in_transaction():
+        celery_app.send_task(task_name, args=args, **options)
+        return
+    session.info.setdefault(_PENDING, []).append((celery_app, task_name, args, options))
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_pending(session: Session) -> None:
+    for celery_app, task_name, args, options in session.info.pop(_PENDING, []):
+        celery_app.send_task(task_name, args=args, **options)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,20 @@
+"""All models, imported here so metadata and relationships are complete wherever one is used."""
+from app.models.base import Base, utcnow
+from app.models.campaigns import Campaign, CampaignChannel
+from app.models.conversations import Conversation, Message
+from app.models.data_sources import DataEvent, DataSource
+from app.models.users import TokenBlacklist, User, UserSession
+
+__all__ = [
+    "Base",
+    "utcnow",
+    "User",
+    "UserSession",
+    "TokenBlacklist",
+    "DataSource",
+    "DataEvent",
+    "Conversation",
+    "Message",
+    "Campaign",
+    "CampaignChannel",
+]

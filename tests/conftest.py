@@ -1,0 +1,124 @@
+"""Test fixtures: one real PostgreSQL database per run, built by the migrations; Redis on its own index.
+
+Per-test isolation: every engine the app would use is replaced by a connection holding an outer
+transaction, and the session joins it with savepoints, so an app-level commit or rollback stays
+inside the test. Tests that need a real worker or competing connections use `committed_db`, which
+leaves rows committed and truncates them afterwards.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+import redis as redis_lib
+from cryptography.fernet import Fernet
+from flask import Flask
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald_test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+TEST_ENV = {
+    "HERALD_ENV": "test",
+    "DATABASE_URL": TEST_DATABASE_URL,
+    "REDIS_URL": TEST_REDIS_URL,
+    "SECRET_KEY": "test-secret-key-" + "s" * 32,
+    "JWT_SECRET_KEY": "test-jwt-secret-" + "j" * 32,
+    "DATA_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "PUBLIC_BASE_URL": "https://herald.test",
+    "SMTP_URL": "smtp://127.0.0.1:2525",
+    "MAIL_FROM": "Herald <no-reply@herald.test>",
+}
+# celeryconfig and any library reading the environment see the same settings as the app.
+os.environ.update(TEST_ENV)
+
+SEED_TABLES = (
+    "users", "user_sessions", "token_blacklist", "data_sources", "data_events",
+    "conversations", "messages", "campaigns", "campaign_channels",
+)
+
+
+def recreate_database(url: str) -> None:
+    target = make_url(url)
+    conn = psycopg2.connect(host=target.host, port=target.port, user=target.username, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.database)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.database)))
+    conn.close()
+
+
+def make_app(**overrides: str) -> Flask:
+    from app import create_app
+
+    return create_app({**TEST_ENV, **overrides})
+
+
+@pytest.fixture(scope="session")
+def app() -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    recreate_database(TEST_DATABASE_URL)
+    flask_app = make_app()
+    with flask_app.app_context():
+        upgrade()
+    yield flask_app
+
+
+@pytest.fixture()
+def db_session(app: Flask) -> Iterator[None]:
+    """Run the test inside one outer transaction that is rolled back at the end."""
+    from app.extensions import db
+
+    with app.app_context():
+        engines = db.engines
+        engine = engines[None]
+        connection = engine.connect()
+        outer = connection.begin()
+        engines[None] = connection  # Flask-SQLAlchemy's get_bind returns this for every model
+        factory_kw = db.session.session_factory.kw
+        db.session.remove()
+        factory_kw["join_transaction_mode"] = "create_savepoint"
+        try:
+            yield
+        finally:
+            db.session.remove()
+            del factory_kw["join_transaction_mode"]
+            engines[None] = engine
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture()
+def committed_db(app: Flask) -> Iterator[None]:
+    """Rows are really committed (visible to workers and other connections); truncated afterwards."""
+    from app.extensions import db
+
+    yield
+    with app.app_context():
+        db.session.remove()
+        tables = [t.name for t in db.metadata.sorted_tables]
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
+@pytest.fixture()
+def client(app: Flask, db_session: None):
+    return app.test_client()
+
+
+@pytest.fixture()
+def app_ctx(app: Flask, db_session: None) -> Iterator[Flask]:
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis() -> Iterator[None]:
+    yield
+    client = redis_lib.Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    client.close()

@@ -1,0 +1,40 @@
+"""The purge job against real rows: expired blacklist entries and long-expired sessions go, nothing else."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import TokenBlacklist, User, UserSession, utcnow
+from app.services.maintenance import purge_expired_tokens
+
+
+def _seed_rows(now):
+    user = User(email="owner@example.com", password_hash="x")
+    db.session.add(user)
+    db.session.flush()
+    for i, delta in enumerate([-5, -1, -1, -1, 1, 30]):  # hours relative to now
+        db.session.add(TokenBlacklist(jti=f"jti-{i}", user_id=user.id, expires_at=now + timedelta(hours=delta)))
+    for i, days in enumerate([-45, -31, -31, -29, 10]):
+        db.session.add(
+            UserSession(user_id=user.id, refresh_token_hash=f"h{i}", expires_at=now + timedelta(days=days))
+        )
+    db.session.commit()
+    return user
+
+
+def test_purge_deletes_only_what_expired(app_ctx):
+    now = utcnow()
+    _seed_rows(now)
+    result = purge_expired_tokens(now=now, batch_size=2)  # several batches
+    assert (result.blacklisted_tokens, result.sessions) == (4, 3)
+    remaining_tokens = db.session.scalars(sa.select(TokenBlacklist.jti).order_by(TokenBlacklist.jti)).all()
+    assert remaining_tokens == ["jti-4", "jti-5"]
+    remaining = db.session.scalars(sa.select(UserSession.expires_at)).all()
+    assert sorted(r - now for r in remaining) == [timedelta(days=-29), timedelta(days=10)]
+
+
+def test_purge_on_an_empty_table_is_a_no_op(app_ctx):
+    result = purge_expired_tokens()
+    assert (result.blacklisted_tokens, result.sessions) == (0, 0)

@@ -1,0 +1,82 @@
+"""The Celery runtime through the real Redis broker: routing, publish-after-commit, a real worker."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+from celery.contrib.testing.worker import start_worker
+
+import celeryconfig
+from app.extensions import db
+from app.jobs import enqueue_after_commit
+from app.models import TokenBlacklist, User, utcnow
+from tests.conftest import TEST_REDIS_URL
+
+PURGE = "maintenance.purge_token_blacklist"
+
+
+@pytest.fixture()
+def broker():
+    client = redis_lib.Redis.from_url(TEST_REDIS_URL)
+    yield client
+    client.close()
+
+
+def test_each_kind_of_work_has_its_queue(app):
+    router = app.extensions["celery"].amqp.router
+    for kind in ("maintenance", "sources", "events", "campaigns", "sends", "assistant"):
+        assert router.route({}, f"{kind}.anything")["queue"].name == kind
+    assert router.route({}, "misc")["queue"].name == "default"
+
+
+def test_limits_are_consistent():
+    assert celeryconfig.task_soft_time_limit < celeryconfig.task_time_limit
+    assert celeryconfig.broker_transport_options["visibility_timeout"] > celeryconfig.task_time_limit
+    assert celeryconfig.beat_schedule[PURGE]["schedule"] == 3600.0
+
+
+def test_task_is_published_only_after_commit(app_ctx, broker):
+    db.session.add(User(email="a@example.com", password_hash="x"))
+    enqueue_after_commit(PURGE)
+    assert broker.llen("maintenance") == 0  # still inside the transaction
+    db.session.commit()
+    assert broker.llen("maintenance") == 1
+
+
+def test_task_is_dropped_on_rollback(app_ctx, broker):
+    db.session.add(User(email="b@example.com", password_hash="x"))
+    enqueue_after_commit(PURGE)
+    db.session.rollback()
+    db.session.commit()
+    assert broker.llen("maintenance") == 0
+
+
+def test_purge_runs_on_a_real_worker(app, committed_db):
+    now = utcnow()
+    with app.app_context():
+        user = User(email="worker@example.com", password_hash="x")
+        db.session.add(user)
+        db.session.flush()
+        db.session.add_all(
+            [
+                TokenBlacklist(jti="old", user_id=user.id, expires_at=now - timedelta(minutes=5)),
+                TokenBlacklist(jti="live", user_id=user.id, expires_at=now + timedelta(minutes=5)),
+            ]
+        )
+        db.session.commit()
+
+    celery_app = app.extensions["celery"]
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=list(celeryconfig.QUEUES)):
+        celery_app.send_task(PURGE)
+        deadline = time.monotonic() + 20
+        with app.app_context():
+            while time.monotonic() < deadline:
+                remaining = db.session.scalars(sa.select(TokenBlacklist.jti)).all()
+                db.session.rollback()
+                if remaining == ["live"]:
+                    break
+                time.sleep(0.1)
+    assert remaining == ["live"]
