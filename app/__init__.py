@@ -16,6 +16,7 @@ from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate
 from app.jobs import celery_init_app
 from app.request_log import configure_logging, register_request_id
+from app.security.access_tokens import register_jwt_handlers
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -45,5 +46,6 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     jwt.init_app(app)
+    register_jwt_handlers(jwt)
     limiter.init_app(app)
     api.init_app(app)

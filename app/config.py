@@ -62,6 +62,7 @@ class Settings:
     smtp_url: str
     mail_from: str
     proxy_count: int
+    rate_limits: dict[str, str] = field(default_factory=dict)
     api_base_urls: dict[str, str] = field(default_factory=dict)
 
     def flask_config(self) -> dict[str, Any]:
@@ -88,10 +89,21 @@ class Settings:
             "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
             "RATELIMIT_STORAGE_URI": self.redis_url,
             "RATELIMIT_HEADERS_ENABLED": True,
+            "RATELIMIT_KEY_PREFIX": "herald",
+            # Redis down: degrade to per-process limits instead of failing every request.
+            "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+            **self.rate_limits,
             "PROPAGATE_EXCEPTIONS": False,
         }
 
 
+# Throttles, in flask-limiter's notation ("5 per minute; 20 per hour"). Failed logins count against
+# both the account (whatever IP tries it) and the client IP (whatever accounts it tries).
+RATE_LIMIT_DEFAULTS = {
+    "LOGIN_RATE_LIMIT_ACCOUNT": "5 per minute; 20 per hour",
+    "LOGIN_RATE_LIMIT_IP": "20 per minute; 200 per hour",
+    "REGISTER_RATE_LIMIT_IP": "10 per hour",
+}
 REQUIRED_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")
 # Outside APIs, each reachable through a configurable base URL so tests can use local emulators.
 API_BASE_URL_DEFAULTS = {
@@ -137,5 +149,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
         mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
         proxy_count=proxy_count,
+        rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
     )

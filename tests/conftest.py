@@ -31,6 +31,8 @@ TEST_ENV = {
     "PUBLIC_BASE_URL": "https://herald.test",
     "SMTP_URL": "smtp://127.0.0.1:2525",
     "MAIL_FROM": "Herald <no-reply@herald.test>",
+    # Many tests register from 127.0.0.1; the throttles themselves are tested with tight limits.
+    "REGISTER_RATE_LIMIT_IP": "10000 per hour",
 }
 # celeryconfig and any library reading the environment see the same settings as the app.
 os.environ.update(TEST_ENV)
@@ -111,9 +113,49 @@ def client(app: Flask, db_session: None):
 
 
 @pytest.fixture()
+def live_client(app: Flask, committed_db: None):
+    """A client whose requests really commit (for tests with a worker); tables truncated after."""
+    return app.test_client()
+
+
+@pytest.fixture()
 def app_ctx(app: Flask, db_session: None) -> Iterator[Flask]:
     with app.app_context():
         yield app
+
+
+@pytest.fixture(scope="session")
+def _smtp_server():
+    from tests.support.smtp_sink import SmtpSink
+
+    sink = SmtpSink(port=make_url_port(TEST_ENV["SMTP_URL"])).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture()
+def smtp_sink(_smtp_server):
+    """The real SMTP server behind SMTP_URL, emptied for this test."""
+    _smtp_server.clear()
+    yield _smtp_server
+    _smtp_server.clear()
+
+
+def make_url_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port
+
+
+@pytest.fixture()
+def celery_worker(app, committed_db):
+    """A real worker thread consuming every queue through the real Redis broker."""
+    import celeryconfig
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False,
+                      queues=list(celeryconfig.QUEUES), shutdown_timeout=30):
+        yield
 
 
 @pytest.fixture(autouse=True)

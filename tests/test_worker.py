@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
-from celery.contrib.testing.worker import start_worker
 
 import celeryconfig
 from app.extensions import db
@@ -54,7 +53,7 @@ def test_task_is_dropped_on_rollback(app_ctx, broker):
     assert broker.llen("maintenance") == 0
 
 
-def test_purge_runs_on_a_real_worker(app, committed_db):
+def test_purge_runs_on_a_real_worker(app, celery_worker):
     now = utcnow()
     with app.app_context():
         user = User(email="worker@example.com", password_hash="x")
@@ -68,15 +67,13 @@ def test_purge_runs_on_a_real_worker(app, committed_db):
         )
         db.session.commit()
 
-    celery_app = app.extensions["celery"]
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=list(celeryconfig.QUEUES)):
-        celery_app.send_task(PURGE)
-        deadline = time.monotonic() + 20
-        with app.app_context():
-            while time.monotonic() < deadline:
-                remaining = db.session.scalars(sa.select(TokenBlacklist.jti)).all()
-                db.session.rollback()
-                if remaining == ["live"]:
-                    break
-                time.sleep(0.1)
+    app.extensions["celery"].send_task(PURGE)
+    deadline = time.monotonic() + 20
+    with app.app_context():
+        while time.monotonic() < deadline:
+            remaining = db.session.scalars(sa.select(TokenBlacklist.jti)).all()
+            db.session.rollback()
+            if remaining == ["live"]:
+                break
+            time.sleep(0.1)
     assert remaining == ["live"]

@@ -5,6 +5,8 @@ from app.extensions import api
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api.health import blp as health_blp
+    from app.api import auth, health, users
 
-    api.register_blueprint(health_blp)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    for module in (health, auth, users):
+        api.register_blueprint(module.blp)

@@ -3,7 +3,7 @@ from app.models.base import Base, utcnow
 from app.models.campaigns import Campaign, CampaignChannel
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
-from app.models.users import TokenBlacklist, User, UserSession
+from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
     "Base",
@@ -11,6 +11,7 @@ __all__ = [
     "User",
     "UserSession",
     "TokenBlacklist",
+    "EmailVerification",
     "DataSource",
     "DataEvent",
     "Conversation",

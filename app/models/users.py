@@ -21,6 +21,8 @@ class User(Base):
     __table_args__ = (
         sa.PrimaryKeyConstraint("id", name="PK_a3ffb1c0c8416b9fc6f907b7433"),
         sa.UniqueConstraint("email", name="UQ_97672ac88f789774dd47f7c8be3"),
+        # Emails are unique case-insensitively but stored as given.
+        sa.Index("uq_users_email_lower", sa.text("lower(email)"), unique=True),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
@@ -82,3 +84,24 @@ class TokenBlacklist(Base):
     created_at: orm.Mapped[datetime] = created_at()
 
     user: orm.Mapped[User] = orm.relationship()
+
+
+class EmailVerification(Base):
+    """One verification mail for an account: sent by a worker, used at most once, expires in 48 h.
+
+    `tokenHash` is NULL until the worker mints the token it mails; `sentAt` NULL means a sweep must
+    (re)send it.
+    """
+
+    __tablename__ = "email_verifications"
+    __table_args__ = (sa.Index("ix_email_verifications_pending", "createdAt", postgresql_where=sa.text('"sentAt" IS NULL')),)
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: orm.Mapped[str | None] = orm.mapped_column("tokenHash", sa.String(), unique=True)
+    expires_at: orm.Mapped[datetime | None] = orm.mapped_column("expiresAt", sa.DateTime())
+    sent_at: orm.Mapped[datetime | None] = orm.mapped_column("sentAt", sa.DateTime())
+    used_at: orm.Mapped[datetime | None] = orm.mapped_column("usedAt", sa.DateTime())
+    created_at: orm.Mapped[datetime] = created_at()

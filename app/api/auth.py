@@ -1,0 +1,122 @@
+"""Auth routes: register, verify email, login, refresh, logout, sessions."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from flask import current_app, request
+from flask_jwt_extended import get_jwt
+
+from app.api.blueprint import ApiBlueprint, SelectPage
+from app.extensions import limiter
+from app.schemas.users import (
+    LoginSchema,
+    RefreshSchema,
+    RegisterSchema,
+    SessionSchema,
+    TokenPairSchema,
+    UserSchema,
+    VerifyEmailSchema,
+)
+from app.security.access_tokens import current_session_id, current_token_expiry, current_user_id
+from app.services import accounts, sessions
+
+blp = ApiBlueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts, login and sessions")
+
+
+def _client() -> sessions.ClientInfo:
+    # remote_addr already honours PROXY_COUNT (ProxyFix); a raw X-Forwarded-For is never trusted.
+    return sessions.ClientInfo(ip_address=request.remote_addr, user_agent=request.user_agent.string)
+
+
+def _limit(name: str):
+    return lambda: current_app.config[name]
+
+
+def _failed(response) -> bool:
+    return response.status_code == 401
+
+
+def _login_account_key() -> str:
+    """Throttle key for the account being tried, whoever tries it (hashed: no addresses in Redis)."""
+    body = request.get_json(silent=True)
+    email = body.get("email") if isinstance(body, dict) else None
+    normalized = email.strip().lower() if isinstance(email, str) else ""
+    return "login-account:" + hashlib.sha256(normalized.encode()).hexdigest()
+
+
+@blp.route("/register", methods=["POST"])
+@limiter.limit(_limit("REGISTER_RATE_LIMIT_IP"))
+@blp.arguments(RegisterSchema)
+@blp.response(201, UserSchema)
+def register(data):
+    """Create an account; a verification link is mailed to it."""
+    return accounts.register(**data)
+
+
+@blp.route("/verify-email", methods=["POST"])
+@blp.arguments(VerifyEmailSchema)
+@blp.response(200, UserSchema)
+def verify_email(data):
+    """Confirm the address with the token from the verification mail (single use, 48 hours)."""
+    return accounts.verify_email(data["token"])
+
+
+@blp.route("/verify-email/resend", methods=["POST"])
+@blp.authenticated
+@blp.response(202)
+def resend_verification():
+    """Mail a new verification link; earlier links stop working."""
+    accounts.request_verification(current_user_id())
+    return {"status": "queued"}
+
+
+@blp.route("/login", methods=["POST"])
+@limiter.limit(_limit("LOGIN_RATE_LIMIT_IP"), deduct_when=_failed)
+@limiter.limit(_limit("LOGIN_RATE_LIMIT_ACCOUNT"), key_func=_login_account_key, deduct_when=_failed)
+@blp.arguments(LoginSchema)
+@blp.response(200, TokenPairSchema)
+def login(data):
+    """Exchange email and password for an access token (15 minutes) and a refresh token (30 days)."""
+    return sessions.login(data["email"], data["password"], _client())
+
+
+@blp.route("/refresh", methods=["POST"])
+@blp.arguments(RefreshSchema)
+@blp.response(200, TokenPairSchema)
+def refresh(data):
+    """Rotate the refresh token; reusing an already-rotated one revokes the session."""
+    return sessions.refresh(data["refresh_token"], _client())
+
+
+@blp.route("/logout", methods=["POST"])
+@blp.authenticated
+@blp.response(204)
+def logout():
+    """End this session; its access token is blacklisted."""
+    sessions.logout(current_user_id(), current_session_id(), get_jwt()["jti"], current_token_expiry())
+
+
+@blp.route("/logout-all", methods=["POST"])
+@blp.authenticated
+@blp.response(204)
+def logout_all():
+    """End every session of the account, this one included."""
+    sessions.logout_all(current_user_id())
+
+
+@blp.route("/sessions", methods=["GET"])
+@blp.authenticated
+@blp.response(200, SessionSchema(many=True))
+@blp.paginate(SelectPage)
+def list_sessions():
+    """Active sessions, most recently used first; `current` marks the caller's."""
+    return sessions.active_sessions(current_user_id())
+
+
+@blp.route("/sessions/<uuid:session_id>", methods=["DELETE"])
+@blp.authenticated
+@blp.response(204)
+def revoke_session(session_id: uuid.UUID):
+    """Revoke one session (its access token stops working at once)."""
+    sessions.revoke_session(current_user_id(), session_id)

@@ -1,0 +1,33 @@
+"""The signed-in user's own account."""
+from __future__ import annotations
+
+from app.api.blueprint import ApiBlueprint
+from app.schemas.users import PasswordChangeSchema, UserSchema, UserUpdateSchema
+from app.security.access_tokens import current_session_id, current_user_id
+from app.services import accounts
+
+blp = ApiBlueprint("users", __name__, url_prefix="/api/v1/users", description="The signed-in user")
+
+
+@blp.route("/me", methods=["GET"])
+@blp.authenticated
+@blp.response(200, UserSchema)
+def get_me():
+    return accounts.get_user(current_user_id())
+
+
+@blp.route("/me", methods=["PATCH"])
+@blp.authenticated
+@blp.arguments(UserUpdateSchema)
+@blp.response(200, UserSchema)
+def update_me(changes):
+    return accounts.update_profile(current_user_id(), changes)
+
+
+@blp.route("/me/password", methods=["POST"])
+@blp.authenticated
+@blp.arguments(PasswordChangeSchema)
+@blp.response(204)
+def change_password(data):
+    """Change the password; every other session is signed out."""
+    accounts.change_password(current_user_id(), current_session_id(), data["current_password"], data["new_password"])

@@ -1,0 +1,1 @@
+"""Outbound message transports: one provider per channel behind one small protocol."""

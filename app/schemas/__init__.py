@@ -1,0 +1,1 @@
+"""Marshmallow schemas: one module per resource (create / update / output / query)."""

@@ -1,0 +1,181 @@
+"""Login sessions: opening them, rotating refresh tokens, revoking, and the per-request liveness check."""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from app.errors import NotFound, Unauthorized
+from app.extensions import db
+from app.models import TokenBlacklist, User, UserSession, utcnow
+from app.security import opaque_tokens, passwords
+from app.security.access_tokens import ACCESS_TOKEN_TTL, issue_access_token
+
+log = logging.getLogger(__name__)
+
+SESSION_TTL = timedelta(days=30)
+USER_AGENT_MAX = 512
+# One message for unknown account and wrong password alike: no account enumeration.
+BAD_CREDENTIALS = "Invalid email or password."
+BAD_REFRESH = "The refresh token is invalid or expired."
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip_address: str | None
+    user_agent: str | None
+
+
+def find_user_by_email(email: str) -> User | None:
+    return db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.strip().lower()))
+
+
+def login(email: str, password: str, client: ClientInfo) -> IssuedTokens:
+    user = find_user_by_email(email)
+    if user is None:
+        passwords.burn_verification_time(password)
+        raise Unauthorized(BAD_CREDENTIALS)
+    if not passwords.verify_password(user.password_hash, password):
+        raise Unauthorized(BAD_CREDENTIALS)
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    user.last_login_at = utcnow()
+    session = UserSession(id=uuid.uuid4(), user_id=user.id, expires_at=utcnow() + SESSION_TTL, refresh_token_hash="")
+    tokens = _issue(session, user, client)
+    db.session.add(session)
+    db.session.commit()
+    return tokens
+
+
+def refresh(refresh_token: str, client: ClientInfo) -> IssuedTokens:
+    """Rotate: a new refresh and access token; the presented refresh token dies.
+
+    Presenting a refresh token the session has already rotated away from means it was copied: the
+    whole session is revoked, so the thief's and the owner's newest tokens both stop working.
+    """
+    parsed = opaque_tokens.split_refresh_token(refresh_token)
+    if parsed is None:
+        raise Unauthorized(BAD_REFRESH)
+    session_id, secret = parsed
+    session = db.session.get(UserSession, session_id, with_for_update=True)
+    if session is None or session.is_revoked or session.expires_at <= utcnow():
+        raise Unauthorized(BAD_REFRESH)
+    if not opaque_tokens.secret_matches(secret, session.refresh_token_hash):
+        _revoke(UserSession.id == session.id)
+        db.session.commit()
+        log.warning("refresh token reuse; session revoked", extra={"session_id": str(session.id)})
+        raise Unauthorized("This refresh token was already used; the session has been revoked.")
+    tokens = _issue(session, session.user, client)
+    db.session.commit()
+    return tokens
+
+
+def _issue(session: UserSession, user: User, client: ClientInfo) -> IssuedTokens:
+    secret = opaque_tokens.new_secret()
+    access_token, jti, _ = issue_access_token(user.id, session.id)
+    session.refresh_token_hash = opaque_tokens.hash_secret(secret)
+    session.access_token_jti = jti
+    session.ip_address = client.ip_address
+    session.user_agent = (client.user_agent or "")[:USER_AGENT_MAX] or None
+    return IssuedTokens(
+        access_token=access_token,
+        refresh_token=opaque_tokens.compose_refresh_token(session.id, secret),
+        expires_in=int(ACCESS_TOKEN_TTL.total_seconds()),
+        user=user,
+    )
+
+
+def access_token_is_live(user_id: uuid.UUID, session_id: uuid.UUID, jti: str) -> bool:
+    blacklisted = sa.select(TokenBlacklist.id).where(TokenBlacklist.jti == jti).exists()
+    live = (
+        sa.select(UserSession.id)
+        .where(
+            UserSession.id == session_id,
+            UserSession.user_id == user_id,
+            UserSession.access_token_jti == jti,
+            UserSession.is_revoked.is_(False),
+            UserSession.expires_at > sa.func.now(),
+            ~blacklisted,
+        )
+        .exists()
+    )
+    return bool(db.session.scalar(sa.select(live)))
+
+
+def logout(user_id: uuid.UUID, session_id: uuid.UUID, jti: str, token_expiry: datetime) -> None:
+    _revoke(sa.and_(UserSession.user_id == user_id, UserSession.id == session_id), exact_expiry={jti: token_expiry})
+    db.session.commit()
+
+
+def logout_all(user_id: uuid.UUID) -> int:
+    count = _revoke(UserSession.user_id == user_id)
+    db.session.commit()
+    return count
+
+
+def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    # Another user's session answers exactly like a missing one.
+    if not _revoke(sa.and_(UserSession.user_id == user_id, UserSession.id == session_id)):
+        raise NotFound("Session not found.")
+    db.session.commit()
+
+
+def revoke_other_sessions(user_id: uuid.UUID, keep_session_id: uuid.UUID) -> int:
+    """Revoke every session but one; the caller commits (it is part of a larger change)."""
+    return _revoke(sa.and_(UserSession.user_id == user_id, UserSession.id != keep_session_id))
+
+
+def active_sessions(user_id: uuid.UUID) -> sa.Select:
+    return (
+        sa.select(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.is_revoked.is_(False), UserSession.expires_at > sa.func.now())
+        .order_by(UserSession.updated_at.desc(), UserSession.id)
+    )
+
+
+def _revoke(condition: sa.ColumnElement[bool], exact_expiry: dict[str, datetime] | None = None) -> int:
+    """Revoke the unrevoked sessions matching `condition` and blacklist their live access tokens.
+
+    A session's access token was issued when its jti was last written (`updatedAt`), so it expires
+    ACCESS_TOKEN_TTL later; callers that hold the token itself pass its exact expiry.
+    """
+    rows = db.session.execute(
+        sa.select(UserSession.id, UserSession.user_id, UserSession.access_token_jti, UserSession.updated_at)
+        .where(condition, UserSession.is_revoked.is_(False))
+        .with_for_update()
+    ).all()
+    if not rows:
+        return 0
+    db.session.execute(
+        sa.update(UserSession).where(UserSession.id.in_([r.id for r in rows])).values(is_revoked=True),
+        execution_options={"synchronize_session": "fetch"},
+    )
+    exact_expiry = exact_expiry or {}
+    now = utcnow()
+    entries = [
+        {"jti": r.access_token_jti, "userId": r.user_id,
+         "expiresAt": exact_expiry.get(r.access_token_jti, r.updated_at + ACCESS_TOKEN_TTL + timedelta(seconds=1))}
+        for r in rows
+        if r.access_token_jti
+    ]
+    _blacklist([entry for entry in entries if entry["expiresAt"] > now])
+    return len(rows)
+
+
+def _blacklist(entries: list[dict]) -> None:
+    if entries:
+        stmt = pg_insert(TokenBlacklist.__table__).values(entries).on_conflict_do_nothing(index_elements=["jti"])
+        db.session.execute(stmt)

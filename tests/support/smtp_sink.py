@@ -1,0 +1,71 @@
+"""A real SMTP server (aiosmtpd) on localhost that keeps what it receives, for tests and benchmarks."""
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    mail_from: str
+    recipients: tuple[str, ...]
+    message: EmailMessage
+
+    def text(self) -> str:
+        part = self.message.get_body(preferencelist=("plain",))
+        return part.get_content() if part else ""
+
+    def html(self) -> str:
+        part = self.message.get_body(preferencelist=("html",))
+        return part.get_content() if part else ""
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMail] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2525) -> None:
+        self._collector = _Collector()
+        self._controller = Controller(self._collector, hostname=host, port=port)
+        self.host, self.port = host, port
+
+    def start(self) -> "SmtpSink":
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def messages(self) -> list[ReceivedMail]:
+        with self._collector.lock:
+            return list(self._collector.messages)
+
+    def clear(self) -> None:
+        with self._collector.lock:
+            self._collector.messages.clear()
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[ReceivedMail]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            received = self.messages
+            if len(received) >= count:
+                return received
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} messages at the SMTP sink, got {len(self.messages)}")

@@ -1,0 +1,138 @@
+"""Registration and email verification, through HTTP, against real PostgreSQL, Redis, worker and SMTP."""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import EmailVerification, User, utcnow
+from tests.support.accounts import PASSWORD, bearer, login, register, unique_email
+
+LINK = re.compile(r"https://herald\.test/verify-email\?token=([A-Za-z0-9_\-]+)")
+
+
+def _users(email: str) -> list[User]:
+    return db.session.scalars(sa.select(User).where(sa.func.lower(User.email) == email.lower())).all()
+
+
+def test_register_returns_the_user_without_secrets(client, app_ctx):
+    body = register(client, "Mixed.Case@Example.com", firstName="Ada", lastName="Lovelace", companyName="Engines")
+    assert body["email"] == "Mixed.Case@Example.com"  # stored as given
+    assert (body["firstName"], body["lastName"], body["companyName"]) == ("Ada", "Lovelace", "Engines")
+    assert body["isVerified"] is False
+    assert not {"password", "passwordHash"} & set(body)
+    (user,) = _users("mixed.case@example.com")
+    # argon2id at or above OWASP's minimum (m=19 MiB, t=2, p=1).
+    params = dict(kv.split("=") for kv in user.password_hash.split("$")[3].split(","))
+    assert user.password_hash.startswith("$argon2id$v=19$")
+    assert int(params["m"]) >= 19456 and int(params["t"]) >= 2 and int(params["p"]) >= 1
+
+
+def test_duplicate_email_reveals_nothing(client, app_ctx):
+    first = register(client, "owner@example.com")
+    response = client.post("/api/v1/auth/register", json={"email": "OWNER@example.com", "password": PASSWORD})
+    assert response.status_code == 201
+    assert set(response.get_json()) == set(first) and response.get_json()["id"] != first["id"]
+    assert len(_users("owner@example.com")) == 1
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"email": "a@example.com", "password": "short"}, "password"),
+        ({"email": "a@example.com", "password": "password123"}, "password"),
+        ({"email": "a@example.com", "password": "1234567890"}, "password"),
+        ({"email": "jonathan@example.com", "password": "jonathan-rules-2026"}, "password"),
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": 42, "password": PASSWORD}, "email"),
+        ({"password": PASSWORD}, "email"),
+        ({"email": "a@example.com"}, "password"),
+        ({"email": "a@example.com", "password": PASSWORD, "isVerified": True}, "isVerified"),
+        ({"email": "a@example.com", "password": PASSWORD, "firstName": "x" * 101}, "firstName"),
+    ],
+)
+def test_bad_registrations_are_422_and_write_nothing(client, app_ctx, payload, field):
+    response = client.post("/api/v1/auth/register", json=payload)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+
+
+def test_malformed_and_oversize_bodies(client, app_ctx):
+    assert client.post("/api/v1/auth/register", data="{", content_type="application/json").status_code == 400
+    assert client.post("/api/v1/auth/register", json=["a"]).status_code == 422
+    huge = {"email": "a@example.com", "password": "x" * (2 * 1024 * 1024)}
+    assert client.post("/api/v1/auth/register", json=huge).status_code == 413
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+
+
+def test_verification_mail_link_and_single_use(app, live_client, celery_worker, smtp_sink, caplog):
+    email = unique_email()
+    with caplog.at_level(logging.DEBUG):
+        # An attacker-chosen Host header must not shape the link.
+        live_client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD},
+                    headers={"Host": "evil.example"})
+        (mail,) = smtp_sink.wait_for(1)
+    assert mail.recipients == (email,) and "Confirm" in mail.message["Subject"]
+    token = LINK.search(mail.text()).group(1)
+    assert len(token) >= 43
+    assert not any(token in record.getMessage() for record in caplog.records)
+
+    verified = live_client.post("/api/v1/auth/verify-email", json={"token": token})
+    assert verified.status_code == 200 and verified.get_json()["isVerified"] is True
+    again = live_client.post("/api/v1/auth/verify-email", json={"token": token})
+    assert again.status_code == 400 and again.get_json()["code"] == "invalid_token"
+    with app.app_context():
+        row = db.session.scalars(sa.select(EmailVerification)).one()
+        assert row.token_hash != token and len(row.token_hash) == 64 and row.used_at is not None
+
+
+def test_expired_or_forged_verification_tokens(app, live_client, celery_worker, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    token = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
+    with app.app_context():
+        db.session.execute(sa.update(EmailVerification).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 400
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": "forged"}).status_code == 400
+    assert live_client.post("/api/v1/auth/verify-email", json={}).status_code == 422
+    with app.app_context():
+        assert _users(email)[0].is_verified is False
+
+
+def test_resend_kills_the_old_link(app, live_client, celery_worker, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    old = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
+    tokens = login(live_client, email)  # unverified accounts may log in
+    assert live_client.post("/api/v1/auth/verify-email/resend", headers=bearer(tokens["accessToken"])).status_code == 202
+    new = LINK.search(smtp_sink.wait_for(2)[1].text()).group(1)
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": old}).status_code == 400
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": new}).status_code == 200
+
+
+def test_duplicate_registration_notifies_the_owner(live_client, celery_worker, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    register(live_client, email.upper())
+    subjects = sorted(m.message["Subject"] for m in smtp_sink.wait_for(2))
+    assert subjects == ["Confirm your email address for Herald", "Someone tried to register with your email address"]
+
+
+def test_sweep_sends_what_a_lost_message_left_unsent(app, committed_db, smtp_sink):
+    from app.services import accounts
+
+    with app.app_context():
+        user = User(email=unique_email(), password_hash="x")
+        db.session.add(user)
+        db.session.flush()
+        db.session.add(EmailVerification(user_id=user.id, created_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()  # committed, but no task was ever published for it
+        assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
+        assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 0
+    assert len(smtp_sink.wait_for(1)) == 1
