@@ -38,6 +38,7 @@ test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install services
+	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
 
 clean:

@@ -72,7 +72,9 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": {
-                "pool_pre_ping": True,
+                # No pre-ping: it would add a round trip to every request. A connection found dead
+                # fails that one statement and SQLAlchemy then discards the whole stale pool.
+                "pool_recycle": 1800,
                 # Seed timestamps are `timestamp without time zone` holding UTC: make now() agree.
                 "connect_args": {"options": "-c timezone=UTC", "connect_timeout": 5},
             },

@@ -80,7 +80,8 @@ def test_verification_mail_link_and_single_use(app, live_client, celery_worker, 
     assert mail.recipients == (email,) and "Confirm" in mail.message["Subject"]
     token = LINK.search(mail.text()).group(1)
     assert len(token) >= 43
-    assert not any(token in record.getMessage() for record in caplog.records)
+    # Herald's own processes never log it (the SMTP sink's debug log of what it received aside).
+    assert not any(token in record.getMessage() for record in caplog.records if record.name != "mail.log")
 
     verified = live_client.post("/api/v1/auth/verify-email", json={"token": token})
     assert verified.status_code == 200 and verified.get_json()["isVerified"] is True

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import jsonify
+from flask import g, jsonify
 from flask_jwt_extended import JWTManager, create_access_token, decode_token, get_jwt, get_jwt_identity
 
 from app.errors import error_body
@@ -59,7 +59,13 @@ def register_jwt_handlers(jwt: JWTManager) -> None:
             session_id = uuid.UUID(payload[SESSION_CLAIM])
         except (KeyError, TypeError, ValueError):
             return True
-        return not sessions.access_token_is_live(user_id, session_id, payload["jti"])
+        # Held for the request: the session's identity map is weak, and views read this user again.
+        g.token_user = sessions.live_token_user(user_id, session_id, payload["jti"])
+        return g.token_user is None
+
+    @jwt.user_lookup_loader
+    def token_user(_header: dict[str, Any], _payload: dict[str, Any]):
+        return g.get("token_user")
 
     @jwt.unauthorized_loader
     def missing(reason: str):

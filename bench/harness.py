@@ -1,0 +1,128 @@
+"""Shared set-up for benchmarks: a migrated bench database, the web process as in the Procfile,
+and a small closed-loop HTTP load generator."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import requests
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald_bench")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+BENCH_ENV = {
+    "HERALD_ENV": "development",
+    "DATABASE_URL": BENCH_DATABASE_URL,
+    "REDIS_URL": BENCH_REDIS_URL,
+    "SECRET_KEY": "bench-secret-" + "s" * 32,
+    "JWT_SECRET_KEY": "bench-jwt-secret-" + "j" * 32,
+    "DATA_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "PUBLIC_BASE_URL": "http://127.0.0.1",
+    "REGISTER_RATE_LIMIT_IP": "100000 per hour",
+    "LOGIN_RATE_LIMIT_IP": "100000 per minute",
+}
+
+
+def bench_environ() -> dict[str, str]:
+    env = {**os.environ, **BENCH_ENV}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def prepare_database() -> None:
+    """Drop and rebuild the bench database through the real migrations."""
+    from sqlalchemy.engine import make_url
+
+    import psycopg2
+    from psycopg2 import sql
+
+    url = make_url(BENCH_DATABASE_URL)
+    conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(url.database)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
+    conn.close()
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "db", "upgrade"],
+        cwd=ROOT, env=bench_environ(), check=True, capture_output=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def web_server(workers: int = 2) -> Iterator[str]:
+    """gunicorn serving the app exactly as the Procfile's `web` line does."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--log-level", "warning"],
+        cwd=ROOT, env=bench_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("gunicorn did not start")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def wrk_requests_per_second(url: str, headers: dict[str, str] | None = None, seconds: int = 8,
+                            connections: int = 8) -> float:
+    """Requests/s measured by wrk (a C load generator, so the client costs little of the 2 cores)."""
+    command = ["wrk", "--latency", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in output:
+        raise RuntimeError(f"non-2xx answers while measuring {url}:\n{output}")
+    return float(next(line for line in output.splitlines() if line.startswith("Requests/sec:")).split()[1])
+
+
+def requests_per_second(send: Callable[[requests.Session], int], seconds: float, concurrency: int = 4) -> float:
+    """Closed loop: `concurrency` clients each send the next request as soon as one answers."""
+    stop = time.monotonic() + seconds
+    counts = [0] * concurrency
+    failures: list[int] = []
+
+    def client(index: int) -> None:
+        with requests.Session() as session:
+            while time.monotonic() < stop:
+                status = send(session)
+                if status >= 400:
+                    failures.append(status)
+                counts[index] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} failed requests, e.g. HTTP {failures[0]}")
+    return sum(counts) / (time.monotonic() - started)
