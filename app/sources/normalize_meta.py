@@ -1,0 +1,114 @@
+"""Meta Conversions-API events → normalized events.
+
+A stored event is one element of a CAPI `data` array; its `event_name` is authoritative. Contact
+fields in `user_data` (`em`, `ph`, `fn`, `ln`, `country`, ...) are, per Meta's parameter reference,
+SHA-256 hex of a normalized form (email: trimmed and lower-cased; phone: digits only, country code
+included, no `+`), one value or a list of them. Gateways sometimes send plain values despite that,
+so a value counts as a hash by its shape (64 hex digits) and anything else is read as plain.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import phonenumbers
+
+from app.sources.normalize import (
+    NormalizedEvent,
+    as_list,
+    build_identity,
+    count_units,
+    first_text,
+    get_dict,
+    get_objects,
+    id_list,
+    is_sha256_hex,
+    normalize_country,
+    normalize_currency,
+    parse_amount,
+    parse_count,
+    parse_epoch,
+    provider_properties,
+    required_name,
+    text,
+    type_for,
+    without_none,
+)
+
+EVENT_TYPES: dict[str, str] = {
+    "PageView": "page_viewed",
+    "ViewContent": "product_viewed",
+    "AddToCart": "added_to_cart",
+    "InitiateCheckout": "checkout_started",
+    "Purchase": "order_placed",
+    "Lead": "lead",
+}
+# `country` is hashed like the rest, but there are only a few hundred codes, so each hash is known
+# and the country (useful for audiences and for reading phone numbers) can be recovered.
+_COUNTRY_BY_HASH: dict[str, str] = {
+    hashlib.sha256(code.lower().encode("ascii")).hexdigest(): code for code in phonenumbers.SUPPORTED_REGIONS
+}
+
+
+def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
+    name = required_name(payload, "event_name")
+    user = get_dict(payload, "user_data")
+    custom = get_dict(payload, "custom_data")
+
+    emails, email_hashes = _split_hashed(user.get("em"))
+    phones, phone_hashes = _split_hashed(user.get("ph"))
+    first_names, _ = _split_hashed(user.get("fn"))  # a hashed name cannot be shown to anyone
+    last_names, _ = _split_hashed(user.get("ln"))
+    identity = build_identity(
+        emails=emails,
+        email_hashes=email_hashes,
+        # Meta's plain phone form is the digits with the country code, so it gets its `+` back.
+        phones=["+" + phone if phone.isdigit() else phone for phone in phones],
+        phone_hashes=phone_hashes,
+        external_ids={"metaExternalId": first_text(as_list(user.get("external_id")))},
+        profile={
+            "firstName": first_text(first_names),
+            "lastName": first_text(last_names),
+            "country": _country(user.get("country")),
+        },
+    )
+
+    contents = get_objects(custom, "contents")
+    content_ids = id_list(as_list(custom.get("content_ids"))) or id_list(c.get("id") for c in contents)
+    normalized = without_none({
+        "value": parse_amount(custom.get("value"), "custom_data.value"),
+        "currency": normalize_currency(custom.get("currency")),
+        "orderId": text(custom.get("order_id")),
+        "productIds": content_ids or None,
+        "itemCount": parse_count(custom.get("num_items")) if custom.get("num_items") is not None
+        else count_units(contents),
+        "url": text(payload.get("event_source_url")),
+    })
+    return NormalizedEvent(
+        type=type_for(name, EVENT_TYPES),
+        original_name=name,
+        occurred_at=parse_epoch(payload.get("event_time"), "event_time", 1),
+        properties=provider_properties(custom, normalized),
+        identity=identity,
+    )
+
+
+def _split_hashed(value: object) -> tuple[list[str], list[str]]:
+    """(plain values, SHA-256 hashes) of a one-or-many user_data field."""
+    plain: list[str] = []
+    hashed: list[str] = []
+    for item in as_list(value):
+        item_text = text(item)
+        if item_text:
+            (hashed if is_sha256_hex(item_text) else plain).append(item_text)
+    return plain, hashed
+
+
+def _country(value: object) -> str | None:
+    for item in as_list(value):
+        item_text = text(item)
+        if item_text:
+            code = _COUNTRY_BY_HASH.get(item_text.lower()) or normalize_country(item_text)
+            if code:
+                return code
+    return None

@@ -1,0 +1,217 @@
+"""Shopify topics → normalized events.
+
+Two payload shapes arrive under the same topics: REST webhook JSON (snake_case keys, numeric ids) and
+GraphQL nodes pulled by sync (camelCase keys, `gid://shopify/Customer/123` ids, money under
+`totalPriceSet.shopMoney`, lists as connections). Both read to the same result; ids always come out
+as the numeric id string. What a payload holds follows from the topic's resource (`orders/*` is an
+order whatever the action), while only the four topics SPEC names get a non-`custom` type.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.sources.normalize import (
+    Identity,
+    NormalizedEvent,
+    PoisonEvent,
+    build_identity,
+    count_units,
+    first_text,
+    get_dict,
+    get_objects,
+    id_list,
+    normalize_country,
+    normalize_currency,
+    parse_amount,
+    parse_iso_datetime,
+    text,
+    type_for,
+    without_none,
+)
+
+TOPIC_TYPES: dict[str, str] = {
+    "orders/create": "order_placed",
+    "customers/create": "customer_created",
+    "customers/update": "customer_updated",
+    "checkouts/create": "checkout_started",
+}
+# Shopify marketing-consent states that are an explicit choice; the rest (not_subscribed, pending,
+# invalid, redacted) say nothing SPEC's consent values can hold, so they are left out.
+_CONSENT_STATES: dict[str, str] = {"subscribed": "subscribed", "unsubscribed": "unsubscribed"}
+_CONSENT_FIELDS = (
+    ("email", "email_marketing_consent", "emailMarketingConsent"),
+    ("sms", "sms_marketing_consent", "smsMarketingConsent"),
+)
+_GID_PREFIX = "gid://shopify/"
+
+Reading = tuple[dict[str, Any], Identity, dict[str, str]]
+
+
+def map_event(topic: str, payload: dict[str, Any]) -> NormalizedEvent:
+    if not isinstance(topic, str) or "/" not in topic.strip():
+        raise PoisonEvent(f"Shopify topic must look like 'resource/action', got {topic!r}")
+    topic = topic.strip()
+    reader = _READERS.get(topic.split("/", 1)[0])
+    properties, identity, consent = reader(payload) if reader else ({}, Identity(), {})
+    return NormalizedEvent(
+        type=type_for(topic, TOPIC_TYPES),
+        original_name=topic,
+        occurred_at=_occurred_at(topic, payload),
+        properties=properties,
+        identity=identity,
+        consent=consent,
+    )
+
+
+def shopify_id(value: object, key: str) -> str | None:
+    """The numeric id as a string, from a REST number or a GraphQL GID (`gid://shopify/Order/1?x=y`)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str):
+        raw = value.strip()
+        if raw.startswith(_GID_PREFIX):
+            raw = raw.rsplit("/", 1)[-1].split("?", 1)[0]
+        if raw.isascii() and raw.isdigit():
+            return raw
+    raise PoisonEvent(f"{key} is not a Shopify id: {value!r}")
+
+
+def _read_order(payload: dict[str, Any]) -> Reading:
+    properties = {
+        "orderId": shopify_id(payload.get("id"), "id"),
+        "orderName": text(payload.get("name")),
+        **_money_and_items(payload),
+    }
+    return without_none(properties), *_buyer(payload)
+
+
+def _read_checkout(payload: dict[str, Any]) -> Reading:
+    properties = {
+        "checkoutId": shopify_id(payload.get("id"), "id"),
+        "checkoutToken": text(payload.get("token")),
+        "checkoutUrl": text(payload.get(_key(payload, "abandoned_checkout_url", "abandonedCheckoutUrl"))),
+        **_money_and_items(payload),
+    }
+    return without_none(properties), *_buyer(payload)
+
+
+def _read_customer(payload: dict[str, Any]) -> Reading:
+    properties = {"customerId": shopify_id(payload.get("id"), "id"), "tags": _tags(payload.get("tags")) or None}
+    default_address = get_dict(payload, _key(payload, "default_address", "defaultAddress"))
+    identity = _identity(payload, payload, buyer_addresses=[default_address], other_addresses=[])
+    return without_none(properties), identity, _consent(payload)
+
+
+def _tags(value: object) -> list[str]:
+    # REST sends "vip, wholesale"; GraphQL sends a list.
+    if isinstance(value, str):
+        return id_list(value.split(","))
+    return id_list(value) if isinstance(value, list) else []
+
+
+_READERS = {"orders": _read_order, "checkouts": _read_checkout, "customers": _read_customer}
+
+
+def _buyer(payload: dict[str, Any]) -> tuple[Identity, dict[str, str]]:
+    """Who placed an order or started a checkout, and the consent their customer record carries."""
+    customer = get_dict(payload, "customer")
+    identity = _identity(
+        payload,
+        customer,
+        buyer_addresses=[
+            get_dict(payload, _key(payload, "billing_address", "billingAddress")),
+            get_dict(customer, _key(customer, "default_address", "defaultAddress")),
+        ],
+        # A shipping address may be a gift recipient's: it only tells the country.
+        other_addresses=[get_dict(payload, _key(payload, "shipping_address", "shippingAddress"))],
+    )
+    return identity, _consent(customer)
+
+
+def _identity(
+    record: dict[str, Any],
+    customer: dict[str, Any],
+    *,
+    buyer_addresses: list[dict[str, Any]],
+    other_addresses: list[dict[str, Any]],
+) -> Identity:
+    newer_email = get_dict(customer, "defaultEmailAddress")  # GraphQL 2024-07+: email moved here
+    newer_phone = get_dict(customer, "defaultPhoneNumber")
+    names = [customer, *buyer_addresses]
+    return build_identity(
+        emails=[record.get("email"), record.get(_key(record, "contact_email", "contactEmail")),
+                customer.get("email"), newer_email.get("emailAddress")],
+        phones=[record.get("phone"), customer.get("phone"), newer_phone.get("phoneNumber"),
+                *(address.get("phone") for address in buyer_addresses)],
+        external_ids={"shopifyCustomerId": shopify_id(customer.get("id"), "customer.id")},
+        profile={
+            "firstName": first_text(n.get(_key(n, "first_name", "firstName")) for n in names),
+            "lastName": first_text(n.get(_key(n, "last_name", "lastName")) for n in names),
+            "country": next(filter(None, (_country(a) for a in [*buyer_addresses, *other_addresses])), None),
+        },
+    )
+
+
+def _country(address: dict[str, Any]) -> str | None:
+    for key in ("country_code", "countryCodeV2", "countryCode"):
+        code = normalize_country(address.get(key))
+        if code:
+            return code
+    return None
+
+
+def _consent(customer: dict[str, Any]) -> dict[str, str]:
+    consent: dict[str, str] = {}
+    for channel, snake, camel in _CONSENT_FIELDS:
+        block = get_dict(customer, _key(customer, snake, camel))
+        state = block.get("state", block.get("marketingState"))
+        value = _CONSENT_STATES.get(state.strip().lower()) if isinstance(state, str) else None
+        if value:
+            consent[channel] = value
+    return consent
+
+
+def _money_and_items(payload: dict[str, Any]) -> dict[str, Any]:
+    amount_key = _key(payload, "total_price", "totalPrice")
+    value = parse_amount(payload.get(amount_key), amount_key)
+    currency = normalize_currency(payload.get(_key(payload, "currency", "currencyCode")))
+    shop_money = get_dict(get_dict(payload, "totalPriceSet"), "shopMoney")
+    if value is None:
+        value = parse_amount(shop_money.get("amount"), "totalPriceSet.shopMoney.amount")
+    currency = currency or normalize_currency(shop_money.get("currencyCode"))
+
+    items = _line_items(payload)
+    product_ids = id_list(
+        shopify_id(item.get("product_id"), "line_items.product_id")
+        or shopify_id(get_dict(item, "product").get("id"), "lineItems.product.id")
+        for item in items
+    )
+    return {"value": value, "currency": currency, "productIds": product_ids or None, "itemCount": count_units(items)}
+
+
+def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    if payload.get("line_items") is not None:
+        return get_objects(payload, "line_items")
+    connection = payload.get("lineItems")
+    if isinstance(connection, dict):
+        if connection.get("edges") is not None:
+            return [get_dict(edge, "node") for edge in get_objects(connection, "edges")]
+        return get_objects(connection, "nodes")
+    return get_objects(payload, "lineItems")
+
+
+def _occurred_at(topic: str, payload: dict[str, Any]) -> datetime | None:
+    created = parse_iso_datetime(payload.get(_key(payload, "created_at", "createdAt")), "created_at")
+    updated = parse_iso_datetime(payload.get(_key(payload, "updated_at", "updatedAt")), "updated_at")
+    # An update happened when the record changed, not when it was first made.
+    if topic.endswith(("/update", "/updated")):
+        return updated or created
+    return created or updated
+
+
+def _key(payload: dict[str, Any], snake: str, camel: str) -> str:
+    """The key this payload's shape uses: REST snake_case or GraphQL camelCase."""
+    return snake if payload.get(snake) is not None else camel
