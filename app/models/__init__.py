@@ -1,8 +1,10 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
 from app.models.campaigns import Campaign, CampaignChannel
+from app.models.contacts import Contact, ContactActivity, ContactIdentity, PushSubscription
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
+from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
@@ -18,4 +20,12 @@ __all__ = [
     "Message",
     "Campaign",
     "CampaignChannel",
+    "Contact",
+    "ContactIdentity",
+    "ContactActivity",
+    "PushSubscription",
+    "IngestKey",
+    "EventDedupeKey",
+    "EventFailure",
+    "SyncRun",
 ]

@@ -20,7 +20,10 @@ SOURCE_STATUSES = ("active", "inactive", "error")
 
 class DataSource(Base):
     __tablename__ = "data_sources"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_dc70b1c6b641726739857fd938d"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_dc70b1c6b641726739857fd938d"),
+        sa.Index("ix_data_sources_userId", "userId"),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
@@ -40,7 +43,12 @@ class DataSource(Base):
 
 class DataEvent(Base):
     __tablename__ = "data_events"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_cd59d7c7abb032ef628cb1640d0"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_cd59d7c7abb032ef628cb1640d0"),
+        # The processing queue: only unprocessed rows, oldest first.
+        sa.Index("ix_data_events_pending", "createdAt", postgresql_where=sa.text('"processedAt" IS NULL')),
+        sa.Index("ix_data_events_source_created", "dataSourceId", "createdAt"),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     data_source_id: orm.Mapped[uuid.UUID] = orm.mapped_column(

@@ -1,0 +1,122 @@
+"""The contact aggregate: a merchant's customers, how to reach them, and what they did."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql as pg
+
+from app.models.base import Base, created_at, updated_at, uuid_pk
+
+CHANNELS = ("email", "sms", "push", "whatsapp")
+CONSENT_VALUES = ("subscribed", "unsubscribed", "bounced", "complained")
+# Who last set a channel's consent. An unsubscribe by the contact themself is never overwritten by
+# the merchant's imports or by synced data.
+CONSENT_SOURCES = ("contact", "merchant", "source", "provider")
+IDENTITY_KINDS = (
+    "email", "phone", "email_sha256", "phone_sha256",
+    "shopifyCustomerId", "ga4UserId", "ga4ClientId", "metaExternalId",
+)
+
+
+def _jsonb_object() -> orm.MappedColumn[dict[str, Any]]:
+    return orm.mapped_column(pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb"))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        sa.Index("uq_contacts_user_email", "userId", sa.text("lower(email)"), unique=True,
+                 postgresql_where=sa.text("email IS NOT NULL")),
+        sa.Index("uq_contacts_user_phone", "userId", "phone", unique=True, postgresql_where=sa.text("phone IS NOT NULL")),
+        sa.Index("ix_contacts_userId_createdAt", "userId", "createdAt"),
+    )
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    email: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    phone: orm.Mapped[str | None] = orm.mapped_column(sa.String())  # E.164
+    first_name: orm.Mapped[str | None] = orm.mapped_column("firstName", sa.String())
+    last_name: orm.Mapped[str | None] = orm.mapped_column("lastName", sa.String())
+    attributes: orm.Mapped[dict[str, Any]] = _jsonb_object()
+    external_ids: orm.Mapped[dict[str, Any]] = orm.mapped_column(
+        "externalIds", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
+    )
+    consent: orm.Mapped[dict[str, str]] = _jsonb_object()
+    consent_sources: orm.Mapped[dict[str, str]] = orm.mapped_column(
+        "consentSources", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
+    )
+    created_at: orm.Mapped[datetime] = created_at()
+    updated_at: orm.Mapped[datetime] = updated_at()
+
+    push_subscriptions: orm.Mapped[list[PushSubscription]] = orm.relationship(
+        back_populates="contact", cascade="all, delete-orphan", passive_deletes=True, order_by="PushSubscription.created_at"
+    )
+
+
+class ContactIdentity(Base):
+    """Every key that identifies a contact (email, phone, their hashes, provider ids), one row each.
+
+    Identity resolution for a whole batch of events is one lookup on this table's primary key.
+    """
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (sa.PrimaryKeyConstraint("userId", "kind", "value"),)
+
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    value: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (RFC 8030 endpoint and RFC 8291 keys) for a contact."""
+
+    __tablename__ = "contact_push_subscriptions"
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    endpoint: orm.Mapped[str] = orm.mapped_column(sa.Text(), nullable=False, unique=True)
+    p256dh: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    auth: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    created_at: orm.Mapped[datetime] = created_at()
+
+    contact: orm.Mapped[Contact] = orm.relationship(back_populates="push_subscriptions")
+
+
+class ContactActivity(Base):
+    """One processed event in a contact's history, in the normalized vocabulary (audiences query it)."""
+
+    __tablename__ = "contact_activities"
+    __table_args__ = (
+        sa.Index("ix_contact_activities_contact_type_time", "contactId", "eventType", "occurredAt"),
+        sa.Index("ix_contact_activities_user_type_time", "userId", "eventType", "occurredAt"),
+    )
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    # Unique: processing an event twice can never write its activity twice.
+    data_event_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
+        "dataEventId", sa.ForeignKey("data_events.id", ondelete="CASCADE"), unique=True
+    )
+    event_type: orm.Mapped[str] = orm.mapped_column("eventType", sa.String(), nullable=False)
+    original_name: orm.Mapped[str] = orm.mapped_column("originalName", sa.String(), nullable=False)
+    occurred_at: orm.Mapped[datetime] = orm.mapped_column("occurredAt", sa.DateTime(), nullable=False)
+    properties: orm.Mapped[dict[str, Any]] = _jsonb_object()
+    created_at: orm.Mapped[datetime] = created_at()
