@@ -15,7 +15,7 @@ task_queues = tuple(Queue(name) for name in QUEUES)
 task_default_queue = "default"
 task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "default"}
 
-include = ["workers.maintenance", "workers.accounts"]
+include = ["workers.maintenance", "workers.accounts", "workers.events"]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
 # is acknowledged only after the task finishes and is redelivered if the worker dies mid-task.
@@ -47,6 +47,10 @@ beat_schedule = {
     "maintenance.purge_token_blacklist": {
         "task": "maintenance.purge_token_blacklist",
         "schedule": 3600.0,
+    },
+    "events.process_pending": {
+        "task": "events.process_pending",
+        "schedule": 10.0,
     },
     "accounts.send_pending_verifications": {
         "task": "accounts.send_pending_verifications",

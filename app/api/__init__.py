@@ -5,8 +5,8 @@ from app.extensions import api
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import auth, contacts, data_sources, health, users
+    from app.api import auth, contacts, data_sources, health, ingest, users
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    for module in (health, auth, users, data_sources, contacts):
+    for module in (health, auth, users, data_sources, contacts, ingest):
         api.register_blueprint(module.blp)

@@ -1,0 +1,62 @@
+"""Public ingest routes, each authenticated the way its provider's world does it."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import request
+from flask_smorest import Blueprint
+
+from app.errors import ValidationFailed
+from app.schemas.ingest import AcceptedSchema, CapiBatchSchema, Ga4BatchSchema
+from app.services import ingestion
+
+MAX_INGEST_BODY = 5 * 1024 * 1024
+
+blp = Blueprint("ingest", __name__, url_prefix="/ingest", description="Event ingestion (public, provider-authenticated)")
+
+
+@blp.before_request
+def allow_larger_bodies() -> None:
+    request.max_content_length = MAX_INGEST_BODY
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed("The body is not valid JSON.") from exc
+    if not isinstance(payload, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    return payload
+
+
+@blp.route("/shopify/<uuid:source_id>", methods=["POST"])
+@blp.response(202, AcceptedSchema)
+def shopify_webhook(source_id: uuid.UUID):
+    """A Shopify webhook (`X-Shopify-Hmac-Sha256`, `X-Shopify-Topic`, `X-Shopify-Webhook-Id`)."""
+    raw = request.get_data(cache=False)
+    ingestion.verify_shopify_webhook(source_id, raw, request.headers.get("X-Shopify-Hmac-Sha256"))
+    topic = request.headers.get("X-Shopify-Topic", "").strip()
+    if not topic or len(topic) > 100:
+        raise ValidationFailed("Missing X-Shopify-Topic header.", errors={"X-Shopify-Topic": ["Required."]})
+    events = ingestion.shopify_events(topic, request.headers.get("X-Shopify-Webhook-Id"), _json_object(raw), raw)
+    return ingestion.store_events(source_id, events)
+
+
+@blp.route("/facebook-pixel/<uuid:source_id>", methods=["POST"])
+@blp.response(202, AcceptedSchema)
+def facebook_pixel(source_id: uuid.UUID):
+    """A Conversions-API batch `{"data": [...]}` (up to 1,000 events), with `X-Ingest-Key`."""
+    ingestion.verify_ingest_key(source_id, "facebook_pixel", request.headers.get("X-Ingest-Key"))
+    batch = CapiBatchSchema().load(_json_object(request.get_data(cache=False)))
+    return ingestion.store_events(source_id, ingestion.capi_events(batch))
+
+
+@blp.route("/gtm/<uuid:source_id>", methods=["POST"])
+@blp.response(202, AcceptedSchema)
+def gtm(source_id: uuid.UUID):
+    """A GA4 Measurement-Protocol batch `{"client_id", "user_id", "events": [...]}`, with `X-Ingest-Key`."""
+    ingestion.verify_ingest_key(source_id, "gtm", request.headers.get("X-Ingest-Key"))
+    batch = Ga4BatchSchema().load(_json_object(request.get_data(cache=False)))
+    return ingestion.store_events(source_id, ingestion.ga4_events(batch))

@@ -1,0 +1,202 @@
+"""Event processing: pending data_events become contacts and contact activity.
+
+A batch is claimed and stamped `processedAt` by one `UPDATE ... FOR UPDATE SKIP LOCKED` statement,
+in the same transaction as everything it leads to, so concurrent workers never take the same event
+and a crash un-claims the batch by rolling back. Contacts of one merchant are resolved under a
+transaction-scoped advisory lock: two batches can't both create the same new customer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from app.extensions import db
+from app.jobs import enqueue_after_commit
+from app.models import ContactActivity, EventFailure
+from app.services.identity_resolution import BatchResolver
+from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
+
+log = logging.getLogger(__name__)
+
+PROCESS_PENDING = "events.process_pending"
+BATCH_SIZE = 500
+MAX_ATTEMPTS = 3
+PROCESS_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
+# At most one processing hint per this many milliseconds, however many requests arrive.
+HINT_DEBOUNCE_MS = 500
+ERROR_MAX = 2000
+
+_CLAIM = sa.text(
+    """
+    UPDATE data_events AS e SET "processedAt" = now()
+    FROM data_sources AS s
+    WHERE e.id IN (
+        SELECT id FROM data_events
+        WHERE "processedAt" IS NULL AND (CAST(:only AS uuid[]) IS NULL OR id = ANY(CAST(:only AS uuid[])))
+        ORDER BY "createdAt"
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AND s.id = e."dataSourceId"
+    RETURNING e.id, e."eventType", e."eventData", e."createdAt", s."sourceType", s."userId"
+    """
+)
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    id: uuid.UUID
+    event_type: str
+    event_data: Any
+    created_at: datetime
+    source_type: str
+    user_id: uuid.UUID
+
+
+def process_pending(time_budget: float = PROCESS_TIME_BUDGET, batch_size: int = BATCH_SIZE) -> int:
+    """Process batches until the queue is empty or the time budget is spent; events processed.
+
+    While full batches keep coming, another worker is invited (a debounced hint), so a backlog is
+    drained by every free worker rather than one.
+    """
+    deadline = time.monotonic() + time_budget
+    total = 0
+    while True:
+        claimed = process_batch(batch_size)
+        total += claimed
+        if claimed < batch_size:
+            return total
+        hint_processing()
+        if time.monotonic() >= deadline:
+            return total
+
+
+def hint_processing() -> None:
+    """Ask a worker to process soon. Debounced: under load, one message covers many requests."""
+    client = redis.Redis.from_url(current_app.config["HERALD_SETTINGS"].redis_url)
+    try:
+        if client.set("herald:hint:events.process_pending", b"1", nx=True, px=HINT_DEBOUNCE_MS):
+            enqueue_after_commit(PROCESS_PENDING)
+    except redis.RedisError:
+        pass  # the beat sweep processes what arrived; callers must not fail on a hint
+    finally:
+        client.close()
+
+
+def process_batch(batch_size: int = BATCH_SIZE) -> int:
+    """Claim and process up to `batch_size` pending events; the number claimed (0: queue empty)."""
+    claimed = _claim(batch_size)
+    if not claimed:
+        db.session.commit()
+        return 0
+    try:
+        _process(claimed)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("event batch failed; processing its events one by one")
+        for event in claimed:
+            _process_alone(event.id)
+    return len(claimed)
+
+
+def _claim(limit: int, only: list[uuid.UUID] | None = None) -> list[ClaimedEvent]:
+    rows = db.session.execute(_CLAIM, {"limit": limit, "only": [str(i) for i in only] if only else None})
+    return [ClaimedEvent(*row) for row in rows]
+
+
+def _process(events: list[ClaimedEvent]) -> None:
+    normalized: dict[uuid.UUID, NormalizedEvent] = {}
+    poisoned: dict[uuid.UUID, str] = {}
+    for event in events:
+        try:
+            normalized[event.id] = normalize(event.source_type, event.event_type, event.event_data)
+        except PoisonEvent as exc:
+            poisoned[event.id] = str(exc)
+    by_merchant: dict[uuid.UUID, list[ClaimedEvent]] = defaultdict(list)
+    for event in events:
+        if event.id in normalized:
+            by_merchant[event.user_id].append(event)
+    activities = []
+    for user_id in sorted(by_merchant):  # a fixed lock order: no deadlock between two batches
+        activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
+    if activities:
+        stmt = pg_insert(ContactActivity.__table__).values(activities)
+        db.session.execute(stmt.on_conflict_do_nothing(index_elements=["dataEventId"]))
+    if poisoned:
+        _record_failures(poisoned, quarantine=True)
+
+
+def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
+                        normalized: dict[uuid.UUID, NormalizedEvent]) -> list[dict[str, Any]]:
+    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                       {"key": f"herald.contacts:{user_id}"})
+    resolver = BatchResolver(user_id, (normalized[e.id].identity for e in events))
+    owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
+    db.session.flush()
+    resolver.write_identities()
+    return [
+        {
+            "userId": user_id,
+            "contactId": resolver.final(owners[e.id]),
+            "dataEventId": e.id,
+            "eventType": normalized[e.id].type,
+            "originalName": normalized[e.id].original_name,
+            "occurredAt": normalized[e.id].occurred_at or e.created_at,
+            "properties": normalized[e.id].properties,
+        }
+        for e in events
+        if owners[e.id] is not None  # anonymous events are processed, but belong to no one
+    ]
+
+
+def _process_alone(event_id: uuid.UUID) -> None:
+    """Retry one event of a failed batch in its own transaction; count failures, quarantine at last."""
+    claimed = _claim(1, only=[event_id])
+    if not claimed:
+        db.session.commit()
+        return
+    try:
+        _process(claimed)
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        log.exception("event failed", extra={"data_event_id": str(event_id)})
+        _record_failures({event_id: f"{type(exc).__name__}: {exc}"}, quarantine=False)
+        db.session.commit()
+
+
+def _record_failures(errors: dict[uuid.UUID, str], quarantine: bool) -> None:
+    """Count an attempt per event; at MAX_ATTEMPTS (or a poison payload) the event is quarantined,
+    stamped processed so it no longer holds up the queue, with its error visible through the API."""
+    rows = [{"dataEventId": event_id, "attempts": 1, "lastError": error[:ERROR_MAX],
+             "quarantinedAt": sa.func.now() if quarantine else None} for event_id, error in errors.items()]
+    table = EventFailure.__table__
+    stmt = pg_insert(table).values(rows)
+    attempts = table.c.attempts + 1
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["dataEventId"],
+        set_={
+            "attempts": attempts,
+            "lastError": stmt.excluded.lastError,
+            "updatedAt": sa.func.now(),
+            "quarantinedAt": sa.case(
+                (sa.or_(stmt.excluded.quarantinedAt.is_not(None), attempts >= MAX_ATTEMPTS), sa.func.now()),
+                else_=None,
+            ),
+        },
+    )
+    quarantined = db.session.execute(stmt.returning(table.c.dataEventId, table.c.quarantinedAt)).all()
+    done = [row.dataEventId for row in quarantined if row.quarantinedAt is not None]
+    if not quarantine and done:
+        db.session.execute(sa.text('UPDATE data_events SET "processedAt" = now() WHERE id = ANY(CAST(:ids AS uuid[]))'),
+                           {"ids": [str(i) for i in done]})

@@ -1,0 +1,197 @@
+"""Ingest routes through HTTP: authentication, de-duplication, shapes, limits, one statement."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from app.extensions import db
+from app.models import DataEvent
+from tests.conftest import TEST_REDIS_URL
+from tests.support.sources import capi_event, dumps, make_merchant, make_source, shopify_headers, shopify_order
+
+
+def _events(source_id) -> list[DataEvent]:
+    db.session.expire_all()
+    return db.session.scalars(sa.select(DataEvent).where(DataEvent.data_source_id == source_id)).all()
+
+
+@pytest.fixture()
+def shopify(app_ctx):
+    source, _ = make_source(make_merchant(), "shopify")
+    return source
+
+
+@pytest.fixture()
+def pixel(app_ctx):
+    return make_source(make_merchant(), "facebook_pixel")
+
+
+@pytest.fixture()
+def gtm(app_ctx):
+    return make_source(make_merchant(), "gtm")
+
+
+def test_signed_webhook_is_stored_once(client, shopify):
+    body = dumps(shopify_order())
+    headers = shopify_headers(body, webhook_id="wh-1")
+    first = client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=headers)
+    assert first.status_code == 202 and first.get_json() == {"accepted": 1, "duplicates": 0}
+    again = client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=headers)
+    assert again.status_code == 202 and again.get_json() == {"accepted": 1, "duplicates": 1}
+    (stored,) = _events(shopify.id)
+    assert stored.event_type == "orders/create" and stored.event_data == json.loads(body)
+    assert stored.processed_at is None
+
+
+@pytest.mark.parametrize("tamper", ["signature", "missing", "reserialized", "other-secret", "unknown-source"])
+def test_bad_signatures_store_nothing(client, shopify, tamper):
+    body = dumps(shopify_order())
+    headers = shopify_headers(body)
+    source_id = shopify.id
+    if tamper == "signature":
+        headers["X-Shopify-Hmac-Sha256"] = headers["X-Shopify-Hmac-Sha256"][::-1]
+    elif tamper == "missing":
+        del headers["X-Shopify-Hmac-Sha256"]
+    elif tamper == "reserialized":  # same JSON, different bytes: the HMAC is over the raw body
+        body = json.dumps(json.loads(body), indent=2).encode()
+    elif tamper == "other-secret":
+        headers = shopify_headers(body, secret="not-the-secret")
+    else:
+        source_id = uuid.uuid4()
+    response = client.post(f"/ingest/shopify/{source_id}", data=body, headers=headers)
+    assert response.status_code == 401 and response.get_json()["code"] == "unauthorized"
+    assert _events(shopify.id) == []
+
+
+def test_webhook_shape_errors(client, shopify):
+    body = b"not json"
+    assert client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=shopify_headers(body)).status_code == 422
+    body = dumps(shopify_order())
+    headers = shopify_headers(body)
+    del headers["X-Shopify-Topic"]
+    assert client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=headers).status_code == 422
+    assert _events(shopify.id) == []
+
+
+def test_inactive_source_refuses(client, app_ctx):
+    source, _ = make_source(make_merchant(), "shopify", status="inactive")
+    body = dumps(shopify_order())
+    assert client.post(f"/ingest/shopify/{source.id}", data=body, headers=shopify_headers(body)).status_code == 403
+
+
+def test_ingest_body_limit_is_five_mib(client, shopify):
+    big = dumps({**shopify_order(), "note": "x" * (2 * 1024 * 1024)})  # over the API's 1 MiB: fine here
+    assert client.post(f"/ingest/shopify/{shopify.id}", data=big, headers=shopify_headers(big)).status_code == 202
+    huge = dumps({**shopify_order(), "note": "x" * (5 * 1024 * 1024)})
+    response = client.post(f"/ingest/shopify/{shopify.id}", data=huge, headers=shopify_headers(huge))
+    assert response.status_code == 413 and response.is_json
+
+
+def test_capi_batch_dedupes_by_event_id_and_name(client, pixel):
+    source, key = pixel
+    batch = {"data": [capi_event("Purchase", "order-1"), capi_event("AddToCart", "order-1"),
+                      capi_event("PageView")]}
+    response = client.post(f"/ingest/facebook-pixel/{source.id}", json=batch, headers={"X-Ingest-Key": key})
+    assert response.status_code == 202 and response.get_json() == {"accepted": 3, "duplicates": 0}
+    replay = client.post(f"/ingest/facebook-pixel/{source.id}", json=batch, headers={"X-Ingest-Key": key})
+    assert replay.get_json() == {"accepted": 3, "duplicates": 3}
+    assert sorted(e.event_type for e in _events(source.id)) == ["AddToCart", "PageView", "Purchase"]
+
+
+@pytest.mark.parametrize("which", ["missing", "wrong", "other-source"])
+def test_capi_bad_keys_store_nothing(client, app_ctx, pixel, which):
+    source, key = pixel
+    _, other_key = make_source(make_merchant(), "facebook_pixel")
+    headers = {"missing": {}, "wrong": {"X-Ingest-Key": key + "x"}, "other-source": {"X-Ingest-Key": other_key}}[which]
+    response = client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": [capi_event()]}, headers=headers)
+    assert response.status_code == 401
+    assert _events(source.id) == []
+
+
+def test_pixel_key_does_not_open_a_gtm_route(client, pixel):
+    source, key = pixel
+    response = client.post(f"/ingest/gtm/{source.id}", json={"client_id": "c", "events": [{"name": "page_view"}]},
+                           headers={"X-Ingest-Key": key})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "payload, path",
+    [
+        ({}, ["data"]),
+        ({"data": "nope"}, ["data"]),
+        ({"data": []}, ["data"]),
+        ({"data": [capi_event()] * 1001}, ["data"]),
+        ({"data": [capi_event(), {"event_time": 1}]}, ["data", "1", "event_name"]),
+        ({"data": [capi_event(age_seconds=8 * 24 * 3600)]}, ["data", "0", "event_time"]),
+        ({"data": [capi_event(event_time="yesterday")]}, ["data", "0", "event_time"]),
+        ({"data": [capi_event(user_data="me")]}, ["data", "0", "user_data"]),
+    ],
+)
+def test_capi_wrong_shapes_are_422_and_store_nothing(client, pixel, payload, path):
+    source, key = pixel
+    response = client.post(f"/ingest/facebook-pixel/{source.id}", json=payload, headers={"X-Ingest-Key": key})
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    for part in path:
+        errors = errors[part] if part in errors else errors[int(part)]
+    assert errors
+    assert _events(source.id) == []
+
+
+def test_one_insert_statement_per_request(client, pixel):
+    source, key = pixel
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = db.engine
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        batch = {"data": [capi_event("ViewContent", f"e{i}") for i in range(500)]}
+        response = client.post(f"/ingest/facebook-pixel/{source.id}", json=batch, headers={"X-Ingest-Key": key})
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert response.get_json() == {"accepted": 500, "duplicates": 0}
+    assert len([s for s in statements if "INSERT" in s.upper()]) == 1
+    assert len(_events(source.id)) == 500
+
+
+def test_ga4_batch_keeps_the_envelope(client, gtm):
+    source, key = gtm
+    batch = {"client_id": "555.123", "user_id": "u-9", "user_properties": {"tier": {"value": "gold"}},
+             "events": [{"name": "page_view", "params": {"page_location": "https://shop.test/"}},
+                        {"name": "purchase", "params": {"value": 30, "currency": "EUR", "transaction_id": "T1"}}]}
+    response = client.post(f"/ingest/gtm/{source.id}", json=batch, headers={"X-Ingest-Key": key})
+    assert response.get_json() == {"accepted": 2, "duplicates": 0}
+    assert client.post(f"/ingest/gtm/{source.id}", json=batch, headers={"X-Ingest-Key": key}).get_json() == \
+        {"accepted": 2, "duplicates": 2}
+    stored = {e.event_type: e.event_data for e in _events(source.id)}
+    assert stored["purchase"] == {"client_id": "555.123", "user_id": "u-9",
+                                  "user_properties": {"tier": {"value": "gold"}}, "name": "purchase",
+                                  "params": {"value": 30, "currency": "EUR", "transaction_id": "T1"}}
+
+
+@pytest.mark.parametrize("payload", [{"events": [{"name": "x"}]}, {"client_id": "c", "events": []},
+                                     {"client_id": "c", "events": [{"name": "1bad"}]},
+                                     {"client_id": "c", "events": [{"name": "ok", "params": "p"}]}])
+def test_ga4_wrong_shapes(client, gtm, payload):
+    source, key = gtm
+    assert client.post(f"/ingest/gtm/{source.id}", json=payload, headers={"X-Ingest-Key": key}).status_code == 422
+    assert _events(source.id) == []
+
+
+def test_ingest_hints_processing_after_commit(client, pixel):
+    source, key = pixel
+    broker = redis_lib.Redis.from_url(TEST_REDIS_URL)
+    client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": [capi_event()]}, headers={"X-Ingest-Key": key})
+    client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": [capi_event("Lead")]},
+                headers={"X-Ingest-Key": key})
+    assert broker.llen("events") == 1  # debounced: one hint for the burst
+    broker.close()
