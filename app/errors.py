@@ -87,14 +87,15 @@ def register_error_handlers(app: Flask) -> None:
     def handle_http_error(exc: HTTPException):
         status = exc.code or 500
         message = exc.description or exc.name
-        if status == 422:
-            message = "The request body or parameters are invalid."
+        code = _http_code(exc)
+        if status == 422:  # one code for invalid input, whether a schema or a service found it
+            message, code = "The request body or parameters are invalid.", ValidationFailed.code
         headers = dict((getattr(exc, "data", None) or {}).get("headers") or {})
         if exc.response is not None:
             headers.update({k: v for k, v in exc.response.headers.items() if k.lower() == "retry-after"})
         if status == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)
-        return jsonify(error_body(status, _http_code(exc), message, _field_errors(exc))), status, headers
+        return jsonify(error_body(status, code, message, _field_errors(exc))), status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

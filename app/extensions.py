@@ -1,4 +1,6 @@
 """Extensions, created unbound here and bound to the app once in `create_app()`."""
+import orjson
+import psycopg2.extras
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -14,3 +16,8 @@ jwt = JWTManager()
 api = Api()
 # Default key is the client address as the proxy-aware request sees it (see ProxyFix in create_app).
 limiter = Limiter(get_remote_address)
+
+# psycopg2 parses json/jsonb with the standard library by default; orjson is several times faster
+# on the event payloads and contact records the workers read in bulk.
+psycopg2.extras.register_default_json(globally=True, loads=orjson.loads)
+psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)

@@ -81,7 +81,7 @@ def web_server(workers: int = 2) -> Iterator[str]:
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         else:
             raise RuntimeError("gunicorn did not start")
@@ -126,3 +126,27 @@ def requests_per_second(send: Callable[[requests.Session], int], seconds: float,
     if failures:
         raise RuntimeError(f"{len(failures)} failed requests, e.g. HTTP {failures[0]}")
     return sum(counts) / (time.monotonic() - started)
+
+
+@contextmanager
+def celery_worker(queues: str, concurrency: int = 2) -> Iterator[None]:
+    """A real worker process as in the Procfile (prefork), on the bench broker database."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-c", str(concurrency),
+         "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=bench_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)  # boot: imports and pool forks
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def bench_app():
+    """The Flask app configured like the bench processes (for set-up and sending tasks)."""
+    os.environ.update(BENCH_ENV)
+    from app import create_app
+
+    return create_app(BENCH_ENV)

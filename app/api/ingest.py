@@ -1,8 +1,9 @@
 """Public ingest routes, each authenticated the way its provider's world does it."""
 from __future__ import annotations
 
-import json
 import uuid
+
+import orjson
 
 from flask import request
 from flask_smorest import Blueprint
@@ -23,8 +24,8 @@ def allow_larger_bodies() -> None:
 
 def _json_object(raw: bytes) -> dict:
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise ValidationFailed("The body is not valid JSON.") from exc
     if not isinstance(payload, dict):
         raise ValidationFailed("The body must be a JSON object.")

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
+from app.services import bulk_sql
 from app.services.identity_resolution import BatchResolver
 from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
 
@@ -129,9 +130,7 @@ def _process(events: list[ClaimedEvent]) -> None:
     activities = []
     for user_id in sorted(by_merchant):  # a fixed lock order: no deadlock between two batches
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
-    if activities:
-        stmt = pg_insert(ContactActivity.__table__).values(activities)
-        db.session.execute(stmt.on_conflict_do_nothing(index_elements=["dataEventId"]))
+    bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities, 'ON CONFLICT ("dataEventId") DO NOTHING')
     if poisoned:
         _record_failures(poisoned, quarantine=True)
 
@@ -142,8 +141,7 @@ def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
                        {"key": f"herald.contacts:{user_id}"})
     resolver = BatchResolver(user_id, (normalized[e.id].identity for e in events))
     owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
-    db.session.flush()
-    resolver.write_identities()
+    resolver.write()
     return [
         {
             "userId": user_id,

@@ -20,9 +20,8 @@ from app.errors import Forbidden, Unauthorized
 from app.extensions import db
 from app.models import DataSource, IngestKey
 from app.security import opaque_tokens
-from app.security.secret_box import decrypt_fields
+from app.services import bulk_sql, data_sources
 from app.services.event_processing import hint_processing
-from app.sources.configs import SECRET_FIELDS
 
 BAD_SIGNATURE = "Invalid webhook signature."
 BAD_KEY = "Invalid ingest key."
@@ -64,7 +63,7 @@ def verify_shopify_webhook(source_id: uuid.UUID, raw_body: bytes, signature: str
     source = db.session.get(DataSource, source_id)
     if source is None or source.source_type != "shopify" or not signature:
         raise Unauthorized(BAD_SIGNATURE)
-    secret = decrypt_fields(source.config, SECRET_FIELDS["shopify"]).get("webhookSecret", "")
+    secret = data_sources.decrypted_config(source).get("webhookSecret", "")
     expected = base64.b64encode(hmac.new(secret.encode(), raw_body, hashlib.sha256).digest()).decode()
     if not hmac.compare_digest(expected, signature.strip()):
         raise Unauthorized(BAD_SIGNATURE)
@@ -90,7 +89,7 @@ def _require_active(status: str) -> None:
 
 
 def store_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> StoreResult:
-    payload = json.dumps([{"k": e.dedupe_key, "t": e.event_type, "d": e.event_data} for e in events])
+    payload = bulk_sql.to_json([{"k": e.dedupe_key, "t": e.event_type, "d": e.event_data} for e in events])
     stored = db.session.execute(_STORE, {"events": payload, "source_id": str(source_id)}).rowcount
     db.session.commit()
     if stored:

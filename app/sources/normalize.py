@@ -36,6 +36,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -130,6 +131,8 @@ def required_name(payload: Mapping[str, Any], key: str) -> str:
 
 # --- Contact fields ---------------------------------------------------------------------------
 
+# The same customers come back event after event: these pure functions are memoized.
+@lru_cache(maxsize=65536)
 def normalize_email(value: str) -> str | None:
     """Lower-cased, stripped, syntactically valid address; anything else is None."""
     if not isinstance(value, str) or not value.strip():
@@ -142,6 +145,7 @@ def normalize_email(value: str) -> str | None:
     return result.normalized.lower()
 
 
+@lru_cache(maxsize=65536)
 def normalize_phone(value: str, region: str | None = None) -> str | None:
     """E.164 for a valid number. A national number needs the payload's country as `region`;
     without one only international `+…` input is accepted, because guessing a country would tie
@@ -177,11 +181,13 @@ def normalize_currency(value: object) -> str | None:
     return code.upper() if len(code) == 3 and code.isascii() and code.isalpha() else None
 
 
+@lru_cache(maxsize=65536)
 def sha256_email(email: str) -> str:
     """Meta's rule: trim, lower-case, SHA-256 hex."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
+@lru_cache(maxsize=65536)
 def sha256_phone(e164: str) -> str:
     """Meta's rule: digits only, country code included, no `+`, SHA-256 hex."""
     return hashlib.sha256(re.sub(r"\D", "", e164).encode("ascii")).hexdigest()

@@ -1,0 +1,164 @@
+"""Ingestion and processing throughput, each beside its raw ceiling, in one run.
+
+(a) events/s accepted by POST /ingest/facebook-pixel (batches of 500, gunicorn as in the Procfile)
+    beside a raw COPY of the same rows into data_events (same batches, one connection);
+(b) events/s processed by events.process_pending on a real worker (2 processes) beside a raw
+    `UPDATE ... FOR UPDATE SKIP LOCKED` claim loop over the same number of rows.
+Aims: >= 0.5 each.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from bench.harness import bench_app, celery_worker, prepare_database, web_server  # noqa: E402
+
+BATCHES = 20
+BATCH = 500
+PEOPLE = 1000
+CLIENTS = 4
+RAW_CLAIM = sa.text(
+    """UPDATE data_events SET "processedAt" = now() WHERE id IN (
+         SELECT id FROM data_events WHERE "processedAt" IS NULL ORDER BY "createdAt" LIMIT :n FOR UPDATE SKIP LOCKED)"""
+)
+
+
+def make_batches(tag: str) -> list[list[dict]]:
+    from app.sources.normalize import sha256_email
+
+    now = int(time.time())
+    names = ["PageView", "ViewContent", "AddToCart", "InitiateCheckout", "Purchase"]
+    return [
+        [
+            {"event_name": names[i % 5], "event_time": now - 60, "event_id": f"{tag}-{b}-{i}",
+             "action_source": "website",
+             "user_data": {"em": [sha256_email(f"person{(b * BATCH + i) % PEOPLE}@example.com")],
+                           "external_id": [f"ext-{(b * BATCH + i) % PEOPLE}"], "client_ip_address": "203.0.113.9"},
+             "custom_data": {"value": 10 + i % 90, "currency": "USD", "content_ids": [f"sku-{i % 50}"]}}
+            for i in range(BATCH)
+        ]
+        for b in range(BATCHES)
+    ]
+
+
+def setup_source(app):
+    from app.extensions import db
+    from app.models import User
+    from tests.support.sources import make_source
+
+    with app.app_context():
+        user = User(email="bench@example.com", password_hash="x")
+        db.session.add(user)
+        db.session.flush()
+        source, key = make_source(user, "facebook_pixel")
+        return source.id, key
+
+
+def raw_copy(app, source_id, batches) -> float:
+    from app.extensions import db
+
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        started = time.perf_counter()
+        with raw.cursor() as cur:
+            for batch in batches:
+                buffer = io.StringIO()
+                for event in batch:
+                    line = json.dumps(event).replace("\\", "\\\\")
+                    buffer.write(f"{source_id}\t{event['event_name']}\t{line}\n")
+                buffer.seek(0)
+                cur.copy_expert('COPY data_events ("dataSourceId", "eventType", "eventData") FROM STDIN', buffer)
+                raw.commit()
+        elapsed = time.perf_counter() - started
+        raw.close()
+    return BATCHES * BATCH / elapsed
+
+
+def raw_claim_loop(app) -> float:
+    from app.extensions import db
+
+    with app.app_context():
+        started, claimed = time.perf_counter(), 0
+        while True:
+            with db.engine.begin() as conn:
+                n = conn.execute(RAW_CLAIM, {"n": BATCH}).rowcount
+            claimed += n
+            if n == 0:
+                return claimed / (time.perf_counter() - started)
+
+
+def http_ingest(base, source_id, key, batches) -> float:
+    bodies = [json.dumps({"data": batch}).encode() for batch in batches]
+    headers = {"X-Ingest-Key": key, "Content-Type": "application/json"}
+    queue = list(bodies)
+    lock = threading.Lock()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                response = session.post(f"{base}/ingest/facebook-pixel/{source_id}", data=body, headers=headers)
+                assert response.status_code == 202 and response.json()["duplicates"] == 0, response.text
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return BATCHES * BATCH / (time.perf_counter() - started)
+
+
+def worker_processing(app) -> tuple[float, int]:
+    from app.extensions import db
+    from app.models import ContactActivity, DataEvent
+
+    with app.app_context(), celery_worker("events", concurrency=2):
+        celery = app.extensions["celery"]
+        started = time.perf_counter()
+        for _ in range(2):  # one per worker process; each drains batches until the queue is empty
+            celery.send_task("events.process_pending")
+        while db.session.scalar(sa.select(sa.func.count()).where(DataEvent.processed_at.is_(None))):
+            db.session.rollback()
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        activities = db.session.scalar(sa.select(sa.func.count()).select_from(ContactActivity))
+    return BATCHES * BATCH / elapsed, activities
+
+
+def main() -> None:
+    prepare_database()
+    app = bench_app()
+    source_id, key = setup_source(app)
+    copy_rate = raw_copy(app, source_id, make_batches("copy"))
+    claim_rate = raw_claim_loop(app)
+    with web_server() as base:
+        http_ingest(base, source_id, key, make_batches("warm")[:2])  # warm-up
+        with app.app_context():
+            from app.extensions import db
+
+            with db.engine.begin() as conn:
+                conn.execute(sa.text('UPDATE data_events SET "processedAt" = now() WHERE "processedAt" IS NULL'))
+        ingest_rate = http_ingest(base, source_id, key, make_batches("http"))
+    process_rate, activities = worker_processing(app)
+    assert activities == BATCHES * BATCH, activities
+    print(f"(a) ingest through HTTP:  {ingest_rate:9.0f} events/s   raw COPY: {copy_rate:9.0f} events/s"
+          f"   ratio {ingest_rate / copy_rate:.2f} (aim >= 0.5)")
+    print(f"(b) process_pending:      {process_rate:9.0f} events/s   raw claim loop: {claim_rate:9.0f} events/s"
+          f"   ratio {process_rate / claim_rate:.2f} (aim >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
