@@ -1,11 +1,98 @@
-"""Per-type configuration of data sources: which fields exist and which are secrets.
+"""Per-type configuration of data sources: which fields exist, their rules, and which are secrets.
 
-Secrets are encrypted at rest (app.security.secret_box) and never returned by the API.
+Secrets are encrypted at rest (app.security.secret_box) and never returned by the API. A field is a
+secret because it is declared with `_secret()`; SECRET_FIELDS is derived from those declarations and
+is what everything else reads.
 """
 from __future__ import annotations
 
-SECRET_FIELDS: dict[str, tuple[str, ...]] = {
-    "shopify": ("accessToken", "webhookSecret"),
-    "facebook_pixel": ("accessToken",),
-    "gtm": ("accessToken",),
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from app.security.secret_box import REDACTED
+
+SECRET_MAX = 4096
+# Pixel and GTM gateways authenticate with a per-source ingest key; Shopify signs its webhooks.
+INGEST_KEY_TYPES = frozenset({"facebook_pixel", "gtm"})
+
+
+class _LowercaseString(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip().lower()
+
+
+def _secret() -> fields.String:
+    return fields.String(
+        required=True,
+        metadata={"secret": True},
+        validate=[
+            validate.Length(min=1, max=SECRET_MAX),
+            validate.NoneOf([REDACTED], error="Send the secret itself, not the redaction mask."),
+        ],
+    )
+
+
+def _pattern(regex: str, error: str, max_length: int = 64, **kwargs: Any) -> fields.String:
+    return fields.String(validate=[validate.Length(max=max_length), validate.Regexp(regex, error=error)], **kwargs)
+
+
+ShopifyConfigSchema = Schema.from_dict(
+    {
+        "shopDomain": _LowercaseString(
+            required=True,
+            validate=[
+                validate.Length(max=255),
+                validate.Regexp(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$",
+                                error="Must be the store's <name>.myshopify.com domain."),
+            ],
+        ),
+        "accessToken": _secret(),
+        "webhookSecret": _secret(),
+        "apiVersion": _pattern(r"^\d{4}-(01|04|07|10)$", "Must be a Shopify API version such as 2025-10.",
+                               load_default="2025-10"),
+        "backfillDays": fields.Integer(strict=True, load_default=90, validate=validate.Range(min=1, max=3650)),
+    },
+    name="ShopifyConfig",
+)
+
+FacebookPixelConfigSchema = Schema.from_dict(
+    {
+        "pixelId": _pattern(r"^\d{5,32}$", "Must be 5 to 32 digits.", required=True),
+        "accessToken": _secret(),
+        "apiVersion": _pattern(r"^v\d+\.\d+$", "Must be a Graph API version such as v21.0.", load_default="v21.0"),
+    },
+    name="FacebookPixelConfig",
+)
+
+GtmConfigSchema = Schema.from_dict(
+    {
+        "accountId": _pattern(r"^\d+$", "Must be digits only.", required=True),
+        "containerId": _pattern(r"^\d+$", "Must be digits only.", required=True),
+        "accessToken": _secret(),
+        "measurementId": _pattern(r"^G-[A-Z0-9]+$", "Must be a GA4 measurement id such as G-ABC123.",
+                                  allow_none=True),
+    },
+    name="GtmConfig",
+)
+
+CONFIG_SCHEMAS: dict[str, type[Schema]] = {
+    "shopify": ShopifyConfigSchema,
+    "facebook_pixel": FacebookPixelConfigSchema,
+    "gtm": GtmConfigSchema,
 }
+
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    source_type: tuple(name for name, field in schema().fields.items() if field.metadata.get("secret"))
+    for source_type, schema in CONFIG_SCHEMAS.items()
+}
+
+
+def load_config(source_type: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated config with defaults filled in; optional fields set to null are dropped.
+
+    Raises marshmallow.ValidationError keyed by config field.
+    """
+    loaded = CONFIG_SCHEMAS[source_type]().load(raw)
+    return {name: value for name, value in loaded.items() if value is not None}
