@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import redis
 from dotenv import load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -49,3 +50,6 @@ def register_extensions(app: Flask) -> None:
     register_jwt_handlers(jwt)
     limiter.init_app(app)
     api.init_app(app)
+    app.extensions["redis"] = redis.Redis.from_url(
+        app.config["HERALD_SETTINGS"].redis_url, socket_connect_timeout=2, socket_timeout=5
+    )

@@ -1,6 +1,8 @@
 """Extensions, created unbound here and bound to the app once in `create_app()`."""
 import orjson
 import psycopg2.extras
+import redis
+from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -21,3 +23,8 @@ limiter = Limiter(get_remote_address)
 # on the event payloads and contact records the workers read in bulk.
 psycopg2.extras.register_default_json(globally=True, loads=orjson.loads)
 psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
+
+
+def redis_client() -> redis.Redis:
+    """The app's Redis client (pooled; redis-py resets its pool in a forked child)."""
+    return current_app.extensions["redis"]

@@ -129,15 +129,20 @@ def requests_per_second(send: Callable[[requests.Session], int], seconds: float,
 
 
 @contextmanager
-def celery_worker(queues: str, concurrency: int = 2) -> Iterator[None]:
-    """A real worker process as in the Procfile (prefork), on the bench broker database."""
+def celery_worker(celery_app, queues: str, concurrency: int = 2) -> Iterator[None]:
+    """A real worker process as in the Procfile (prefork), on the bench broker database, started on
+    an empty broker (hints queued by earlier steps would otherwise run before the clock starts)."""
+    celery_app.control.purge()
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-c", str(concurrency),
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=bench_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(3)  # boot: imports and pool forks
+        deadline = time.monotonic() + 60
+        while not celery_app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
         yield
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -105,16 +105,15 @@ class ContactActivity(Base):
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
-    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
-        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-    )
+    # The merchant, copied for audience queries; the contact's foreign key already ties the row to
+    # the account (and deletes it with it), so this one is not checked again on every insert.
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column("userId", pg.UUID(as_uuid=True), nullable=False)
     contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
         "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
     )
-    # Unique: processing an event twice can never write its activity twice.
-    data_event_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
-        "dataEventId", sa.ForeignKey("data_events.id", ondelete="CASCADE"), unique=True
-    )
+    # The event it came from. Unique: processing an event twice can never write its activity twice.
+    # Not a foreign key: a contact's history outlives the raw events (a source may be removed).
+    data_event_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column("dataEventId", pg.UUID(as_uuid=True), unique=True)
     event_type: orm.Mapped[str] = orm.mapped_column("eventType", sa.String(), nullable=False)
     original_name: orm.Mapped[str] = orm.mapped_column("originalName", sa.String(), nullable=False)
     occurred_at: orm.Mapped[datetime] = orm.mapped_column("occurredAt", sa.DateTime(), nullable=False)

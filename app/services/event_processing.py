@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from flask import current_app
+from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from app.extensions import db
+from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
 from app.services import bulk_sql
@@ -83,14 +83,11 @@ def process_pending(time_budget: float = PROCESS_TIME_BUDGET, batch_size: int = 
 
 def hint_processing() -> None:
     """Ask a worker to process soon. Debounced: under load, one message covers many requests."""
-    client = redis.Redis.from_url(current_app.config["HERALD_SETTINGS"].redis_url)
     try:
-        if client.set("herald:hint:events.process_pending", b"1", nx=True, px=HINT_DEBOUNCE_MS):
+        if redis_client().set("herald:hint:events.process_pending", b"1", nx=True, px=HINT_DEBOUNCE_MS):
             enqueue_after_commit(PROCESS_PENDING)
     except redis.RedisError:
         pass  # the beat sweep processes what arrived; callers must not fail on a hint
-    finally:
-        client.close()
 
 
 def process_batch(batch_size: int = BATCH_SIZE) -> int:
@@ -111,7 +108,7 @@ def process_batch(batch_size: int = BATCH_SIZE) -> int:
 
 
 def _claim(limit: int, only: list[uuid.UUID] | None = None) -> list[ClaimedEvent]:
-    rows = db.session.execute(_CLAIM, {"limit": limit, "only": [str(i) for i in only] if only else None})
+    rows = db.session.execute(_CLAIM, {"limit": limit, "only": [str(i) for i in only] if only else None}).all()
     return [ClaimedEvent(*row) for row in rows]
 
 
@@ -137,15 +134,21 @@ def _process(events: list[ClaimedEvent]) -> None:
 
 def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
                         normalized: dict[uuid.UUID, NormalizedEvent]) -> list[dict[str, Any]]:
-    db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                       {"key": f"herald.contacts:{user_id}"})
-    resolver = BatchResolver(user_id, (normalized[e.id].identity for e in events))
-    owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
-    resolver.write()
+    """Decide and store the merchant's contacts in a short transaction of its own, under the
+    merchant's lock; the batch's activity rows are written afterwards in the claiming transaction,
+    so concurrent workers serialize only on this part. If the claiming transaction then fails, the
+    contacts it created stay and are simply found again when its events are retried."""
+    with orm.Session(bind=db.engine, join_transaction_mode="create_savepoint") as session, session.begin():
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"herald.contacts:{user_id}"})
+        resolver = BatchResolver(session, user_id, (normalized[e.id].identity for e in events))
+        owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
+        resolver.write()
+        owners = {event_id: resolver.final(owner) for event_id, owner in owners.items() if owner is not None}
     return [
         {
             "userId": user_id,
-            "contactId": resolver.final(owners[e.id]),
+            "contactId": owners[e.id],
             "dataEventId": e.id,
             "eventType": normalized[e.id].type,
             "originalName": normalized[e.id].original_name,
@@ -153,7 +156,7 @@ def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
             "properties": normalized[e.id].properties,
         }
         for e in events
-        if owners[e.id] is not None  # anonymous events are processed, but belong to no one
+        if e.id in owners  # anonymous events are processed, but belong to no one
     ]
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
-from app.extensions import db
 from app.models import Contact, ContactActivity, ContactIdentity, PushSubscription
 from app.services import bulk_sql
 from app.services.consent import AUTHORITATIVE_SOURCES, addressable_channels, merge_consent, with_default_consent
@@ -77,7 +77,8 @@ def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
 
 
 class BatchResolver:
-    def __init__(self, user_id: uuid.UUID, identities: Iterable[Identity]) -> None:
+    def __init__(self, session: orm.Session, user_id: uuid.UUID, identities: Iterable[Identity]) -> None:
+        self.session = session
         self.user_id = user_id
         self.owner: dict[IdentityKey, uuid.UUID] = {}
         self.contacts: dict[uuid.UUID, ContactRecord] = {}
@@ -90,7 +91,7 @@ class BatchResolver:
             return
         kinds, values = zip(*keys)
         params = {"kinds": list(kinds), "vals": list(values), "user_id": str(self.user_id)}
-        for row in db.session.execute(_LOOKUP, params):
+        for row in self.session.execute(_LOOKUP, params).all():
             self.contacts[row.id] = ContactRecord(*row[:9])
             self.owner.update({key: row.id for key in zip(row.kinds, row.vals)})
 
@@ -118,18 +119,25 @@ class BatchResolver:
 
     def _apply(self, contact: ContactRecord, identity: Identity, keys: set[IdentityKey],
                consent: dict[str, str]) -> None:
-        free = {key for key in keys if self.final(self.owner.get(key, contact.id)) == contact.id}
-        if identity.email and contact.email is None and ("email", identity.email) in free:
+        addresses = (contact.email, contact.phone)
+        unknown = {key for key in keys if key not in self.owner}
+        if unknown:  # most events of a known customer bring no new key: nothing to claim
+            self._claim_keys(contact, identity, unknown)
+        _apply_profile(contact, identity.profile)
+        if consent or addresses != (contact.email, contact.phone) or contact.is_new:
+            _apply_consent(contact, consent)
+
+    def _claim_keys(self, contact: ContactRecord, identity: Identity, unknown: set[IdentityKey]) -> None:
+        if identity.email and contact.email is None and ("email", identity.email) in unknown:
             contact.set(email=identity.email)
-        if identity.phone and contact.phone is None and ("phone", identity.phone) in free:
+        if identity.phone and contact.phone is None and ("phone", identity.phone) in unknown:
             contact.set(phone=identity.phone)
         # An email or phone the contact does not hold is another person's: its keys are not claimed.
-        claimed = {key for key in free if _claimable(contact, key)}
+        claimed = {key for key in unknown if _claimable(contact, key)}
         external = {kind: value for kind, value in claimed if kind in identity.external_ids}
-        contact.set(external_ids={**external, **contact.external_ids})
-        _apply_profile(contact, identity.profile)
-        _apply_consent(contact, consent)
-        for key in claimed - self.owner.keys():
+        if external.keys() - contact.external_ids.keys():
+            contact.set(external_ids={**external, **contact.external_ids})
+        for key in claimed:
             self.owner[key] = contact.id
             self.new_keys.append((key, contact.id))
 
@@ -138,8 +146,8 @@ class BatchResolver:
         if not loser.is_new:
             self._insert_new([into])  # rows are about to point at it
             for model in (ContactIdentity, ContactActivity, PushSubscription):
-                db.session.execute(sa.update(model).where(model.contact_id == loser.id).values(contact_id=into.id))
-            db.session.execute(sa.delete(Contact).where(Contact.id == loser.id))
+                self.session.execute(sa.update(model).where(model.contact_id == loser.id).values(contact_id=into.id))
+            self.session.execute(sa.delete(Contact).where(Contact.id == loser.id))
         into.set(email=into.email or loser.email, phone=into.phone or loser.phone,
                  first_name=into.first_name or loser.first_name, last_name=into.last_name or loser.last_name,
                  attributes={**loser.attributes, **into.attributes},
@@ -154,7 +162,7 @@ class BatchResolver:
 
     def _insert_new(self, records: list[ContactRecord]) -> None:
         fresh = [record for record in records if record.is_new]
-        bulk_sql.insert_rows(db.session, Contact.__table__, [{**r.row(), "userId": self.user_id} for r in fresh])
+        bulk_sql.insert_rows(self.session, Contact.__table__, [{**r.row(), "userId": self.user_id} for r in fresh])
         for record in fresh:
             record.is_new, record.dirty = False, False
 
@@ -163,10 +171,10 @@ class BatchResolver:
         concurrently elsewhere keeps its owner)."""
         self._insert_new(list(self.contacts.values()))
         changed = [record.row() for record in self.contacts.values() if record.dirty]
-        bulk_sql.update_rows(db.session, Contact.__table__, changed)
+        bulk_sql.update_rows(self.session, Contact.__table__, changed)
         rows = [{"userId": self.user_id, "kind": kind, "value": value, "contactId": self.final(owner)}
                 for (kind, value), owner in self.new_keys]
-        bulk_sql.insert_rows(db.session, ContactIdentity.__table__, rows, "ON CONFLICT DO NOTHING")
+        bulk_sql.insert_rows(self.session, ContactIdentity.__table__, rows, "ON CONFLICT DO NOTHING")
         self.new_keys = []
 
 

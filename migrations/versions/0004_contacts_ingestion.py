@@ -111,8 +111,6 @@ def upgrade():
     sa.Column('properties', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.Column('createdAt', sa.DateTime(), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['contactId'], ['contacts.id'], name=op.f('fk_contact_activities_contactId_contacts'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['dataEventId'], ['data_events.id'], name=op.f('fk_contact_activities_dataEventId_data_events'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['userId'], ['users.id'], name=op.f('fk_contact_activities_userId_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contact_activities')),
     sa.UniqueConstraint('dataEventId', name=op.f('uq_contact_activities_dataEventId'))
     )
