@@ -38,3 +38,21 @@ def test_purge_deletes_only_what_expired(app_ctx):
 def test_purge_on_an_empty_table_is_a_no_op(app_ctx):
     result = purge_expired_tokens()
     assert (result.blacklisted_tokens, result.sessions) == (0, 0)
+
+
+def test_dedupe_keys_older_than_a_week_are_forgotten(app_ctx):
+    from app.models import DataSource, EventDedupeKey
+    from app.services.maintenance import purge_dedupe_keys
+
+    now = utcnow()
+    user = User(email="keys@example.com", password_hash="x")
+    db.session.add(user)
+    db.session.flush()
+    source = DataSource(user_id=user.id, source_type="gtm", name="s", config={})
+    db.session.add(source)
+    db.session.flush()
+    for key, age in [("old-1", 8), ("old-2", 30), ("fresh", 6)]:
+        db.session.add(EventDedupeKey(data_source_id=source.id, dedupe_key=key, created_at=now - timedelta(days=age)))
+    db.session.commit()
+    assert purge_dedupe_keys(now=now, batch_size=1) == 2
+    assert db.session.scalars(sa.select(EventDedupeKey.dedupe_key)).all() == ["fresh"]

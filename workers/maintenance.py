@@ -8,3 +8,8 @@ from app.services import maintenance
 def purge_token_blacklist() -> dict[str, int]:
     result = maintenance.purge_expired_tokens()
     return {"blacklistedTokens": result.blacklisted_tokens, "sessions": result.sessions}
+
+
+@shared_task(name="maintenance.purge_dedupe_keys")
+def purge_dedupe_keys() -> int:
+    return maintenance.purge_dedupe_keys()

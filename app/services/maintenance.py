@@ -7,9 +7,12 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import TokenBlacklist, UserSession, utcnow
+from app.models import EventDedupeKey, TokenBlacklist, UserSession, utcnow
 
 SESSION_RETENTION = timedelta(days=30)
+# Providers redeliver for up to two days (Shopify's webhook retries, Meta's dedup window); a week of
+# de-duplication keys covers them with room to spare.
+DEDUPE_KEY_RETENTION = timedelta(days=7)
 PURGE_BATCH_SIZE = 1000
 
 
@@ -31,12 +34,19 @@ def purge_expired_tokens(now: datetime | None = None, batch_size: int = PURGE_BA
     return PurgeResult(blacklisted_tokens=tokens, sessions=sessions)
 
 
+def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Forget provider event ids older than any redelivery (the events themselves stay)."""
+    cutoff = (now or utcnow()) - DEDUPE_KEY_RETENTION
+    return _delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
+
+
 def _delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:
     total = 0
+    row = sa.literal_column("ctid")  # the physical row id: works for any primary key shape
     while True:
         # SKIP LOCKED: a concurrent purge (two beats) takes other rows instead of waiting.
-        batch = sa.select(model.id).where(condition).limit(batch_size).with_for_update(skip_locked=True)
-        deleted = db.session.execute(sa.delete(model).where(model.id.in_(batch.scalar_subquery()))).rowcount
+        batch = sa.select(row).select_from(model).where(condition).limit(batch_size).with_for_update(skip_locked=True)
+        deleted = db.session.execute(sa.delete(model).where(row.in_(batch.scalar_subquery()))).rowcount
         db.session.commit()
         total += deleted
         if deleted < batch_size:
