@@ -1,9 +1,10 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
-from app.models.campaigns import Campaign, CampaignChannel
+from app.models.campaigns import Audience, Campaign, CampaignChannel
 from app.models.contacts import Contact, ContactActivity, ContactIdentity, PushSubscription
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
+from app.models.deliveries import Delivery, MessageLink
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
@@ -20,6 +21,9 @@ __all__ = [
     "Message",
     "Campaign",
     "CampaignChannel",
+    "Audience",
+    "Delivery",
+    "MessageLink",
     "Contact",
     "ContactIdentity",
     "ContactActivity",

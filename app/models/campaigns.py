@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 CAMPAIGN_STATUSES = ("draft", "scheduled", "running", "paused", "completed")
 CHANNEL_TYPES = ("email", "sms", "push", "whatsapp")
 CHANNEL_STATUSES = ("pending", "sending", "sent", "failed")
+# The seed's channel statuses: sent and failed are final.
+FINAL_CHANNEL_STATUSES = ("sent", "failed")
 
 
 def _counter(column: str) -> orm.MappedColumn[int]:
@@ -26,7 +28,12 @@ def _counter(column: str) -> orm.MappedColumn[int]:
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_831e3fcd4fc45b4e4c3f57a9ee4"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_831e3fcd4fc45b4e4c3f57a9ee4"),
+        sa.Index("ix_campaigns_userId", "userId"),
+        # What beat's launch sweep reads: scheduled campaigns by due time.
+        sa.Index("ix_campaigns_due", "scheduledAt", postgresql_where=sa.text("status = 'scheduled'")),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
@@ -48,12 +55,20 @@ class Campaign(Base):
 
     user: orm.Mapped[User] = orm.relationship(back_populates="campaigns")
     conversation: orm.Mapped[Conversation | None] = orm.relationship()
-    channels: orm.Mapped[list[CampaignChannel]] = orm.relationship(back_populates="campaign", passive_deletes=True)
+    channels: orm.Mapped[list[CampaignChannel]] = orm.relationship(
+        back_populates="campaign", passive_deletes=True, order_by="CampaignChannel.created_at"
+    )
+    audiences: orm.Mapped[list[Audience]] = orm.relationship(
+        back_populates="campaign", passive_deletes=True, order_by="Audience.created_at"
+    )
 
 
 class CampaignChannel(Base):
     __tablename__ = "campaign_channels"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_27d3e75ca672ccee35f3336b7ab"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_27d3e75ca672ccee35f3336b7ab"),
+        sa.Index("ix_campaign_channels_campaignId", "campaignId"),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
@@ -72,3 +87,22 @@ class CampaignChannel(Base):
     updated_at: orm.Mapped[datetime] = updated_at()
 
     campaign: orm.Mapped[Campaign] = orm.relationship(back_populates="channels")
+
+
+class Audience(Base):
+    """Who a campaign targets: a definition (SPEC §6) compiled to one query over contacts."""
+
+    __tablename__ = "audiences"
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    definition: orm.Mapped[dict[str, Any]] = orm.mapped_column(pg.JSONB(), nullable=False)
+    last_size: orm.Mapped[int | None] = orm.mapped_column("lastSize", sa.Integer())
+    last_computed_at: orm.Mapped[datetime | None] = orm.mapped_column("lastComputedAt", sa.DateTime())
+    created_at: orm.Mapped[datetime] = created_at()
+    updated_at: orm.Mapped[datetime] = updated_at()
+
+    campaign: orm.Mapped[Campaign] = orm.relationship(back_populates="audiences")

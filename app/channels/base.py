@@ -1,0 +1,48 @@
+"""The one small protocol every channel's provider follows.
+
+The send engine (app/services/sending.py) owns the ledger, counters, rate limits, pause/cancel and
+crash safety; a provider only turns one ledger row into one provider request and says what happened.
+A provider is used as a context manager around a batch, so it can hold one connection (one SMTP
+session, one HTTP session) for the whole batch.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    delivery_id: uuid.UUID
+    campaign_id: uuid.UUID
+    channel_id: uuid.UUID
+    contact_id: uuid.UUID
+    address: str  # email address, E.164 phone; for push, unused (subscriptions come in `contact`)
+    contact: dict[str, Any]  # template context: id, email, phone, firstName, lastName, attributes, ...
+    config: dict[str, Any]  # the channel's config (templates and settings), secrets decrypted
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What the provider did with one message.
+
+    accepted: the provider took it (counts as sent). delivered: the provider confirmed delivery in
+    the same answer (an SMTP 250, a push service's 201). Not accepted: `error` says why; `retry_after`
+    set means a rate limit — the row goes back to the queue untouched, to be sent later.
+    """
+
+    accepted: bool
+    delivered: bool = False
+    provider_message_id: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelSender(Protocol):
+    def __enter__(self) -> "ChannelSender": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def send(self, message: OutgoingMessage) -> SendOutcome: ...

@@ -1,0 +1,74 @@
+"""The send ledger: one row per campaign channel and contact, and the links its messages carry."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql as pg
+
+from app.models.base import Base, created_at, updated_at, uuid_pk
+
+# queued → sending → sent → delivered; or failed / skipped / unknown. `unknown`: a crash left the
+# outcome of a send unknown — reported, never retried (retrying could deliver twice).
+DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "skipped", "unknown")
+FINAL_DELIVERY_STATUSES = ("sent", "delivered", "failed", "skipped", "unknown")
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("channelId", "contactId"),
+        sa.Index("ix_deliveries_channel_status", "channelId", "status"),
+        sa.Index("ix_deliveries_campaign_status", "campaignId", "status"),
+        sa.Index("ix_deliveries_provider_message", "providerMessageId",
+                 postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
+    )
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    )
+    channel_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "channelId", sa.ForeignKey("campaign_channels.id", ondelete="CASCADE"), nullable=False
+    )
+    # The ledger outlives a deleted contact: what was sent stays counted.
+    contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    channel_type: orm.Mapped[str] = orm.mapped_column("channelType", sa.String(), nullable=False)
+    # The address at launch (email, E.164 phone, or push endpoint count) — what the send used.
+    address: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False, server_default="queued")
+    skip_reason: orm.Mapped[str | None] = orm.mapped_column("skipReason", sa.String())
+    error: orm.Mapped[str | None] = orm.mapped_column(sa.Text())
+    provider_message_id: orm.Mapped[str | None] = orm.mapped_column("providerMessageId", sa.String())
+    # A sending row whose lease passed belongs to a worker that died mid-send: the reaper marks it
+    # `unknown`, since the provider may or may not have taken the message.
+    lease_expires_at: orm.Mapped[datetime | None] = orm.mapped_column("leaseExpiresAt", sa.DateTime())
+    sent_at: orm.Mapped[datetime | None] = orm.mapped_column("sentAt", sa.DateTime())
+    delivered_at: orm.Mapped[datetime | None] = orm.mapped_column("deliveredAt", sa.DateTime())
+    opened_at: orm.Mapped[datetime | None] = orm.mapped_column("openedAt", sa.DateTime())
+    clicked_at: orm.Mapped[datetime | None] = orm.mapped_column("clickedAt", sa.DateTime())
+    meta: orm.Mapped[dict[str, Any]] = orm.mapped_column(
+        "metadata", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
+    )
+    created_at: orm.Mapped[datetime] = created_at()
+    updated_at: orm.Mapped[datetime] = updated_at()
+
+
+class MessageLink(Base):
+    """A link a channel's messages carry. Click tracking redirects only to URLs stored here for
+    the clicked message's channel (no open redirect)."""
+
+    __tablename__ = "message_links"
+    __table_args__ = (sa.UniqueConstraint("channelId", "url"),)
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    channel_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "channelId", sa.ForeignKey("campaign_channels.id", ondelete="CASCADE"), nullable=False
+    )
+    url: orm.Mapped[str] = orm.mapped_column(sa.Text(), nullable=False)
+    created_at: orm.Mapped[datetime] = created_at()
