@@ -15,7 +15,9 @@ task_queues = tuple(Queue(name) for name in QUEUES)
 task_default_queue = "default"
 task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "default"}
 
-include = ["workers.maintenance", "workers.accounts", "workers.events"]
+include = [
+    "workers.maintenance", "workers.accounts", "workers.events", "workers.sources",
+]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
 # is acknowledged only after the task finishes and is redelivered if the worker dies mid-task.
@@ -48,12 +50,24 @@ beat_schedule = {
         "task": "maintenance.purge_token_blacklist",
         "schedule": 3600.0,
     },
+    "maintenance.purge_dedupe_keys": {
+        "task": "maintenance.purge_dedupe_keys",
+        "schedule": 86400.0,
+    },
     "events.process_pending": {
         "task": "events.process_pending",
         "schedule": 10.0,
     },
     "accounts.send_pending_verifications": {
         "task": "accounts.send_pending_verifications",
+        "schedule": 60.0,
+    },
+    "sources.sync_all": {
+        "task": "sources.sync_all",
+        "schedule": 300.0,
+    },
+    "sources.reap_stale_syncs": {
+        "task": "sources.reap_stale_syncs",
         "schedule": 60.0,
     },
 }

@@ -88,9 +88,16 @@ def _require_active(status: str) -> None:
         raise Forbidden("This data source is inactive.")
 
 
-def store_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> StoreResult:
+def insert_new_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> int:
+    """Insert the events whose keys the source has not seen; how many were new. No commit."""
+    if not events:
+        return 0
     payload = bulk_sql.to_json([{"k": e.dedupe_key, "t": e.event_type, "d": e.event_data} for e in events])
-    stored = db.session.execute(_STORE, {"events": payload, "source_id": str(source_id)}).rowcount
+    return db.session.execute(_STORE, {"events": payload, "source_id": str(source_id)}).rowcount
+
+
+def store_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> StoreResult:
+    stored = insert_new_events(source_id, events)
     db.session.commit()
     if stored:
         hint_processing()
