@@ -68,6 +68,8 @@ class CampaignChannel(Base):
     __table_args__ = (
         sa.PrimaryKeyConstraint("id", name="PK_27d3e75ca672ccee35f3336b7ab"),
         sa.Index("ix_campaign_channels_campaignId", "campaignId"),
+        # One channel of each type per campaign.
+        sa.Index("uq_campaign_channels_campaign_type", "campaignId", "channelType", unique=True),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

@@ -1,9 +1,11 @@
 """The API speaks camelCase (the seed's property names); Python speaks snake_case."""
 from __future__ import annotations
 
+import math
 from datetime import timezone
+from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 
 def camelcase(name: str) -> str:
@@ -32,3 +34,33 @@ class UtcDateTime(fields.DateTime):
         if parsed.tzinfo is not None:
             parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
         return parsed
+
+
+def no_nul(value: str) -> None:
+    # PostgreSQL text and JSONB cannot hold U+0000; refuse it here instead of failing in the driver.
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+
+
+def postgres_json(value: Any) -> None:
+    """Any JSON, but PostgreSQL's: no NaN/Infinity and no NUL, at any depth."""
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError("Numbers must be finite.")
+        elif isinstance(item, str) and "\x00" in item:
+            raise ValidationError("Must not contain NUL characters.")
+
+
+def name_field(maximum: int, **kwargs: Any) -> fields.String:
+    """A required display name: 1..maximum characters, not blank."""
+    return fields.String(
+        validate=[validate.Length(min=1, max=maximum), validate.Regexp(r"\S", error="Must not be blank."), no_nul],
+        **kwargs,
+    )

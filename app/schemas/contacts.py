@@ -6,7 +6,6 @@ import binascii
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 
 from app.errors import HeraldError, ValidationFailed
 from app.models.contacts import CHANNELS, CONSENT_VALUES
-from app.schemas.base import CamelSchema, UtcDateTime
+from app.schemas.base import CamelSchema, UtcDateTime, no_nul, postgres_json
 from app.sources.normalize import EXTERNAL_ID_KEYS, normalize_email, normalize_phone
 
 EMAIL_MAX = 254
@@ -54,14 +53,8 @@ class ContactSchema(CamelSchema):
 
 # --- Input fields -------------------------------------------------------------------------------
 
-def _no_nul(value: str) -> None:
-    # PostgreSQL text and JSONB cannot hold U+0000; refuse it here instead of failing in the driver.
-    if "\x00" in value:
-        raise ValidationError("Must not contain NUL characters.")
-
-
 def _text(maximum: int, **kwargs: Any) -> fields.String:
-    return fields.String(validate=[validate.Length(max=maximum), _no_nul], **kwargs)
+    return fields.String(validate=[validate.Length(max=maximum), no_nul], **kwargs)
 
 
 class ContactEmail(fields.String):
@@ -82,22 +75,6 @@ class E164Phone(fields.String):
         if phone is None:
             raise ValidationError("Not a valid phone number; give it in international form, e.g. +14155550123.")
         return phone
-
-
-def _json_values(value: dict[str, Any]) -> None:
-    """Attribute values are any JSON, but PostgreSQL's: no NaN/Infinity and no NUL, at any depth."""
-    pending: list[Any] = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise ValidationError("Numbers must be finite.")
-        elif isinstance(item, str) and "\x00" in item:
-            raise ValidationError("Must not contain NUL characters.")
 
 
 def _base64url_bytes(length: int) -> Callable[[str], None]:
@@ -144,12 +121,12 @@ class ContactUpdateSchema(CamelSchema):
     attributes = fields.Dict(
         keys=fields.String(validate=[validate.Length(min=1, max=ATTRIBUTE_KEY_MAX)]),
         values=fields.Raw(allow_none=True),
-        validate=_json_values,
+        validate=postgres_json,
         metadata={"description": "Any JSON values, at most 100 keys."},
     )
     external_ids = fields.Dict(
         keys=fields.String(validate=validate.OneOf(EXTERNAL_ID_KEYS)),
-        values=fields.String(validate=[validate.Length(min=1, max=EXTERNAL_ID_MAX), _no_nul]),
+        values=fields.String(validate=[validate.Length(min=1, max=EXTERNAL_ID_MAX), no_nul]),
     )
     consent = fields.Dict(
         keys=fields.String(validate=validate.OneOf(CHANNELS)),

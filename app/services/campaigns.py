@@ -1,13 +1,29 @@
-"""Campaigns: CRUD, channels, and access rules shared by every campaign route."""
+"""Campaigns: CRUD, channels, and access rules shared by every campaign route.
+
+Every function takes the owner's id: another user's campaign or channel answers exactly like a
+missing one. A campaign and its channels change only while it is draft or scheduled; the edit holds
+the campaign's row lock, so a launch (a guarded UPDATE of that row) waits for it and then sees the
+result. State changes themselves live in `app.services.campaign_lifecycle`.
+"""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
+from marshmallow import ValidationError
+from sqlalchemy import orm
 
-from app.errors import NotFound
+from app.channels.configs import load_channel_config
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
-from app.models import Campaign
+from app.models import Campaign, CampaignChannel, Conversation
+
+EDITABLE_STATUSES = ("draft", "scheduled")
+# Sending has started and not finished: deleting would pull the ledger from under the senders.
+UNDELETABLE_STATUSES = ("running", "paused")
+CAMPAIGN_FIELDS = ("name", "description", "config", "conversation_id")
 
 
 def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool = False) -> Campaign:
@@ -19,3 +35,147 @@ def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool 
     if campaign is None:
         raise NotFound("Campaign not found.")
     return campaign
+
+
+# --- Campaigns ----------------------------------------------------------------------------------
+
+def campaigns_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[tuple[Campaign]]:
+    """The user's campaigns with their channels, newest first (for SelectPage)."""
+    stmt = sa.select(Campaign).where(Campaign.user_id == user_id).options(orm.selectinload(Campaign.channels))
+    if status is not None:
+        stmt = stmt.where(Campaign.status == status)
+    return stmt.order_by(Campaign.created_at.desc(), Campaign.id.desc())
+
+
+def create_campaign(user_id: uuid.UUID, data: Mapping[str, Any]) -> Campaign:
+    """A new draft campaign, without channels."""
+    _check_conversation(user_id, data.get("conversation_id"))
+    fields = {"config": {}, **{name: data[name] for name in CAMPAIGN_FIELDS if name in data}}
+    campaign = Campaign(user_id=user_id, status="draft", **fields)
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def update_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, changes: Mapping[str, Any]) -> Campaign:
+    """Change the given fields (`config` is replaced whole) of a draft or scheduled campaign."""
+    campaign = _editable_campaign(user_id, campaign_id)
+    if "conversation_id" in changes:
+        _check_conversation(user_id, changes["conversation_id"])
+    for name in CAMPAIGN_FIELDS:
+        if name in changes:
+            setattr(campaign, name, changes[name])
+    db.session.commit()
+    return campaign
+
+
+def delete_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
+    """Delete a campaign that is not sending; the database cascades to channels, audiences and ledger."""
+    campaign = owned_campaign(user_id, campaign_id, for_update=True)
+    if campaign.status in UNDELETABLE_STATUSES:
+        raise Conflict(f"A {campaign.status} campaign cannot be deleted; cancel it first.")
+    db.session.execute(sa.delete(Campaign).where(Campaign.id == campaign.id))
+    db.session.commit()
+
+
+# --- Channels -----------------------------------------------------------------------------------
+
+def channels_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[tuple[CampaignChannel]]:
+    """The campaign's channels in the order they were added (as embedded in the campaign)."""
+    owned_campaign(user_id, campaign_id)
+    return (
+        sa.select(CampaignChannel)
+        .where(CampaignChannel.campaign_id == campaign_id)
+        .order_by(CampaignChannel.created_at, CampaignChannel.id)
+    )
+
+
+def get_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.UUID) -> CampaignChannel:
+    return _campaign_channel(owned_campaign(user_id, campaign_id), channel_id)
+
+
+def create_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_type: str,
+                   config: Mapping[str, Any]) -> CampaignChannel:
+    """Add a channel; a campaign has at most one channel of each type (409 for a second one)."""
+    # The campaign's row lock serializes concurrent adds, so two requests cannot both pass the check.
+    campaign = _editable_campaign(user_id, campaign_id)
+    taken = sa.select(CampaignChannel.id).where(
+        CampaignChannel.campaign_id == campaign.id, CampaignChannel.channel_type == channel_type
+    )
+    if db.session.scalar(taken) is not None:
+        raise Conflict(f"This campaign already has its {channel_type} channel; change that one instead.")
+    channel = CampaignChannel(campaign_id=campaign.id, channel_type=channel_type, status="pending",
+                              config=_valid_config(channel_type, config))
+    db.session.add(channel)
+    db.session.commit()
+    return channel
+
+
+def update_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.UUID,
+                   changes: Mapping[str, Any]) -> CampaignChannel:
+    """Merge config changes over the stored config (null removes an optional field)."""
+    channel = _campaign_channel(_editable_campaign(user_id, campaign_id), channel_id)
+    if changes.get("channel_type", channel.channel_type) != channel.channel_type:
+        raise ValidationFailed(
+            "A channel's type cannot be changed; add a channel of the other type instead.",
+            errors={"channelType": ["Cannot be changed."]},
+        )
+    if "config" in changes:
+        channel.config = _valid_config(channel.channel_type, {**channel.config, **changes["config"]})
+    db.session.commit()
+    return channel
+
+
+def delete_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.UUID) -> None:
+    campaign = _editable_campaign(user_id, campaign_id)
+    deleted = db.session.execute(
+        sa.delete(CampaignChannel).where(CampaignChannel.id == channel_id, CampaignChannel.campaign_id == campaign.id)
+    )
+    if deleted.rowcount == 0:
+        raise NotFound("Channel not found.")
+    db.session.commit()
+
+
+# --- Rules --------------------------------------------------------------------------------------
+
+def _editable_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
+    """The user's campaign, locked, while it may still be changed (409 once sending has begun)."""
+    campaign = owned_campaign(user_id, campaign_id, for_update=True)
+    if campaign.status not in EDITABLE_STATUSES:
+        raise Conflict(f"A {campaign.status} campaign cannot be changed; only draft and scheduled ones can.")
+    return campaign
+
+
+def _campaign_channel(campaign: Campaign, channel_id: uuid.UUID) -> CampaignChannel:
+    channel = db.session.scalar(
+        sa.select(CampaignChannel).where(CampaignChannel.id == channel_id, CampaignChannel.campaign_id == campaign.id)
+    )
+    if channel is None:
+        raise NotFound("Channel not found.")
+    return channel
+
+
+def _check_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | None) -> None:
+    """A campaign may only link one of the user's own conversations (422 otherwise)."""
+    if conversation_id is None:
+        return
+    # KEY SHARE: the conversation cannot be deleted between this check and the campaign's insert.
+    found = db.session.scalar(
+        sa.select(Conversation.id)
+        .where(Conversation.id == conversation_id, Conversation.user_id == user_id, Conversation.status != "deleted")
+        .with_for_update(key_share=True)
+    )
+    if found is None:
+        raise ValidationFailed(
+            "The conversation does not exist.", errors={"conversationId": ["Not one of your conversations."]}
+        )
+
+
+def _valid_config(channel_type: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A complete config validated for its type; errors are reported under `config`."""
+    try:
+        return load_channel_config(channel_type, config)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            f"The config is not valid for this {channel_type} channel.", errors={"config": exc.messages}
+        ) from exc

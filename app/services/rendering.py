@@ -32,6 +32,8 @@ def template_error(source: str) -> str | None:
         _compiled(source, False)
     except TemplateSyntaxError as exc:
         return f"Template error on line {exc.lineno}: {exc.message}"
+    except RecursionError:  # Jinja's parser recurses per nesting level
+        return "The template is nested too deeply."
     return None
 
 

@@ -73,6 +73,7 @@ def upgrade():
     )
     with op.batch_alter_table('campaign_channels', schema=None) as batch_op:
         batch_op.create_index('ix_campaign_channels_campaignId', ['campaignId'], unique=False)
+        batch_op.create_index('uq_campaign_channels_campaign_type', ['campaignId', 'channelType'], unique=True)
 
     with op.batch_alter_table('campaigns', schema=None) as batch_op:
         batch_op.create_index('ix_campaigns_due', ['scheduledAt'], unique=False, postgresql_where=sa.text("status = 'scheduled'"))
@@ -86,6 +87,7 @@ def downgrade():
         batch_op.drop_index('ix_campaigns_due', postgresql_where=sa.text("status = 'scheduled'"))
 
     with op.batch_alter_table('campaign_channels', schema=None) as batch_op:
+        batch_op.drop_index('uq_campaign_channels_campaign_type')
         batch_op.drop_index('ix_campaign_channels_campaignId')
 
     op.drop_table('message_links')

@@ -1,0 +1,144 @@
+"""Per-type configuration of campaign channels: which fields exist, their rules, and which are templates.
+
+A config is stored as loaded here (camelCase keys, optional fields left out rather than null). A field
+is a template because it is declared with `_template()`; TEMPLATE_FIELDS is derived from those
+declarations, so the send engine renders exactly the fields that were validated as templates.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.schemas.base import no_nul
+from app.services.rendering import template_error
+
+EMAIL_MAX = 254
+FROM_NAME_MAX = 100
+SUBJECT_MAX = 998  # RFC 5322's line limit
+# Far above any sane message, far below the request size limit: a bound, not a style rule.
+EMAIL_BODY_MAX = 200_000
+SMS_BODY_MAX = 1600  # ten concatenated segments
+PUSH_TITLE_MAX = 100
+PUSH_BODY_MAX = 500
+URL_MAX = 2048
+WHATSAPP_PARAMETER_MAX = 1024
+WHATSAPP_PARAMETERS_MAX = 100
+MESSAGES_PER_SECOND_MAX = 10_000
+
+
+def _single_line(value: str) -> None:
+    # Header values: a line break would let a template or a pasted value inject headers.
+    if "\r" in value or "\n" in value:
+        raise ValidationError("Must be a single line.")
+
+
+def _valid_template(value: str) -> None:
+    try:
+        error = template_error(value)
+    except RecursionError:
+        # Jinja's parser recurses per nesting level; a few hundred "(" must be a 422, not a 500.
+        error = "Template is nested too deeply."
+    if error is not None:
+        raise ValidationError(error)
+
+
+def _text(maximum: int, *checks: Any, **kwargs: Any) -> fields.String:
+    return fields.String(validate=[validate.Length(min=1, max=maximum), no_nul, *checks], **kwargs)
+
+
+def _template(maximum: int, *checks: Any, **kwargs: Any) -> fields.String:
+    return _text(maximum, *checks, _valid_template, metadata={"template": True}, **kwargs)
+
+
+def _email(**kwargs: Any) -> fields.Email:
+    return fields.Email(validate=validate.Length(max=EMAIL_MAX), **kwargs)
+
+
+def _https_url(**kwargs: Any) -> fields.Url:
+    return fields.Url(schemes={"https"}, validate=[validate.Length(max=URL_MAX), no_nul], **kwargs)
+
+
+class _JsonNumber(fields.Float):
+    """A JSON number; a string such as "5" is refused rather than coerced."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _ChannelConfigSchema(Schema):
+    messagesPerSecond = _JsonNumber(
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=MESSAGES_PER_SECOND_MAX),
+        metadata={"description": "Send rate limit for this channel."},
+    )
+
+
+class EmailConfigSchema(_ChannelConfigSchema):
+    fromEmail = _email(required=True)
+    fromName = _text(FROM_NAME_MAX, _single_line, allow_none=True)
+    subject = _template(SUBJECT_MAX, _single_line, required=True)
+    html = _template(EMAIL_BODY_MAX, allow_none=True)
+    text = _template(EMAIL_BODY_MAX, allow_none=True)
+    replyTo = _email(allow_none=True)
+
+    @validates_schema
+    def _needs_a_body(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data.get("html") and not data.get("text"):
+            message = "An email needs an html or a text body (or both)."
+            raise ValidationError({"html": [message], "text": [message]})
+
+
+class SmsConfigSchema(_ChannelConfigSchema):
+    body = _template(SMS_BODY_MAX, required=True)
+
+
+class PushConfigSchema(_ChannelConfigSchema):
+    title = _template(PUSH_TITLE_MAX, required=True)
+    body = _template(PUSH_BODY_MAX, required=True)
+    url = _https_url(allow_none=True, metadata={"description": "Opened when the notification is clicked."})
+    icon = _https_url(allow_none=True)
+
+
+class WhatsappConfigSchema(_ChannelConfigSchema):
+    templateName = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[a-z0-9_]{1,512}$",
+                                 error="Must be an approved template's name: lowercase letters, digits and _."),
+    )
+    language = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="Must be a language code such as en or en_US."),
+    )
+    # The template's body variables {{1}}, {{2}}, ... in order; each is itself a template over the contact.
+    parameters = fields.List(
+        _template(WHATSAPP_PARAMETER_MAX),
+        load_default=list,
+        validate=validate.Length(max=WHATSAPP_PARAMETERS_MAX),
+        metadata={"template": True},
+    )
+
+
+CONFIG_SCHEMAS: dict[str, type[Schema]] = {
+    "email": EmailConfigSchema,
+    "sms": SmsConfigSchema,
+    "push": PushConfigSchema,
+    "whatsapp": WhatsappConfigSchema,
+}
+
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    channel_type: tuple(name for name, field in schema().fields.items() if field.metadata.get("template"))
+    for channel_type, schema in CONFIG_SCHEMAS.items()
+}
+
+
+def load_channel_config(channel_type: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated config with defaults filled in; optional fields set to null are dropped.
+
+    Raises marshmallow.ValidationError keyed by config field (unknown keys included).
+    """
+    loaded = CONFIG_SCHEMAS[channel_type]().load(raw)
+    return {name: value for name, value in loaded.items() if value is not None}

@@ -1,0 +1,114 @@
+"""What a campaign achieved: per-channel counters, the delivery ledger by status, rates, and the
+ledger rows themselves. Read-only; every function takes the owner's id (another user's campaign: 404).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import CampaignChannel, Delivery
+from app.models.deliveries import DELIVERY_STATUSES
+from app.services.campaigns import owned_campaign
+
+RATE_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Counters (from campaign_channels) and ledger rows by status (from deliveries)."""
+
+    sent_count: int
+    delivered_count: int
+    opened_count: int
+    clicked_count: int
+    ledger: dict[str, int]
+
+    @property
+    def rates(self) -> dict[str, float]:
+        # Some providers never confirm delivery; opens are then measured against what was sent.
+        return {
+            "delivery": _ratio(self.delivered_count, self.sent_count),
+            "open": _ratio(self.opened_count, self.delivered_count or self.sent_count),
+            "click": _ratio(self.clicked_count, self.delivered_count),
+        }
+
+    @classmethod
+    def total(cls, tallies: Iterable[Tally]) -> Tally:
+        tallies = list(tallies)
+        return cls(
+            sent_count=sum(t.sent_count for t in tallies),
+            delivered_count=sum(t.delivered_count for t in tallies),
+            opened_count=sum(t.opened_count for t in tallies),
+            clicked_count=sum(t.clicked_count for t in tallies),
+            ledger={status: sum(t.ledger[status] for t in tallies) for status in DELIVERY_STATUSES},
+        )
+
+
+@dataclass(frozen=True)
+class ChannelStats(Tally):
+    channel_id: uuid.UUID
+    channel_type: str
+    status: str
+
+
+@dataclass(frozen=True)
+class CampaignStats:
+    campaign_id: uuid.UUID
+    status: str
+    channels: list[ChannelStats]
+    totals: Tally
+
+
+def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
+    """Each channel's counters and ledger, in the order the channels were added, and their totals."""
+    campaign = owned_campaign(user_id, campaign_id)
+    channels = _channel_stats(campaign.id)
+    return CampaignStats(campaign_id=campaign.id, status=campaign.status, channels=channels,
+                         totals=Tally.total(channels))
+
+
+def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | None = None,
+                     channel_id: uuid.UUID | None = None) -> sa.Select[tuple[Delivery]]:
+    """The campaign's ledger rows, newest first (for SelectPage)."""
+    owned_campaign(user_id, campaign_id)
+    stmt = sa.select(Delivery).where(Delivery.campaign_id == campaign_id)
+    if status is not None:
+        stmt = stmt.where(Delivery.status == status)
+    if channel_id is not None:
+        stmt = stmt.where(Delivery.channel_id == channel_id)
+    return stmt.order_by(Delivery.created_at.desc(), Delivery.id.desc())
+
+
+def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
+    # One statement for counters and ledger, so both come from the same snapshot while sends go on.
+    rows = db.session.execute(
+        sa.select(CampaignChannel, Delivery.status, sa.func.count(Delivery.id))
+        .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
+        .where(CampaignChannel.campaign_id == campaign_id)
+        .group_by(CampaignChannel.id, Delivery.status)
+        .order_by(CampaignChannel.created_at, CampaignChannel.id)
+        .execution_options(populate_existing=True)
+    )
+    channels: dict[uuid.UUID, CampaignChannel] = {}
+    ledgers: dict[uuid.UUID, dict[str, int]] = {}
+    for channel, status, count in rows:
+        channels[channel.id] = channel
+        ledger = ledgers.setdefault(channel.id, dict.fromkeys(DELIVERY_STATUSES, 0))
+        if status is not None:  # the outer join's row for a channel without ledger rows
+            ledger[status] = count
+    return [
+        ChannelStats(
+            channel_id=channel.id, channel_type=channel.channel_type, status=channel.status,
+            sent_count=channel.sent_count, delivered_count=channel.delivered_count,
+            opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
+        )
+        for channel in channels.values()
+    ]
+
+
+def _ratio(part: int, whole: int) -> float:
+    return round(part / whole, RATE_DECIMALS) if whole else 0.0
