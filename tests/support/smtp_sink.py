@@ -17,6 +17,7 @@ class ReceivedMail:
     mail_from: str
     recipients: tuple[str, ...]
     message: EmailMessage
+    peer: tuple[str, int] | None = None  # the client's address and port: one per SMTP connection
 
     def text(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
@@ -35,7 +36,7 @@ class _Collector:
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
         parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         with self.lock:
-            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), parsed))
+            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), parsed, session.peer))
         return "250 Message accepted for delivery"
 
 

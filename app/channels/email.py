@@ -1,0 +1,290 @@
+"""Email over SMTP: one connection per batch, with unsubscribe headers, an open pixel and click tracking.
+
+What `send` says about a message:
+- `SendOutcome(accepted=True, delivered=True)`: the server answered 250 to DATA (SPEC: for SMTP a
+  250 counts as delivered); `provider_message_id` is the Message-ID header.
+- `SendOutcome(accepted=False, error=...)`: a permanent refusal (a 5xx answer, or a message that
+  cannot be composed: bad address, broken template). Sending it again would fail again.
+- raises `EmailTransientError` (a `ProviderUnavailable`): the server did not take the message (a 4xx
+  answer, no connection, a link that could not be stored). Nothing was handed over; it is safe to
+  send it again later. `__enter__` raises it too when the server cannot be reached.
+- raises `EmailOutcomeUnknown`: the connection broke while the message was being handed over; the
+  server may have taken it. Never resend it automatically (the contact could get it twice).
+"""
+from __future__ import annotations
+
+import email.policy
+import re
+import smtplib
+import uuid
+from dataclasses import dataclass
+from email.errors import MessageError
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from html import escape, unescape
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.channels.base import OutgoingMessage, ProviderUnavailable, SendOutcome
+from app.channels.smtp import open_smtp
+from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
+from app.services.rendering import render
+from app.services.tracking import LinkRegistry
+
+# Longer URLs stay untracked: a btree index entry (the unique channelId+url) must fit in a page.
+MAX_TRACKED_URL = 2000
+ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058
+_HREF = re.compile(r"""(<(?:a|area)\b[^>]*?\shref\s*=\s*)("[^"]*"|'[^']*'|[^\s"'<>`]+)""", re.IGNORECASE)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class EmailTransientError(ProviderUnavailable):
+    """Not handed over (4xx, no connection, storage failure): safe to send again later."""
+
+
+class EmailOutcomeUnknown(Exception):
+    """The connection broke during DATA: the server may have taken the message. Do not resend."""
+
+
+class _VerbatimHeader(UnstructuredHeader):
+    """Written as set. The stdlib would fold a long URI header into RFC 2047 encoded words, which
+    RFC 2369 readers (mailbox providers' unsubscribe buttons) do not decode."""
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _mail_policy() -> email.policy.EmailPolicy:
+    headers = HeaderRegistry()
+    for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
+        headers.map_to_type(name.lower(), _VerbatimHeader)
+    return email.policy.default.clone(header_factory=headers)
+
+
+MAIL_POLICY = _mail_policy()  # composing (\n line ends)
+WIRE_POLICY = MAIL_POLICY.clone(linesep="\r\n")  # serializing for SMTP
+
+
+class _Refused(Exception):
+    """A permanent refusal, reported as a not-accepted outcome."""
+
+
+class _Dropped(Exception):
+    """The connection was gone before any of this message was handed over."""
+
+
+@dataclass(frozen=True)
+class _Composed:
+    envelope_from: str
+    recipient: str
+    message: EmailMessage
+    message_id: str
+
+
+def _address(addr_spec: str, display_name: str = "") -> Address:
+    """An ASCII address (an internationalized domain in its punycode form) or _Refused."""
+    local, _, domain = addr_spec.strip().rpartition("@")
+    try:
+        address = Address(display_name=display_name, addr_spec=f"{local}@{domain.encode('idna').decode('ascii')}")
+    except (UnicodeError, ValueError, IndexError, MessageError) as exc:
+        raise _Refused(f"invalid email address {addr_spec!r}") from exc
+    if not (address.username and address.domain):
+        raise _Refused(f"invalid email address {addr_spec!r}")
+    return address
+
+
+def _before_body_end(html: str, addition: str) -> str:
+    ends = list(_BODY_END.finditer(html))
+    if not ends:
+        return html + addition
+    at = ends[-1].start()
+    return html[:at] + addition + html[at:]
+
+
+class EmailSender:
+    """ChannelSender for email. Use as a context manager around a batch: one SMTP session for all."""
+
+    def __init__(self, smtp_url: str, public_base_url: str, mail_from_default: str,
+                 *, signer: LinkSigner | None = None) -> None:
+        self._smtp_url = smtp_url
+        self._base_url = public_base_url.rstrip("/")
+        self._domain = urlsplit(self._base_url).hostname or "herald"
+        self._default_from = parseaddr(mail_from_default)
+        self._signer = signer or link_signer()
+        self._links = LinkRegistry()
+        self._client: smtplib.SMTP | None = None
+
+    def __enter__(self) -> EmailSender:
+        self._connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()
+        except OSError:
+            client.close()
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        try:
+            composed = self._compose(message)
+            return self._transmit(composed)
+        except _Refused as exc:
+            return SendOutcome(accepted=False, error=str(exc))
+
+    # --- Composition ---------------------------------------------------------------------------
+
+    def _tracking_url(self, purpose: LinkPurpose, *ids: uuid.UUID) -> str:
+        return f"{self._base_url}/t/{purpose.label}/{self._signer.sign(purpose, *ids)}"
+
+    def _compose(self, message: OutgoingMessage) -> _Composed:
+        config, contact = message.config, message.contact
+        sender = self._sender(config)
+        recipient = _address(message.address)
+        unsubscribe_url = self._tracking_url(LinkPurpose.UNSUBSCRIBE, message.delivery_id)
+        try:
+            # One line: whatever a contact's fields hold, a subject can never add a header.
+            subject = " ".join(render(config.get("subject") or "", contact).split())
+            text = render(config.get("text") or "", contact)
+            html = render(config["html"], contact, html=True) if config.get("html") else None
+        except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
+            raise _Refused(f"template error: {type(exc).__name__}: {exc}") from exc
+        mail = self._headers(message, sender, recipient, subject, unsubscribe_url)
+        footer = f"--\nUnsubscribe: {unsubscribe_url}\n"
+        mail.set_content(f"{text.rstrip()}\n\n{footer}" if text.strip() else footer)
+        if html is not None:
+            mail.add_alternative(self._tracked_html(html, message, unsubscribe_url), subtype="html")
+        return _Composed(sender.addr_spec, recipient.addr_spec, mail, mail["Message-ID"])
+
+    def _sender(self, config: dict[str, Any]) -> Address:
+        if not config.get("fromEmail"):
+            name, addr_spec = self._default_from
+            return _address(addr_spec, name)
+        return _address(config["fromEmail"], config.get("fromName") or "")
+
+    def _headers(self, message: OutgoingMessage, sender: Address, recipient: Address, subject: str,
+                 unsubscribe_url: str) -> EmailMessage:
+        mail = EmailMessage(policy=MAIL_POLICY)
+        mail["From"] = sender
+        mail["To"] = recipient
+        mail["Subject"] = subject
+        mail["Date"] = formatdate(usegmt=True)
+        # One Message-ID per delivery: a copy ever sent twice can be recognised as the same message.
+        mail["Message-ID"] = f"<{message.delivery_id}@{self._domain}>"
+        mail["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        mail["List-Unsubscribe-Post"] = ONE_CLICK
+        mail["X-Herald-Delivery"] = str(message.delivery_id)
+        return mail
+
+    def _tracked_html(self, html: str, message: OutgoingMessage, unsubscribe_url: str) -> str:
+        """Links rewritten to click tracking, then the unsubscribe link and the open pixel added."""
+        urls = [url for url in map(self._trackable, _HREF.finditer(html)) if url]
+        try:
+            link_ids = self._links.ids_for(message.channel_id, urls) if urls else {}
+        except SQLAlchemyError as exc:
+            raise EmailTransientError("could not store the message's links") from exc
+
+        def rewrite(match: re.Match[str]) -> str:
+            url = self._trackable(match)
+            if url is None:
+                return match.group(0)
+            tracked = self._tracking_url(LinkPurpose.CLICK, message.delivery_id, link_ids[url])
+            return f'{match.group(1)}"{escape(tracked)}"'
+
+        pixel = self._tracking_url(LinkPurpose.OPEN, message.delivery_id)
+        footer = (f'<p style="font-size:12px"><a href="{escape(unsubscribe_url)}">Unsubscribe</a></p>'
+                  f'<img src="{escape(pixel)}" width="1" height="1" alt="" style="border:0">')
+        return _before_body_end(_HREF.sub(rewrite, html), footer)
+
+    def _trackable(self, match: re.Match[str]) -> str | None:
+        """The http(s) URL an href points at, when it is one to track (not mailto:, #anchors, ours)."""
+        url = unescape(match.group(2).strip("\"'")).strip()
+        if urlsplit(url).scheme.lower() not in ("http", "https") or url.startswith(f"{self._base_url}/t/"):
+            return None
+        if len(url) > MAX_TRACKED_URL or _UNSAFE_IN_URL.search(url):
+            return None
+        return url
+
+    # --- Transport -----------------------------------------------------------------------------
+
+    def _connect(self) -> smtplib.SMTP:
+        self._drop()
+        try:
+            self._client = open_smtp(self._smtp_url)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            raise EmailTransientError(f"cannot reach the SMTP server: {exc}") from exc
+        return self._client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _transmit(self, composed: _Composed) -> SendOutcome:
+        try:
+            return self._hand_over(composed)
+        except _Dropped:
+            # Servers close idle sessions; nothing of this message went out, so one fresh try is safe.
+            self._connect()
+        try:
+            return self._hand_over(composed)
+        except _Dropped as exc:
+            raise EmailTransientError(f"SMTP connection lost: {exc.__cause__ or exc}") from exc
+
+    def _hand_over(self, composed: _Composed) -> SendOutcome:
+        client = self._client or self._connect()
+        self._command(client.ehlo_or_helo_if_needed, "EHLO", expect_reply=False)
+        self._command(lambda: client.mail(composed.envelope_from), "MAIL FROM")
+        self._command(lambda: client.rcpt(composed.recipient), "RCPT TO")
+        raw = composed.message.as_bytes(policy=WIRE_POLICY)
+        try:
+            code, reply = client.data(raw)
+        except OSError as exc:
+            self._drop()
+            raise EmailOutcomeUnknown(f"SMTP connection lost during DATA: {exc}") from exc
+        self._check(code, reply, "DATA")
+        return SendOutcome(accepted=True, delivered=True, provider_message_id=composed.message_id)
+
+    def _command(self, call: Callable[[], Any], stage: str, expect_reply: bool = True) -> None:
+        """Run a command that comes before the message itself; a lost connection is `_Dropped`."""
+        try:
+            answer = call()
+        except smtplib.SMTPResponseException as exc:
+            self._check(exc.smtp_code, exc.smtp_error, stage)
+            return
+        except OSError as exc:
+            self._drop()
+            raise _Dropped(stage) from exc
+        if not expect_reply:
+            return
+        code, reply = answer
+        if code == 421:  # "closing the channel": the same as a dropped connection at this point
+            self._drop()
+            raise _Dropped(f"{stage}: 421")
+        self._check(code, reply, stage)
+
+    def _check(self, code: int, reply: bytes | str, stage: str) -> None:
+        if code in (250, 251):
+            return
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        detail = f"{stage} answered {code} {text}".strip()
+        self._reset(closing=code == 421)
+        if code >= 500:
+            raise _Refused(detail)
+        raise EmailTransientError(detail)
+
+    def _reset(self, closing: bool) -> None:
+        """Clear the refused transaction so the session can carry the next message."""
+        if closing or self._client is None:
+            self._drop()
+            return
+        try:
+            self._client.rset()
+        except OSError:
+            self._drop()

@@ -1,0 +1,171 @@
+"""Tracking: the links a sent message carries, and the opens, clicks and unsubscribes they bring back.
+
+Links go out signed (app.security.link_tokens) and point only at URLs stored in `message_links` for
+the message's channel, so a click can never be turned into an open redirect. Opens and clicks are
+unique per delivery: the first one stamps the ledger row with a guarded UPDATE and moves the
+channel's counter in the same transaction; any later one changes nothing.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql as pg
+
+from app.errors import NotFound
+from app.extensions import db
+from app.models import CampaignChannel, Contact, Delivery, MessageLink
+from app.security.link_tokens import LinkPurpose, link_signer
+from app.services.consent import merge_consent
+
+UNSUBSCRIBED = "unsubscribed"
+CONTACT = "contact"  # an unsubscribe link is the contact speaking for themself
+INVALID_LINK = "This link is not valid."
+
+
+@contextmanager
+def _transaction() -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+
+
+def _verified(purpose: LinkPurpose, token: str) -> tuple[uuid.UUID, ...]:
+    ids = link_signer().verify(purpose, token)
+    if ids is None:
+        raise NotFound(INVALID_LINK)
+    return ids
+
+
+# --- Opens and clicks --------------------------------------------------------------------------
+
+def _stamp_first(column: orm.InstrumentedAttribute, counter: orm.InstrumentedAttribute,
+                 delivery_id: uuid.UUID) -> bool:
+    """Stamp `column` if still empty and count it on the channel; False when it was already set.
+
+    The `IS NULL` guard makes concurrent or repeated requests count once: a second UPDATE waits
+    for the first one's row lock, then finds the column set and matches nothing.
+    """
+    channel_id = db.session.scalar(
+        sa.update(Delivery).where(Delivery.id == delivery_id, column.is_(None))
+        .values({column: sa.func.now()}).returning(Delivery.channel_id)
+        .execution_options(synchronize_session=False)
+    )
+    if channel_id is None:
+        return False
+    db.session.execute(
+        sa.update(CampaignChannel).where(CampaignChannel.id == channel_id)
+        .values({counter: counter + 1}).execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def _require_delivery(delivery_id: uuid.UUID) -> None:
+    if db.session.scalar(sa.select(Delivery.id).where(Delivery.id == delivery_id)) is None:
+        raise NotFound(INVALID_LINK)
+
+
+def record_open(token: str) -> None:
+    """An open pixel was fetched: the delivery's first open is stamped and counted."""
+    (delivery_id,) = _verified(LinkPurpose.OPEN, token)
+    with _transaction():
+        if not _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
+            _require_delivery(delivery_id)
+
+
+def record_click(token: str) -> str:
+    """A tracked link was followed: the URL to redirect to. The first click also counts as an open
+    when the pixel was never loaded (images blocked): a click proves the message was opened."""
+    delivery_id, link_id = _verified(LinkPurpose.CLICK, token)
+    with _transaction():
+        url = db.session.scalar(
+            sa.select(MessageLink.url)
+            .join(Delivery, Delivery.channel_id == MessageLink.channel_id)
+            .where(Delivery.id == delivery_id, MessageLink.id == link_id)
+        )
+        if url is None:  # a link of another channel's messages is no link of this one
+            raise NotFound(INVALID_LINK)
+        _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id)
+        _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)
+    return url
+
+
+# --- Unsubscribe -------------------------------------------------------------------------------
+
+def check_unsubscribe_link(token: str) -> None:
+    """Raise NotFound unless `token` is a genuine unsubscribe link of an existing delivery."""
+    (delivery_id,) = _verified(LinkPurpose.UNSUBSCRIBE, token)
+    _require_delivery(delivery_id)
+
+
+def unsubscribe(token: str) -> None:
+    """The contact opts out of the channel the message came through (idempotent).
+
+    Recorded as the contact's own word (source `contact`), so no import, sync or merchant edit can
+    resubscribe them. A contact deleted since the send has nothing left to unsubscribe.
+    """
+    (delivery_id,) = _verified(LinkPurpose.UNSUBSCRIBE, token)
+    with _transaction():
+        row = db.session.execute(
+            sa.select(Delivery.contact_id, Delivery.channel_type).where(Delivery.id == delivery_id)
+        ).one_or_none()
+        if row is None:
+            raise NotFound(INVALID_LINK)
+        if row.contact_id is not None:
+            _opt_out(row.contact_id, row.channel_type)
+
+
+def _opt_out(contact_id: uuid.UUID, channel: str) -> None:
+    # Locked: a merchant's edit committing in between must not write back the old consent.
+    contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
+    if contact is None:
+        return
+    contact.consent, contact.consent_sources = merge_consent(
+        contact.consent, contact.consent_sources, {channel: UNSUBSCRIBED}, source=CONTACT
+    )
+
+
+# --- Links in outgoing messages ----------------------------------------------------------------
+
+class LinkRegistry:
+    """MessageLink ids for the URLs of a batch of messages, each URL looked up once per batch."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
+
+    def ids_for(self, channel_id: uuid.UUID, urls: Iterable[str]) -> dict[str, uuid.UUID]:
+        wanted = list(dict.fromkeys(urls))
+        missing = [url for url in wanted if (channel_id, url) not in self._ids]
+        if missing:
+            stored = store_links(channel_id, missing)
+            self._ids.update({(channel_id, url): link_id for url, link_id in stored.items()})
+        return {url: self._ids[(channel_id, url)] for url in wanted}
+
+
+def store_links(channel_id: uuid.UUID, urls: list[str]) -> dict[str, uuid.UUID]:
+    """The ids of `urls` for the channel, inserted where new.
+
+    Committed at once on a connection of its own: a link must exist before the message carrying
+    it leaves, whatever becomes of the sender's own transaction afterwards.
+    """
+    with orm.Session(db.engine) as session, session.begin():
+        inserted = session.execute(
+            pg.insert(MessageLink).values([{"channel_id": channel_id, "url": url} for url in urls])
+            .on_conflict_do_nothing(index_elements=[MessageLink.channel_id, MessageLink.url])
+            .returning(MessageLink.url, MessageLink.id)
+        )
+        ids: dict[str, uuid.UUID] = {url: link_id for url, link_id in inserted}
+        # Rows another sender inserted first (ON CONFLICT DO NOTHING returns nothing for them).
+        rest = [url for url in urls if url not in ids]
+        if rest:
+            found = session.execute(sa.select(MessageLink.url, MessageLink.id)
+                                    .where(MessageLink.channel_id == channel_id, MessageLink.url.in_(rest)))
+            ids.update({url: link_id for url, link_id in found})
+    return ids
