@@ -16,7 +16,7 @@ task_default_queue = "default"
 task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "default"}
 
 include = [
-    "workers.maintenance", "workers.accounts", "workers.events", "workers.sources",
+    "workers.maintenance", "workers.accounts", "workers.events", "workers.sources", "workers.campaigns", "workers.sends",
 ]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
@@ -53,6 +53,14 @@ beat_schedule = {
     "maintenance.purge_dedupe_keys": {
         "task": "maintenance.purge_dedupe_keys",
         "schedule": 86400.0,
+    },
+    "campaigns.launch_due": {
+        "task": "campaigns.launch_due",
+        "schedule": 5.0,
+    },
+    "campaigns.reap_stalled": {
+        "task": "campaigns.reap_stalled",
+        "schedule": 30.0,
     },
     "events.process_pending": {
         "task": "events.process_pending",

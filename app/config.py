@@ -50,6 +50,16 @@ def _fernet_keys(value: str) -> list[str]:
     return keys
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(env.get(name, str(default)))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str
@@ -62,6 +72,7 @@ class Settings:
     smtp_url: str
     mail_from: str
     proxy_count: int
+    send_lease_seconds: int = 120
     rate_limits: dict[str, str] = field(default_factory=dict)
     api_base_urls: dict[str, str] = field(default_factory=dict)
 
@@ -135,10 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     public_base_url = env.get("PUBLIC_BASE_URL", "http://localhost:5000").rstrip("/")
     if urlsplit(public_base_url).scheme not in ("http", "https"):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
-    try:
-        proxy_count = int(env.get("PROXY_COUNT", "0"))
-    except ValueError as exc:
-        raise ConfigError("PROXY_COUNT must be an integer") from exc
+    proxy_count = _positive_int(env, "PROXY_COUNT", 0)
 
     return Settings(
         env=herald_env,
@@ -151,6 +159,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
         mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
         proxy_count=proxy_count,
+        send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
         rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
     )

@@ -21,6 +21,17 @@ from sqlalchemy.engine import make_url
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# The SMTP sink listens on a port of this run's own, so concurrent runs never collide.
+TEST_SMTP_PORT = int(os.environ.get("TEST_SMTP_PORT") or _free_port())
+
 TEST_ENV = {
     "HERALD_ENV": "test",
     "DATABASE_URL": TEST_DATABASE_URL,
@@ -29,7 +40,7 @@ TEST_ENV = {
     "JWT_SECRET_KEY": "test-jwt-secret-" + "j" * 32,
     "DATA_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     "PUBLIC_BASE_URL": "https://herald.test",
-    "SMTP_URL": "smtp://127.0.0.1:2525",
+    "SMTP_URL": f"smtp://127.0.0.1:{TEST_SMTP_PORT}",
     "MAIL_FROM": "Herald <no-reply@herald.test>",
     # Many tests register from 127.0.0.1; the throttles themselves are tested with tight limits.
     "REGISTER_RATE_LIMIT_IP": "10000 per hour",

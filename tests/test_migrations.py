@@ -10,7 +10,8 @@ from sqlalchemy.engine import make_url
 from app.extensions import db
 from tests.conftest import SEED_TABLES, TEST_DATABASE_URL, make_app, recreate_database
 
-ROUND_TRIP_URL = str(make_url(TEST_DATABASE_URL).set(database="herald_test_migrations"))
+_base = make_url(TEST_DATABASE_URL)
+ROUND_TRIP_URL = _base.set(database=f"{_base.database}_migrations").render_as_string(hide_password=False)
 
 
 def _tables(engine: sa.Engine) -> set[str]:

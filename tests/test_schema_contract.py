@@ -15,7 +15,8 @@ from sqlalchemy.engine import make_url
 from tests.conftest import SEED_TABLES, TEST_DATABASE_URL, recreate_database
 
 CONTRACT_SQL = Path(__file__).parent / "contract" / "schema.sql"
-CONTRACT_URL = str(make_url(TEST_DATABASE_URL).set(database="herald_contract"))
+_base = make_url(TEST_DATABASE_URL)
+CONTRACT_URL = _base.set(database=f"{_base.database}_contract").render_as_string(hide_password=False)
 
 COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,

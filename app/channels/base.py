@@ -40,6 +40,16 @@ class SendOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class ProviderUnavailable(Exception):
+    """The provider could not be reached before the message was handed over (connection refused,
+    DNS, TLS handshake): the message was certainly not sent, so it can safely be sent later.
+    Any other exception from `send` means the outcome is unknown."""
+
+
+class UnsupportedChannel(Exception):
+    """No provider is configured for this channel type."""
+
+
 class ChannelSender(Protocol):
     def __enter__(self) -> "ChannelSender": ...
 

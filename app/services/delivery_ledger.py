@@ -1,0 +1,215 @@
+"""The delivery ledger: one row per campaign channel and contact, and every move a row makes.
+
+queued → sending (claimed under a lease, committed before the provider is called) → sent /
+delivered / failed; or skipped at launch or cancel; or unknown when a worker died holding it. A row
+is never handed to a provider twice: only `queued` rows are claimed, and a `sending` row whose lease
+lapsed becomes `unknown`, not `queued`. Channel counters move in the same statement's transaction
+as the rows that justify them (`col = col + n`).
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from app.extensions import db
+from app.models import Audience, Campaign, CampaignChannel, Contact, Delivery, PushSubscription
+from app.services import audiences, bulk_sql
+
+ADDRESS_COLUMNS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}
+ERROR_MAX = 2000
+
+
+def snapshot(campaign: Campaign) -> int:
+    """Resolve the campaign's audiences into ledger rows, once per channel and contact (a contact in
+    two audiences gets one row). Contacts without an address or consent for the channel are
+    recorded `skipped` with the reason. One INSERT ... SELECT per channel."""
+    definitions = db.session.scalars(sa.select(Audience.definition).where(Audience.campaign_id == campaign.id)).all()
+    selects = [audiences.compile_definition(campaign.user_id, d) for d in definitions]
+    # No audience left (deleted while scheduled): nobody to send to, and the campaign completes.
+    members = (sa.union(*selects) if selects else sa.select(Contact.id).where(sa.false())).subquery()
+    channels = db.session.scalars(
+        sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id, CampaignChannel.status == "pending")
+    ).all()
+    total = 0
+    for channel in channels:
+        address = _address(channel.channel_type)
+        consent = Contact.consent[channel.channel_type].astext
+        reason = sa.case((address.is_(None), "no_address"),
+                         (sa.func.coalesce(consent, "none") != "subscribed",
+                          sa.literal("consent_") + sa.func.coalesce(consent, "none")),
+                         else_=None)
+        rows = sa.select(
+            sa.literal(campaign.id), sa.literal(channel.id), Contact.id, sa.literal(channel.channel_type), address,
+            sa.case((reason.is_(None), "queued"), else_="skipped"), reason,
+        ).join(members, members.c[0] == Contact.id)
+        insert = pg_insert(Delivery.__table__).from_select(
+            ["campaignId", "channelId", "contactId", "channelType", "address", "status", "skipReason"], rows
+        ).on_conflict_do_nothing()
+        total += db.session.execute(insert).rowcount
+        channel.status = "sending"
+    return total
+
+
+def _address(channel_type: str) -> sa.ColumnElement:
+    if channel_type == "push":
+        has_subscription = sa.select(PushSubscription.id).where(PushSubscription.contact_id == Contact.id).exists()
+        return sa.case((has_subscription, "push"), else_=None)
+    return ADDRESS_COLUMNS[channel_type]
+
+
+def skip_queued(campaign_id: uuid.UUID, reason: str) -> int:
+    return db.session.execute(
+        sa.update(Delivery).where(Delivery.campaign_id == campaign_id, Delivery.status == "queued")
+        .values(status="skipped", skip_reason=reason, updated_at=sa.func.now())
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    address: str
+
+
+def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
+    """Take up to `limit` queued rows for sending; the caller commits before calling the provider."""
+    queued = (
+        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued")
+        .order_by(Delivery.created_at, Delivery.id).limit(limit).with_for_update(skip_locked=True)
+    )
+    rows = db.session.execute(
+        sa.update(Delivery).where(Delivery.id.in_(queued.scalar_subquery()))
+        .values(status="sending", lease_expires_at=sa.func.now() + lease, updated_at=sa.func.now())
+        .returning(Delivery.id, Delivery.contact_id, Delivery.address)
+    ).all()
+    return [ClaimedDelivery(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: uuid.UUID
+    status: str  # sent | delivered | failed | unknown | queued (handed back: rate limited)
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+_RECORD = sa.text(
+    """
+    WITH outcome AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS o(id uuid, status text, "providerMessageId" text, error text)
+    ),
+    moved AS (
+        UPDATE deliveries AS d SET
+            status = o.status,
+            "providerMessageId" = o."providerMessageId",
+            error = o.error,
+            "leaseExpiresAt" = NULL,
+            "sentAt" = CASE WHEN o.status IN ('sent', 'delivered') THEN now() END,
+            "deliveredAt" = CASE WHEN o.status = 'delivered' THEN now() END,
+            "updatedAt" = now()
+        FROM outcome AS o
+        WHERE d.id = o.id AND d.status = 'sending'
+        RETURNING d.status
+    )
+    UPDATE campaign_channels SET
+        "sentCount" = "sentCount" + (SELECT count(*) FROM moved WHERE status IN ('sent', 'delivered')),
+        "deliveredCount" = "deliveredCount" + (SELECT count(*) FROM moved WHERE status = 'delivered'),
+        "updatedAt" = now()
+    WHERE id = CAST(:channel_id AS uuid)
+    """
+)
+
+
+def record(channel_id: uuid.UUID, outcomes: list[Outcome]) -> None:
+    """Settle claimed rows and move the channel's counters with them, in one statement. Only rows
+    still `sending` move (a reaper that already called them `unknown` wins)."""
+    if outcomes:
+        rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
+                 "error": (o.error or None) and o.error[:ERROR_MAX]} for o in outcomes]
+        db.session.execute(_RECORD, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id)})
+
+
+def reap_expired_leases() -> list[uuid.UUID]:
+    """`sending` rows whose worker died: the provider may or may not have the message. They become
+    `unknown` — reported, never retried. Returns the campaigns touched."""
+    return list(set(db.session.scalars(
+        sa.update(Delivery).where(Delivery.status == "sending", Delivery.lease_expires_at < sa.func.now())
+        .values(status="unknown", error="The worker sending this message stopped; whether it was sent is unknown.",
+                lease_expires_at=None, updated_at=sa.func.now())
+        .returning(Delivery.campaign_id)
+    ).all()))
+
+
+def finish_done_channels(campaign_id: uuid.UUID) -> bool:
+    """Channels with nothing queued or in flight become `sent` (or `failed` when every row failed);
+    when all channels are final the campaign completes. True when the campaign is now completed."""
+    unsettled = sa.select(Delivery.id).where(Delivery.channel_id == CampaignChannel.id,
+                                             Delivery.status.in_(("queued", "sending"))).exists()
+    all_failed = sa.and_(
+        sa.select(Delivery.id).where(Delivery.channel_id == CampaignChannel.id, Delivery.status == "failed").exists(),
+        ~sa.select(Delivery.id).where(Delivery.channel_id == CampaignChannel.id,
+                                      Delivery.status.in_(("sent", "delivered", "unknown"))).exists(),
+    )
+    db.session.execute(
+        sa.update(CampaignChannel)
+        .where(CampaignChannel.campaign_id == campaign_id, CampaignChannel.status.in_(("pending", "sending")),
+               ~unsettled)
+        .values(status=sa.case((all_failed, "failed"), else_="sent"), updated_at=sa.func.now())
+    )
+    open_channels = sa.select(CampaignChannel.id).where(
+        CampaignChannel.campaign_id == campaign_id, CampaignChannel.status.in_(("pending", "sending"))).exists()
+    completed = db.session.execute(
+        sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(("running", "completed")),
+                                  ~open_channels)
+        .values(status="completed", ended_at=sa.func.coalesce(Campaign.ended_at, sa.func.now()),
+                updated_at=sa.func.now())
+        .returning(Campaign.id)
+    ).first()
+    return completed is not None
+
+
+def campaign_status(campaign_id: uuid.UUID) -> str | None:
+    return db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id))
+
+
+def channel_info(channel_id: uuid.UUID) -> tuple[CampaignChannel, Campaign] | None:
+    row = db.session.execute(
+        sa.select(CampaignChannel, Campaign).join(Campaign, Campaign.id == CampaignChannel.campaign_id)
+        .where(CampaignChannel.id == channel_id)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def contacts_by_id(ids: list[uuid.UUID]) -> dict[uuid.UUID, Contact]:
+    return {c.id: c for c in db.session.scalars(sa.select(Contact).where(Contact.id.in_(ids)))}
+
+
+def unsettled_channels() -> list[tuple[uuid.UUID, uuid.UUID, Any]]:
+    """(campaign, channel, last change) for running campaigns with queued rows."""
+    return db.session.execute(
+        sa.select(Delivery.campaign_id, Delivery.channel_id, sa.func.min(Delivery.updated_at))
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Campaign.status == "running", Delivery.status == "queued")
+        .group_by(Delivery.campaign_id, Delivery.channel_id)
+    ).all()
+
+
+def has_queued(channel_id: uuid.UUID) -> bool:
+    return bool(db.session.scalar(
+        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued").limit(1)))
+
+
+def running_campaigns_without_work() -> list[uuid.UUID]:
+    """Running campaigns with channels still open but nothing queued or in flight (a worker died
+    between its last send and settling the channel)."""
+    busy = sa.select(Delivery.id).where(Delivery.campaign_id == Campaign.id,
+                                        Delivery.status.in_(("queued", "sending"))).exists()
+    open_channel = sa.select(CampaignChannel.id).where(CampaignChannel.campaign_id == Campaign.id,
+                                                       CampaignChannel.status == "sending").exists()
+    return list(db.session.scalars(sa.select(Campaign.id).where(Campaign.status == "running", open_channel, ~busy)))

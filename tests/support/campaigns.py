@@ -1,0 +1,46 @@
+"""Campaigns built directly in the database for the send-engine tests."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app.extensions import db
+from app.models import Audience, Campaign, CampaignChannel, Contact, User
+
+EVERYONE: dict[str, Any] = {"match": "all", "conditions": []}
+EMAIL_CONFIG: dict[str, Any] = {
+    "fromEmail": "news@shop.test", "fromName": "Shop", "subject": "Hello {{ contact.firstName }}",
+    "html": '<html><body><p>Hi {{ contact.firstName }}</p><a href="https://shop.test/sale">Sale</a></body></html>',
+    "text": "Hi {{ contact.firstName }} https://shop.test/sale",
+}
+
+
+def verified_merchant() -> User:
+    user = User(email=f"m-{uuid.uuid4().hex[:10]}@example.com", password_hash="x", is_verified=True)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def add_contacts(user: User, count: int, prefix: str = "c", **consent: str) -> list[Contact]:
+    contacts = [
+        Contact(user_id=user.id, email=f"{prefix}{i}@example.com", first_name=f"N{i}", attributes={},
+                external_ids={}, consent={"email": "subscribed", **consent}, consent_sources={})
+        for i in range(count)
+    ]
+    db.session.add_all(contacts)
+    db.session.flush()
+    return contacts
+
+
+def email_campaign(user: User, config: dict[str, Any] | None = None,
+                   definitions: list[dict[str, Any]] | None = None) -> tuple[Campaign, CampaignChannel]:
+    campaign = Campaign(user_id=user.id, name="Winter sale", config={})
+    db.session.add(campaign)
+    db.session.flush()
+    channel = CampaignChannel(campaign_id=campaign.id, channel_type="email", config={**EMAIL_CONFIG, **(config or {})})
+    db.session.add(channel)
+    for index, definition in enumerate(definitions or [EVERYONE]):
+        db.session.add(Audience(campaign_id=campaign.id, name=f"audience {index}", definition=definition))
+    db.session.commit()
+    return campaign, channel

@@ -1,0 +1,67 @@
+"""Real Herald processes (celery worker, celery beat) started for a test, as the Procfile runs them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tests.conftest import TEST_ENV
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    env = {**os.environ, **TEST_ENV, **overrides}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def start(args: list[str], **overrides: str) -> subprocess.Popen:
+    # A session of its own, so the whole process group (a prefork worker and its children) can be
+    # killed at once.
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args], cwd=ROOT,
+                            env=process_env(**overrides), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=30)
+
+
+@contextmanager
+def worker(celery_app, queues: str = "campaigns,sends,default", concurrency: int = 2,
+           **overrides: str) -> Iterator[subprocess.Popen]:
+    proc = start(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "WARNING",
+                  "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"], **overrides)
+    try:
+        wait_until(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60, what="worker start")
+        yield proc
+    finally:
+        kill_group(proc, signal.SIGTERM)
+
+
+@contextmanager
+def beat(schedule_file: Path, **overrides: str) -> Iterator[subprocess.Popen]:
+    proc = start(["beat", "--loglevel", "WARNING", "--schedule", str(schedule_file)], **overrides)
+    try:
+        yield proc
+    finally:
+        kill_group(proc, signal.SIGTERM)
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
