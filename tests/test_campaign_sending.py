@@ -213,3 +213,26 @@ def test_reaper_calls_lapsed_sends_unknown_and_finishes(ctx):
     campaign, channel = _refresh(campaign, channel)
     assert _ledger(campaign.id) == {"unknown": 3}
     assert campaign.status == "completed" and channel.status == "sent" and channel.sent_count == 0
+
+
+def test_one_click_unsubscribe_is_honoured_by_the_next_campaign(ctx, smtp_sink):
+    user = verified_merchant()
+    add_contacts(user, 3)
+    first, channel = email_campaign(user)
+    lifecycle.launch_now(user.id, first.id)
+    sending.send_channel(channel.id)
+    mail = next(m for m in smtp_sink.wait_for(3) if m.recipients == ("c1@example.com",))
+    unsubscribe_url = mail.message["List-Unsubscribe"].strip("<>")
+    path = "/" + unsubscribe_url.split("/", 3)[3]
+    response = ctx.test_client().post(path, data="List-Unsubscribe=One-Click",
+                                      content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
+
+    second, channel = email_campaign(user)
+    lifecycle.launch_now(user.id, second.id)
+    smtp_sink.clear()
+    sending.send_channel(channel.id)
+    assert sorted(r for m in smtp_sink.wait_for(2) for r in m.recipients) == ["c0@example.com", "c2@example.com"]
+    skipped = db.session.scalars(sa.select(Delivery.skip_reason).where(Delivery.campaign_id == second.id,
+                                                                       Delivery.status == "skipped")).all()
+    assert skipped == ["consent_unsubscribed"]

@@ -6,6 +6,7 @@ import email.policy
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
@@ -16,8 +17,13 @@ from aiosmtpd.smtp import Envelope, Session
 class ReceivedMail:
     mail_from: str
     recipients: tuple[str, ...]
-    message: EmailMessage
+    raw: bytes
     peer: tuple[str, int] | None = None  # the client's address and port: one per SMTP connection
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        # Parsed when a test looks, not while the server answers: the server stays as fast as a relay.
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
 
     def text(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
@@ -34,9 +40,9 @@ class _Collector:
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
-        parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        raw = envelope.original_content or envelope.content
         with self.lock:
-            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), parsed, session.peer))
+            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), raw, session.peer))
         return "250 Message accepted for delivery"
 
 
