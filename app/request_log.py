@@ -23,7 +23,9 @@ class ContextFilter(logging.Filter):
         if has_request_context():
             record.request_id = g.get("request_id")
         else:
-            from celery import current_task  # lazily: the web process may log before Celery is set up
+            from celery import (
+                current_task,  # lazily: the web process may log before Celery is set up
+            )
 
             task = current_task
             if task and task.request and task.request.id:

@@ -12,7 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
-from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BENCH_ENV,
+    bench_app,
+    celery_worker,
+    free_port,
+    prepare_database,
+)
 
 RECIPIENTS = 5000
 

@@ -41,10 +41,9 @@ def bench_environ() -> dict[str, str]:
 
 def prepare_database() -> None:
     """Drop and rebuild the bench database through the real migrations."""
-    from sqlalchemy.engine import make_url
-
     import psycopg2
     from psycopg2 import sql
+    from sqlalchemy.engine import make_url
 
     url = make_url(BENCH_DATABASE_URL)
     conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")

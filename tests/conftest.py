@@ -161,8 +161,9 @@ def make_url_port(url: str) -> int:
 @pytest.fixture()
 def celery_worker(app, committed_db):
     """A real worker thread consuming every queue through the real Redis broker."""
-    import celeryconfig
     from celery.contrib.testing.worker import start_worker
+
+    import celeryconfig
 
     with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False,
                       queues=list(celeryconfig.QUEUES), shutdown_timeout=30):

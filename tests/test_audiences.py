@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from app.extensions import db
-from app.models import Audience, Campaign, Contact, ContactActivity, PushSubscription, utcnow
+from app.models import (
+    Audience,
+    Campaign,
+    Contact,
+    ContactActivity,
+    PushSubscription,
+    utcnow,
+)
 from app.services import audiences
 from app.services.audience_sql import compile_definition
 from tests.support.accounts import signed_in

@@ -126,7 +126,6 @@ def test_duplicate_registration_notifies_the_owner(live_client, celery_worker, s
 
 
 def test_sweep_sends_what_a_lost_message_left_unsent(app, committed_db, smtp_sink):
-    from app.services import accounts
 
     with app.app_context():
         user = User(email=unique_email(), password_hash="x")

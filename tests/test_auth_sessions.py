@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import TokenBlacklist, User, UserSession, utcnow
 from tests.conftest import make_app
-from tests.support.accounts import PASSWORD, bearer, login, register, signed_in, unique_email
+from tests.support.accounts import (
+    PASSWORD,
+    bearer,
+    login,
+    register,
+    signed_in,
+    unique_email,
+)
 
 ME = "/api/v1/users/me"
 

@@ -12,10 +12,15 @@ import sqlalchemy as sa
 
 from app.errors import Conflict, Forbidden, ValidationFailed
 from app.extensions import db
-from app.models import Campaign, CampaignChannel, Delivery, utcnow
+from app.models import Campaign, Delivery, utcnow
 from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
-from tests.support.campaigns import EVERYONE, add_contacts, email_campaign, verified_merchant
+from tests.support.campaigns import (
+    EVERYONE,
+    add_contacts,
+    email_campaign,
+    verified_merchant,
+)
 
 
 def _ledger(campaign_id) -> Counter:

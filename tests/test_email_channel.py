@@ -68,8 +68,8 @@ def make_delivery(channel: CampaignChannel, email: str | None = None, **fields) 
 
 def outgoing(delivery: Delivery, contact: Contact, channel: CampaignChannel) -> OutgoingMessage:
     return OutgoingMessage(delivery_id=delivery.id, campaign_id=delivery.campaign_id, channel_id=channel.id,
-                           contact_id=contact.id, address=delivery.address, contact=contact_context(contact),
-                           config=channel.config)
+                           contact_id=contact.id, user_id=contact.user_id, address=delivery.address,
+                           contact=contact_context(contact), config=channel.config)
 
 
 def email_sender(smtp_url: str | None = None) -> EmailSender:

@@ -9,10 +9,23 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Contact, ContactActivity, ContactIdentity, DataEvent, EventFailure
+from app.models import (
+    Contact,
+    ContactActivity,
+    ContactIdentity,
+    DataEvent,
+    EventFailure,
+)
 from app.services import event_processing
 from app.sources.normalize import sha256_email
-from tests.support.sources import capi_event, dumps, make_merchant, make_source, shopify_headers, shopify_order
+from tests.support.sources import (
+    capi_event,
+    dumps,
+    make_merchant,
+    make_source,
+    shopify_headers,
+    shopify_order,
+)
 
 
 def _add(source, event_type: str, data) -> DataEvent:

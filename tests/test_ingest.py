@@ -12,7 +12,14 @@ from sqlalchemy import event as sa_event
 from app.extensions import db
 from app.models import DataEvent
 from tests.conftest import TEST_REDIS_URL
-from tests.support.sources import capi_event, dumps, make_merchant, make_source, shopify_headers, shopify_order
+from tests.support.sources import (
+    capi_event,
+    dumps,
+    make_merchant,
+    make_source,
+    shopify_headers,
+    shopify_order,
+)
 
 
 def _events(source_id) -> list[DataEvent]:

@@ -21,7 +21,11 @@ from werkzeug.wrappers import Request, Response
 
 from tests.emulators.http_server import EmulatorServer
 from tests.emulators.push_service import PushServiceEmulator, vapid_keys
-from tests.emulators.twilio import TwilioEmulator, twilio_signature, validate_twilio_signature
+from tests.emulators.twilio import (
+    TwilioEmulator,
+    twilio_signature,
+    validate_twilio_signature,
+)
 from tests.emulators.whatsapp import WhatsAppEmulator, hub_signature
 
 ACCOUNT_SID = "AC" + "a1" * 16

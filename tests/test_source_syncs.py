@@ -19,6 +19,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 from flask import Flask
 
+import workers.sources  # noqa: F401  (registers the sources.* tasks on the session app's Celery)
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import DataEvent, DataSource, EventDedupeKey, SyncRun, User, utcnow
@@ -28,7 +29,6 @@ from app.sources import http, shopify
 from app.sources.configs import SECRET_FIELDS
 from tests.conftest import TEST_REDIS_URL
 from tests.emulators import GtmEmulator, MetaGraphEmulator, ShopifyEmulator
-import workers.sources  # noqa: F401  (registers the sources.* tasks on the session app's Celery)
 
 TOKEN = "shpat_test_token"
 FAST = http.RetryPolicy(base_delay=0.01, max_delay=0.05, max_wait=2.0, read_timeout=5.0)

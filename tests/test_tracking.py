@@ -13,7 +13,13 @@ from app.models import CampaignChannel, Contact, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
 from app.services import tracking
 from app.services.consent import merge_consent
-from tests.test_email_channel import email_sender, make_channel, make_delivery, outgoing, tracked_links
+from tests.test_email_channel import (
+    email_sender,
+    make_channel,
+    make_delivery,
+    outgoing,
+    tracked_links,
+)
 
 SALE = "https://shop.test/sale?a=1&b=2"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

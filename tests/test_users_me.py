@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.accounts import PASSWORD, bearer, login, register, signed_in, unique_email
+from tests.support.accounts import (
+    PASSWORD,
+    bearer,
+    login,
+    register,
+    signed_in,
+    unique_email,
+)
 
 ME = "/api/v1/users/me"
 NEW_PASSWORD = "a much better passphrase"

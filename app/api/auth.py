@@ -18,7 +18,11 @@ from app.schemas.users import (
     UserSchema,
     VerifyEmailSchema,
 )
-from app.security.access_tokens import current_session_id, current_token_expiry, current_user_id
+from app.security.access_tokens import (
+    current_session_id,
+    current_token_expiry,
+    current_user_id,
+)
 from app.services import accounts, sessions
 
 blp = ApiBlueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts, login and sessions")

@@ -77,7 +77,9 @@ def rotate_ingest_key(source_id: uuid.UUID):
 @blp.response(202, SyncRunSchema)
 def sync_now(source_id: uuid.UUID):
     """Queue a sync of the source now."""
-    from app.services import source_syncs  # at call time: this blueprint must load without it
+    from app.services import (
+        source_syncs,  # at call time: this blueprint must load without it
+    )
 
     return source_syncs.request_sync(current_user_id(), source_id)
 

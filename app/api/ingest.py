@@ -4,7 +4,6 @@ from __future__ import annotations
 import uuid
 
 import orjson
-
 from flask import request
 from flask_smorest import Blueprint
 

@@ -18,7 +18,8 @@ class OutgoingMessage:
     campaign_id: uuid.UUID
     channel_id: uuid.UUID
     contact_id: uuid.UUID
-    address: str  # email address, E.164 phone; for push, unused (subscriptions come in `contact`)
+    user_id: uuid.UUID  # the merchant
+    address: str  # email address or E.164 phone; for push, "push" (the contact's subscriptions are read by the sender)
     contact: dict[str, Any]  # template context: id, email, phone, firstName, lastName, attributes, ...
     config: dict[str, Any]  # the channel's config (templates and settings), secrets decrypted
 
@@ -37,6 +38,9 @@ class SendOutcome:
     provider_message_id: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    # The provider says the recipient opted out on this channel (e.g. Twilio error 21610): the
+    # contact's consent becomes `unsubscribed`, set by the provider, which merchant imports can't undo.
+    opted_out: bool = False
     details: dict[str, Any] = field(default_factory=dict)
 
 

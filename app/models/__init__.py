@@ -1,11 +1,17 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
 from app.models.campaigns import Audience, Campaign, CampaignChannel
-from app.models.contacts import Contact, ContactActivity, ContactIdentity, PushSubscription
+from app.models.contacts import (
+    Contact,
+    ContactActivity,
+    ContactIdentity,
+    PushSubscription,
+)
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
 from app.models.deliveries import Delivery, MessageLink
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
+from app.models.provider_accounts import ProviderAccount
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
@@ -32,4 +38,5 @@ __all__ = [
     "EventDedupeKey",
     "EventFailure",
     "SyncRun",
+    "ProviderAccount",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from app.schemas.base import CamelSchema, UtcDateTime, name_field, no_nul, postgres_json
+from app.schemas.base import CamelSchema, UtcDateTime, name_field
 from app.services.audiences import DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE
 
 NAME_MAX = 200

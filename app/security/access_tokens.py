@@ -12,7 +12,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import g, jsonify
-from flask_jwt_extended import JWTManager, create_access_token, decode_token, get_jwt, get_jwt_identity
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    decode_token,
+    get_jwt,
+    get_jwt_identity,
+)
 
 from app.errors import error_body
 
@@ -50,7 +56,9 @@ def _unauthorized(code: str, message: str):
 
 
 def register_jwt_handlers(jwt: JWTManager) -> None:
-    from app.services import sessions  # the liveness rule lives with the sessions it reads
+    from app.services import (
+        sessions,  # the liveness rule lives with the sessions it reads
+    )
 
     @jwt.token_in_blocklist_loader
     def is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:

@@ -7,8 +7,7 @@ says who is speaking (the merchant, or the contact through the merchant).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,8 +18,13 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, PushSubscription
 from app.models.contacts import CHANNELS
-from app.services.consent import addressable_channels, merge_consent, with_default_consent
+from app.services.consent import (
+    addressable_channels,
+    merge_consent,
+    with_default_consent,
+)
 from app.services.contact_identity import identity_keys, replace_identities
+from app.services.transactions import transaction
 
 MERCHANT = "merchant"
 CONTACT = "contact"
@@ -37,17 +41,6 @@ _CONFLICTS = {
     "uq_contact_push_subscriptions_endpoint": ("pushSubscriptions", TAKEN_ENDPOINT),
 }
 _IDENTITY_FIELDS = {"email": "email", "email_sha256": "email", "phone": "phone", "phone_sha256": "phone"}
-
-
-@contextmanager
-def _transaction() -> Iterator[None]:
-    """Commit what the block wrote, or roll all of it back when it fails."""
-    try:
-        yield
-    except BaseException:
-        db.session.rollback()
-        raise
-    db.session.commit()
 
 
 def contacts_query(user_id: uuid.UUID, *, email: str | None = None, phone: str | None = None,
@@ -79,7 +72,7 @@ def get_contact(user_id: uuid.UUID, contact_id: uuid.UUID, *, lock: bool = False
 
 def create_contact(user_id: uuid.UUID, data: Mapping[str, Any]) -> Contact:
     """A new contact; channels with an address and no stated consent start `subscribed`."""
-    with _transaction():
+    with transaction():
         contact = new_contact(user_id)
         apply_fields(contact, data, merge=False)
         db.session.add(contact)
@@ -90,7 +83,7 @@ def create_contact(user_id: uuid.UUID, data: Mapping[str, Any]) -> Contact:
 def update_contact(user_id: uuid.UUID, contact_id: uuid.UUID, changes: Mapping[str, Any]) -> Contact:
     """PATCH: given fields replace the old ones (attributes, externalIds and pushSubscriptions whole);
     consent is merged per channel as the merchant's word, so the contact's own opt-out stands."""
-    with _transaction():
+    with transaction():
         contact = get_contact(user_id, contact_id, lock=True)
         apply_fields(contact, changes, merge=False)
         if {"email", "phone"} & changes.keys() and not (contact.email or contact.phone):
@@ -101,7 +94,7 @@ def update_contact(user_id: uuid.UUID, contact_id: uuid.UUID, changes: Mapping[s
 
 def delete_contact(user_id: uuid.UUID, contact_id: uuid.UUID) -> None:
     """Delete the contact; its identities, push subscriptions and activity go with it (FK cascade)."""
-    with _transaction():
+    with transaction():
         deleted = db.session.scalar(
             sa.delete(Contact).where(Contact.id == contact_id, Contact.user_id == user_id).returning(Contact.id)
         )
@@ -115,13 +108,24 @@ def unsubscribe(user_id: uuid.UUID, contact_id: uuid.UUID, channels: Collection[
     The merchant relays the contact's own wish here (a reply, a call, a letter), so it is recorded
     with source `contact`, not `merchant`: no later import, PATCH or sync can resubscribe them.
     """
-    with _transaction():
+    with transaction():
         contact = get_contact(user_id, contact_id, lock=True)
-        wish = {channel: UNSUBSCRIBED for channel in (CHANNELS if channels is None else channels)}
-        contact.consent, contact.consent_sources = merge_consent(
-            contact.consent, contact.consent_sources, wish, source=CONTACT
-        )
+        _merge_opt_out(contact, CHANNELS if channels is None else channels, CONTACT)
     return contact
+
+
+def record_opt_out(contact_id: uuid.UUID, channels: Collection[str], source: str) -> None:
+    """An opt-out the contact made (an unsubscribe link: source `contact`) or a provider reported
+    (a carrier STOP, a bounce: source `provider`). The caller commits. A deleted contact: nothing."""
+    # Locked: a merchant's edit committing in between must not write back the old consent.
+    contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
+    if contact is not None:
+        _merge_opt_out(contact, channels, source)
+
+
+def _merge_opt_out(contact: Contact, channels: Collection[str], source: str) -> None:
+    wish = {channel: UNSUBSCRIBED for channel in channels}
+    contact.consent, contact.consent_sources = merge_consent(contact.consent, contact.consent_sources, wish, source)
 
 
 # --- Shared with imports ----------------------------------------------------------------------

@@ -17,7 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.extensions import db
-from app.models import Audience, Campaign, CampaignChannel, Contact, Delivery, PushSubscription
+from app.models import (
+    Audience,
+    Campaign,
+    CampaignChannel,
+    Contact,
+    Delivery,
+    PushSubscription,
+)
 from app.services import audiences, bulk_sql
 
 ADDRESS_COLUMNS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}

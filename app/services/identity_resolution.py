@@ -18,7 +18,12 @@ from sqlalchemy import orm
 
 from app.models import Contact, ContactActivity, ContactIdentity, PushSubscription
 from app.services import bulk_sql
-from app.services.consent import AUTHORITATIVE_SOURCES, addressable_channels, merge_consent, with_default_consent
+from app.services.consent import (
+    AUTHORITATIVE_SOURCES,
+    addressable_channels,
+    merge_consent,
+    with_default_consent,
+)
 from app.services.contact_identity import IdentityKey, identity_keys
 from app.sources.normalize import Identity
 

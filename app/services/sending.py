@@ -16,12 +16,18 @@ from datetime import timedelta
 
 from flask import current_app
 
-from app.channels.base import ChannelSender, OutgoingMessage, ProviderUnavailable, SendOutcome, UnsupportedChannel
+from app.channels.base import (
+    ChannelSender,
+    OutgoingMessage,
+    ProviderUnavailable,
+    SendOutcome,
+    UnsupportedChannel,
+)
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, Contact
+from app.services import contacts, send_rate
 from app.services import delivery_ledger as ledger
-from app.services import send_rate
 from app.services.delivery_ledger import ClaimedDelivery, Outcome
 from app.services.rendering import contact_context
 
@@ -49,7 +55,7 @@ def send_channel(channel_id: uuid.UUID) -> int:
     handed = 0
     with contextlib.ExitStack() as stack:
         # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
-        sender = _open_sender(stack, channel) if ledger.has_queued(channel.id) else None
+        sender = _open_sender(stack, channel, campaign) if ledger.has_queued(channel.id) else None
         while time.monotonic() < deadline and ledger.campaign_status(campaign.id) == "running":
             db.session.commit()  # end the read: each step below is its own short transaction
             granted, wait = send_rate.take(channel.id, rate, BATCH_SIZE)
@@ -65,11 +71,11 @@ def send_channel(channel_id: uuid.UUID) -> int:
     return handed
 
 
-def _open_sender(stack: contextlib.ExitStack, channel: CampaignChannel) -> ChannelSender | None:
+def _open_sender(stack: contextlib.ExitStack, channel: CampaignChannel, campaign: Campaign) -> ChannelSender | None:
     from app.channels.registry import sender_for
 
     try:
-        return stack.enter_context(sender_for(channel.channel_type))
+        return stack.enter_context(sender_for(channel.channel_type, campaign.user_id))
     except UnsupportedChannel:
         return None
 
@@ -98,10 +104,13 @@ def _send_one(sender: ChannelSender | None, channel: CampaignChannel, campaign: 
         return Outcome(row.id, "failed", error="The contact was deleted before the message was sent.")
     message = OutgoingMessage(
         delivery_id=row.id, campaign_id=campaign.id, channel_id=channel.id, contact_id=contact.id,
-        address=row.address, contact=contact_context(contact), config=channel.config,
+        user_id=campaign.user_id, address=row.address, contact=contact_context(contact), config=channel.config,
     )
     try:
-        return _as_outcome(row.id, sender.send(message))
+        result = sender.send(message)
+        if result.opted_out:
+            contacts.record_opt_out(contact.id, [channel.channel_type], source="provider")
+        return _as_outcome(row.id, result)
     except ProviderUnavailable:
         raise
     except Exception as exc:  # the provider may have taken it: never retry, report it

@@ -29,7 +29,12 @@ from app.services import data_sources
 from app.services.event_processing import hint_processing
 from app.services.ingestion import IncomingEvent, insert_new_events
 from app.sources import facebook_pixel, gtm, http, shopify
-from app.sources.http import ProviderError, RetryPolicy, SourceRejected, TransientProviderError
+from app.sources.http import (
+    ProviderError,
+    RetryPolicy,
+    SourceRejected,
+    TransientProviderError,
+)
 
 log = logging.getLogger(__name__)
 

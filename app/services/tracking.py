@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from contextlib import contextmanager
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -18,23 +16,13 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app.errors import NotFound
 from app.extensions import db
-from app.models import CampaignChannel, Contact, Delivery, MessageLink
+from app.models import CampaignChannel, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, link_signer
-from app.services.consent import merge_consent
+from app.services import contacts
+from app.services.transactions import transaction
 
-UNSUBSCRIBED = "unsubscribed"
 CONTACT = "contact"  # an unsubscribe link is the contact speaking for themself
 INVALID_LINK = "This link is not valid."
-
-
-@contextmanager
-def _transaction() -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        db.session.rollback()
-        raise
-    db.session.commit()
 
 
 def _verified(purpose: LinkPurpose, token: str) -> tuple[uuid.UUID, ...]:
@@ -75,7 +63,7 @@ def _require_delivery(delivery_id: uuid.UUID) -> None:
 def record_open(token: str) -> None:
     """An open pixel was fetched: the delivery's first open is stamped and counted."""
     (delivery_id,) = _verified(LinkPurpose.OPEN, token)
-    with _transaction():
+    with transaction():
         if not _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
             _require_delivery(delivery_id)
 
@@ -84,7 +72,7 @@ def record_click(token: str) -> str:
     """A tracked link was followed: the URL to redirect to. The first click also counts as an open
     when the pixel was never loaded (images blocked): a click proves the message was opened."""
     delivery_id, link_id = _verified(LinkPurpose.CLICK, token)
-    with _transaction():
+    with transaction():
         url = db.session.scalar(
             sa.select(MessageLink.url)
             .join(Delivery, Delivery.channel_id == MessageLink.channel_id)
@@ -112,24 +100,14 @@ def unsubscribe(token: str) -> None:
     resubscribe them. A contact deleted since the send has nothing left to unsubscribe.
     """
     (delivery_id,) = _verified(LinkPurpose.UNSUBSCRIBE, token)
-    with _transaction():
+    with transaction():
         row = db.session.execute(
             sa.select(Delivery.contact_id, Delivery.channel_type).where(Delivery.id == delivery_id)
         ).one_or_none()
         if row is None:
             raise NotFound(INVALID_LINK)
         if row.contact_id is not None:
-            _opt_out(row.contact_id, row.channel_type)
-
-
-def _opt_out(contact_id: uuid.UUID, channel: str) -> None:
-    # Locked: a merchant's edit committing in between must not write back the old consent.
-    contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
-    if contact is None:
-        return
-    contact.consent, contact.consent_sources = merge_consent(
-        contact.consent, contact.consent_sources, {channel: UNSUBSCRIBED}, source=CONTACT
-    )
+            contacts.record_opt_out(row.contact_id, [row.channel_type], source=CONTACT)
 
 
 # --- Links in outgoing messages ----------------------------------------------------------------

@@ -11,7 +11,14 @@ from urllib.parse import quote
 
 import requests
 
-from app.sources.http import CredentialsRejected, ProviderError, RetryPolicy, SourceRejected, json_body, send
+from app.sources.http import (
+    CredentialsRejected,
+    ProviderError,
+    RetryPolicy,
+    SourceRejected,
+    json_body,
+    send,
+)
 
 PROVIDER = "Google Tag Manager API"
 CONTAINER_FIELDS = ("containerId", "publicId", "name", "usageContext")

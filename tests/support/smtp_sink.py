@@ -6,8 +6,8 @@ import email.policy
 import threading
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from email.message import EmailMessage
+from functools import cached_property
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
