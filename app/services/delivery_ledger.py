@@ -220,3 +220,48 @@ def running_campaigns_without_work() -> list[uuid.UUID]:
     open_channel = sa.select(CampaignChannel.id).where(CampaignChannel.campaign_id == Campaign.id,
                                                        CampaignChannel.status == "sending").exists()
     return list(db.session.scalars(sa.select(Campaign.id).where(Campaign.status == "running", open_channel, ~busy)))
+
+
+# A provider's later word on a message it accepted. Each statement moves the row only from the
+# state the status leaves, so a repeated or late callback changes nothing and counts nothing.
+_DELIVERED = sa.text(
+    """
+    WITH moved AS (
+        UPDATE deliveries SET status = 'delivered', "deliveredAt" = now(), "updatedAt" = now()
+        WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND status = 'sent'
+        RETURNING "channelId"
+    )
+    UPDATE campaign_channels SET "deliveredCount" = "deliveredCount" + 1, "updatedAt" = now()
+    WHERE id IN (SELECT "channelId" FROM moved)
+    """
+)
+_OPENED = sa.text(
+    """
+    WITH moved AS (
+        UPDATE deliveries SET "openedAt" = now(), "updatedAt" = now()
+        WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND "openedAt" IS NULL
+          AND status IN ('sent', 'delivered')
+        RETURNING "channelId"
+    )
+    UPDATE campaign_channels SET "openedCount" = "openedCount" + 1, "updatedAt" = now()
+    WHERE id IN (SELECT "channelId" FROM moved)
+    """
+)
+_FAILED = sa.text(
+    """
+    UPDATE deliveries SET status = 'failed', error = :error, "updatedAt" = now()
+    WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND status = 'sent'
+    """
+)
+
+
+def apply_provider_status(channel_type: str, message_id: str, status: str, error: str | None = None) -> None:
+    """Apply a delivery receipt: `delivered`, `read` (an open, which implies delivery), or `failed`
+    (after acceptance: `sentCount` keeps it — counters never go backwards). The caller commits."""
+    params = {"channel_type": channel_type, "message_id": message_id}
+    if status in ("delivered", "read"):
+        db.session.execute(_DELIVERED, params)
+    if status == "read":
+        db.session.execute(_OPENED, params)
+    if status == "failed":
+        db.session.execute(_FAILED, {**params, "error": (error or "The provider reported a failure.")[:ERROR_MAX]})
