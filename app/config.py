@@ -73,6 +73,10 @@ class Settings:
     mail_from: str
     proxy_count: int
     send_lease_seconds: int = 120
+    # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
+    # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
+    whatsapp_app_secret: str = ""
+    whatsapp_verify_token: str = ""
     rate_limits: dict[str, str] = field(default_factory=dict)
     api_base_urls: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +164,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
         proxy_count=proxy_count,
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
+        whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
+        whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
     )

@@ -44,6 +44,8 @@ TEST_ENV = {
     "MAIL_FROM": "Herald <no-reply@herald.test>",
     # Many tests register from 127.0.0.1; the throttles themselves are tested with tight limits.
     "REGISTER_RATE_LIMIT_IP": "10000 per hour",
+    "WHATSAPP_APP_SECRET": "test-whatsapp-app-secret",
+    "WHATSAPP_VERIFY_TOKEN": "test-whatsapp-verify-token",
 }
 # celeryconfig and any library reading the environment see the same settings as the app.
 os.environ.update(TEST_ENV)
