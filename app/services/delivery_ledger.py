@@ -103,6 +103,7 @@ class Outcome:
     status: str  # sent | delivered | failed | unknown | queued (handed back: rate limited)
     provider_message_id: str | None = None
     error: str | None = None
+    retry_after: float | None = None  # the provider asked to wait this long (not stored)
 
 
 _RECORD = sa.text(

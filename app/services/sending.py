@@ -38,6 +38,7 @@ SEND_BATCH = "sends.send_batch"
 # `unknown`. Small enough to keep that honest, large enough that claims cost little per message.
 BATCH_SIZE = 25
 TIME_BUDGET = 120.0  # seconds per task, then a fresh task continues (well under the time limits)
+MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds a sender
 
 
 def lease() -> timedelta:
@@ -86,12 +87,20 @@ def _send_claimed(sender: ChannelSender | None, channel: CampaignChannel, campai
     outcomes: list[Outcome] = []
     for index, row in enumerate(claimed):
         try:
-            outcomes.append(_send_one(sender, channel, campaign, row, contacts.get(row.contact_id)))
+            outcome = _send_one(sender, channel, campaign, row, contacts.get(row.contact_id))
         except ProviderUnavailable as exc:
             # Nothing of this row or the ones after it reached the provider: all go back to the queue.
             outcomes += [Outcome(r.id, "queued", error=str(exc)) for r in claimed[index:]]
             _record(channel.id, outcomes)
             raise
+        outcomes.append(outcome)
+        if outcome.retry_after is not None:
+            # The provider asked to slow down: the rest of the batch goes back to the queue untried,
+            # and this sender waits as asked (bounded) before taking more.
+            outcomes += [Outcome(r.id, "queued") for r in claimed[index + 1:]]
+            _record(channel.id, outcomes)
+            time.sleep(min(outcome.retry_after, MAX_PROVIDER_WAIT))
+            return sum(o.status in ("sent", "delivered") for o in outcomes)
     _record(channel.id, outcomes)
     return sum(outcome.status in ("sent", "delivered") for outcome in outcomes)
 
@@ -122,7 +131,7 @@ def _as_outcome(delivery_id: uuid.UUID, result: SendOutcome) -> Outcome:
     if result.accepted:
         return Outcome(delivery_id, "delivered" if result.delivered else "sent", result.provider_message_id)
     if result.retry_after is not None:
-        return Outcome(delivery_id, "queued", error=result.error)
+        return Outcome(delivery_id, "queued", error=result.error, retry_after=result.retry_after)
     return Outcome(delivery_id, "failed", error=result.error or "Refused by the provider.")
 
 
