@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.schemas.base import no_nul
+from app.schemas.base import fields_marked, load_by_kind, no_nul
 from app.services.rendering import template_error
 
 EMAIL_MAX = 254
@@ -129,16 +129,9 @@ CONFIG_SCHEMAS: dict[str, type[Schema]] = {
     "whatsapp": WhatsappConfigSchema,
 }
 
-TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
-    channel_type: tuple(name for name, field in schema().fields.items() if field.metadata.get("template"))
-    for channel_type, schema in CONFIG_SCHEMAS.items()
-}
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = fields_marked(CONFIG_SCHEMAS, "template")
 
 
 def load_channel_config(channel_type: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated config with defaults filled in; optional fields set to null are dropped.
-
-    Raises marshmallow.ValidationError keyed by config field (unknown keys included).
-    """
-    loaded = CONFIG_SCHEMAS[channel_type]().load(raw)
-    return {name: value for name, value in loaded.items() if value is not None}
+    """The channel's validated config (marshmallow.ValidationError keyed by field, unknown keys too)."""
+    return load_by_kind(CONFIG_SCHEMAS, channel_type, raw)

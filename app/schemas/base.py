@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import timezone
 from typing import Any
 
@@ -64,3 +65,18 @@ def name_field(maximum: int, **kwargs: Any) -> fields.String:
         validate=[validate.Length(min=1, max=maximum), validate.Regexp(r"\S", error="Must not be blank."), no_nul],
         **kwargs,
     )
+
+
+def fields_marked(schemas: Mapping[str, type[Schema]], flag: str) -> dict[str, tuple[str, ...]]:
+    """Per kind, the names of the fields whose metadata sets `flag` (e.g. which are secrets)."""
+    return {
+        kind: tuple(name for name, field in schema().fields.items() if field.metadata.get(flag))
+        for kind, schema in schemas.items()
+    }
+
+
+def load_by_kind(schemas: Mapping[str, type[Schema]], kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate `raw` with the schema for `kind`: defaults filled in, optional fields set to null
+    dropped. Raises marshmallow.ValidationError keyed by field."""
+    loaded = schemas[kind]().load(raw)
+    return {name: value for name, value in loaded.items() if value is not None}

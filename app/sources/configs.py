@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from app.schemas.base import fields_marked, load_by_kind
 from app.security.secret_box import REDACTED
 
 SECRET_MAX = 4096
@@ -83,16 +84,9 @@ CONFIG_SCHEMAS: dict[str, type[Schema]] = {
     "gtm": GtmConfigSchema,
 }
 
-SECRET_FIELDS: dict[str, tuple[str, ...]] = {
-    source_type: tuple(name for name, field in schema().fields.items() if field.metadata.get("secret"))
-    for source_type, schema in CONFIG_SCHEMAS.items()
-}
+SECRET_FIELDS: dict[str, tuple[str, ...]] = fields_marked(CONFIG_SCHEMAS, "secret")
 
 
 def load_config(source_type: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated config with defaults filled in; optional fields set to null are dropped.
-
-    Raises marshmallow.ValidationError keyed by config field.
-    """
-    loaded = CONFIG_SCHEMAS[source_type]().load(raw)
-    return {name: value for name, value in loaded.items() if value is not None}
+    """The source's validated config (marshmallow.ValidationError keyed by field)."""
+    return load_by_kind(CONFIG_SCHEMAS, source_type, raw)
