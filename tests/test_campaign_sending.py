@@ -241,3 +241,25 @@ def test_one_click_unsubscribe_is_honoured_by_the_next_campaign(ctx, smtp_sink):
     skipped = db.session.scalars(sa.select(Delivery.skip_reason).where(Delivery.campaign_id == second.id,
                                                                        Delivery.status == "skipped")).all()
     assert skipped == ["consent_unsubscribed"]
+
+
+def test_a_receipt_that_beats_the_ledger_write_is_applied_when_the_id_is_recorded(ctx):
+    from app.models import HeldReceipt
+    from app.services import delivery_ledger
+    from app.services.delivery_ledger import Outcome
+
+    user = verified_merchant()
+    add_contacts(user, 1)
+    campaign, channel = email_campaign(user)
+    lifecycle.launch_now(user.id, campaign.id)
+    (claimed,) = delivery_ledger.claim(channel.id, 1, timedelta(minutes=1))
+    delivery_ledger.apply_provider_status("email", "msg-1", "delivered")  # the provider is fast
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 1
+    delivery_ledger.record(channel.id, "email", [Outcome(claimed.id, "sent", provider_message_id="msg-1")])
+    delivery_ledger.apply_provider_status("email", "msg-1", "delivered")  # and repeats itself
+    db.session.commit()
+    campaign, channel = _refresh(campaign, channel)
+    assert _ledger(campaign.id) == {"delivered": 1}
+    assert (channel.sent_count, channel.delivered_count) == (1, 1)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 0

@@ -13,3 +13,8 @@ def purge_token_blacklist() -> dict[str, int]:
 @shared_task(name="maintenance.purge_dedupe_keys")
 def purge_dedupe_keys() -> int:
     return maintenance.purge_dedupe_keys()
+
+
+@shared_task(name="maintenance.purge_held_receipts")
+def purge_held_receipts() -> int:
+    return maintenance.purge_held_receipts()

@@ -9,7 +9,7 @@ from app.models.contacts import (
 )
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
-from app.models.deliveries import Delivery, MessageLink
+from app.models.deliveries import Delivery, HeldReceipt, MessageLink
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
@@ -30,6 +30,7 @@ __all__ = [
     "Audience",
     "Delivery",
     "MessageLink",
+    "HeldReceipt",
     "Contact",
     "ContactIdentity",
     "ContactActivity",

@@ -72,3 +72,20 @@ class MessageLink(Base):
     )
     url: orm.Mapped[str] = orm.mapped_column(sa.Text(), nullable=False)
     created_at: orm.Mapped[datetime] = created_at()
+
+
+class HeldReceipt(Base):
+    """A provider's receipt for a message id the ledger does not know yet: the provider answered the
+    send and called back before the sender recorded the id. Applied when the id is recorded."""
+
+    __tablename__ = "held_receipts"
+    __table_args__ = (sa.Index("ix_held_receipts_message", "channelType", "providerMessageId"),)
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    channel_type: orm.Mapped[str] = orm.mapped_column("channelType", sa.String(), nullable=False)
+    provider_message_id: orm.Mapped[str] = orm.mapped_column("providerMessageId", sa.String(), nullable=False)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    error: orm.Mapped[str | None] = orm.mapped_column(sa.Text())
+    created_at: orm.Mapped[datetime] = orm.mapped_column(
+        "createdAt", sa.DateTime(), nullable=False, server_default=sa.func.now(), index=True
+    )

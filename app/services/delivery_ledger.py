@@ -23,12 +23,14 @@ from app.models import (
     CampaignChannel,
     Contact,
     Delivery,
+    HeldReceipt,
     PushSubscription,
 )
 from app.services import audiences, bulk_sql
 
 ADDRESS_COLUMNS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}
 ERROR_MAX = 2000
+RECEIPT_STATUSES = ("delivered", "read", "failed")
 
 
 def snapshot(campaign: Campaign) -> int:
@@ -134,13 +136,16 @@ _RECORD = sa.text(
 )
 
 
-def record(channel_id: uuid.UUID, outcomes: list[Outcome]) -> None:
+def record(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome]) -> None:
     """Settle claimed rows and move the channel's counters with them, in one statement. Only rows
-    still `sending` move (a reaper that already called them `unknown` wins)."""
+    still `sending` move (a reaper that already called them `unknown` wins). Receipts the provider
+    sent before this moment are applied right after."""
     if outcomes:
         rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
                  "error": (o.error or None) and o.error[:ERROR_MAX]} for o in outcomes]
         db.session.execute(_RECORD, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id)})
+        apply_held_receipts(channel_type, [o.provider_message_id for o in outcomes
+                                           if o.provider_message_id and o.status == "sent"])
 
 
 def reap_expired_leases() -> list[uuid.UUID]:
@@ -258,7 +263,20 @@ _FAILED = sa.text(
 
 def apply_provider_status(channel_type: str, message_id: str, status: str, error: str | None = None) -> None:
     """Apply a delivery receipt: `delivered`, `read` (an open, which implies delivery), or `failed`
-    (after acceptance: `sentCount` keeps it — counters never go backwards). The caller commits."""
+    (after acceptance: `sentCount` keeps it — counters never go backwards). A receipt for an id the
+    ledger does not hold yet is kept and applied when the sender records it. The caller commits."""
+    if status not in RECEIPT_STATUSES:
+        return
+    known = db.session.scalar(sa.select(Delivery.id).where(Delivery.channel_type == channel_type,
+                                                           Delivery.provider_message_id == message_id).limit(1))
+    if known is None:
+        db.session.add(HeldReceipt(channel_type=channel_type, provider_message_id=message_id, status=status,
+                                   error=error))
+        return
+    _apply_receipt(channel_type, message_id, status, error)
+
+
+def _apply_receipt(channel_type: str, message_id: str, status: str, error: str | None) -> None:
     params = {"channel_type": channel_type, "message_id": message_id}
     if status in ("delivered", "read"):
         db.session.execute(_DELIVERED, params)
@@ -266,3 +284,16 @@ def apply_provider_status(channel_type: str, message_id: str, status: str, error
         db.session.execute(_OPENED, params)
     if status == "failed":
         db.session.execute(_FAILED, {**params, "error": (error or "The provider reported a failure.")[:ERROR_MAX]})
+
+
+def apply_held_receipts(channel_type: str, message_ids: list[str]) -> None:
+    """Apply (and drop) receipts that arrived before these message ids were recorded."""
+    if not message_ids:
+        return
+    held = db.session.scalars(
+        sa.delete(HeldReceipt).where(HeldReceipt.channel_type == channel_type,
+                                     HeldReceipt.provider_message_id.in_(message_ids))
+        .returning(HeldReceipt)
+    ).all()
+    for receipt in sorted(held, key=lambda r: r.created_at):
+        _apply_receipt(channel_type, receipt.provider_message_id, receipt.status, receipt.error)

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import EventDedupeKey, TokenBlacklist, UserSession, utcnow
+from app.models import EventDedupeKey, HeldReceipt, TokenBlacklist, UserSession, utcnow
 
 SESSION_RETENTION = timedelta(days=30)
 # Providers redeliver for up to two days (Shopify's webhook retries, Meta's dedup window); a week of
 # de-duplication keys covers them with room to spare.
 DEDUPE_KEY_RETENTION = timedelta(days=7)
+# A receipt whose message id never appears belongs to no message Herald sent (or one deleted since).
+HELD_RECEIPT_RETENTION = timedelta(days=1)
 PURGE_BATCH_SIZE = 1000
 
 
@@ -38,6 +40,11 @@ def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH
     """Forget provider event ids older than any redelivery (the events themselves stay)."""
     cutoff = (now or utcnow()) - DEDUPE_KEY_RETENTION
     return _delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
+
+
+def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    cutoff = (now or utcnow()) - HELD_RECEIPT_RETENTION
+    return _delete_in_batches(HeldReceipt, HeldReceipt.created_at < cutoff, batch_size)
 
 
 def _delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:

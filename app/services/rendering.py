@@ -11,9 +11,15 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_plain = ImmutableSandboxedEnvironment(autoescape=False)
+def _blank_none(value: Any) -> Any:
+    # A contact without a first name reads "Hi ," rather than "Hi None,".
+    return "" if value is None else value
+
+
+_plain = ImmutableSandboxedEnvironment(autoescape=False, finalize=_blank_none)
 # HTML bodies escape what contacts typed into their names.
-_html = ImmutableSandboxedEnvironment(autoescape=select_autoescape(default_for_string=True, default=True))
+_html = ImmutableSandboxedEnvironment(autoescape=select_autoescape(default_for_string=True, default=True),
+                                      finalize=_blank_none)
 
 
 @lru_cache(maxsize=512)

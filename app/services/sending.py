@@ -91,17 +91,17 @@ def _send_claimed(sender: ChannelSender | None, channel: CampaignChannel, campai
         except ProviderUnavailable as exc:
             # Nothing of this row or the ones after it reached the provider: all go back to the queue.
             outcomes += [Outcome(r.id, "queued", error=str(exc)) for r in claimed[index:]]
-            _record(channel.id, outcomes)
+            _record(channel, outcomes)
             raise
         outcomes.append(outcome)
         if outcome.retry_after is not None:
             # The provider asked to slow down: the rest of the batch goes back to the queue untried,
             # and this sender waits as asked (bounded) before taking more.
             outcomes += [Outcome(r.id, "queued") for r in claimed[index + 1:]]
-            _record(channel.id, outcomes)
+            _record(channel, outcomes)
             time.sleep(min(outcome.retry_after, MAX_PROVIDER_WAIT))
             return sum(o.status in ("sent", "delivered") for o in outcomes)
-    _record(channel.id, outcomes)
+    _record(channel, outcomes)
     return sum(outcome.status in ("sent", "delivered") for outcome in outcomes)
 
 
@@ -135,8 +135,8 @@ def _as_outcome(delivery_id: uuid.UUID, result: SendOutcome) -> Outcome:
     return Outcome(delivery_id, "failed", error=result.error or "Refused by the provider.")
 
 
-def _record(channel_id: uuid.UUID, outcomes: list[Outcome]) -> None:
-    ledger.record(channel_id, outcomes)
+def _record(channel: CampaignChannel, outcomes: list[Outcome]) -> None:
+    ledger.record(channel.id, channel.channel_type, outcomes)
     db.session.commit()
 
 
