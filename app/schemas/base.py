@@ -8,6 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from app.security.secret_box import ENCRYPTED_PREFIX, REDACTED
+
 
 def camelcase(name: str) -> str:
     head, *rest = name.split("_")
@@ -80,3 +82,31 @@ def load_by_kind(schemas: Mapping[str, type[Schema]], kind: str, raw: Mapping[st
     dropped. Raises marshmallow.ValidationError keyed by field."""
     loaded = schemas[kind]().load(raw)
     return {name: value for name, value in loaded.items() if value is not None}
+
+
+SECRET_MAX = 4096
+
+
+def _not_ciphertext(value: str) -> None:
+    # A value already in our encrypted form would be stored as is and never decrypt.
+    if value.startswith(ENCRYPTED_PREFIX):
+        raise ValidationError("Must be the secret itself.")
+
+
+def secret_field(*checks: Any, required: bool = True) -> fields.String:
+    """A credential: encrypted at rest and never shown (metadata `secret`), so the redaction mask
+    the API shows in its place is refused as a value."""
+    return fields.String(
+        required=required,
+        metadata={"secret": True},
+        validate=[
+            validate.Length(min=1, max=SECRET_MAX),
+            validate.NoneOf([REDACTED], error="Send the secret itself, not the redaction mask."),
+            _not_ciphertext,
+            *checks,
+        ],
+    )
+
+
+def pattern_field(regex: str, error: str, max_length: int = 64, **kwargs: Any) -> fields.String:
+    return fields.String(validate=[validate.Length(max=max_length), validate.Regexp(regex, error=error)], **kwargs)

@@ -1,7 +1,7 @@
 """Per-type configuration of data sources: which fields exist, their rules, and which are secrets.
 
 Secrets are encrypted at rest (app.security.secret_box) and never returned by the API. A field is a
-secret because it is declared with `_secret()`; SECRET_FIELDS is derived from those declarations and
+secret because it is declared with `secret_field()`; SECRET_FIELDS is derived from those declarations and
 is what everything else reads.
 """
 from __future__ import annotations
@@ -11,10 +11,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from app.schemas.base import fields_marked, load_by_kind
-from app.security.secret_box import REDACTED
+from app.schemas.base import fields_marked, load_by_kind, pattern_field, secret_field
 
-SECRET_MAX = 4096
 # Pixel and GTM gateways authenticate with a per-source ingest key; Shopify signs its webhooks.
 INGEST_KEY_TYPES = frozenset({"facebook_pixel", "gtm"})
 
@@ -22,21 +20,6 @@ INGEST_KEY_TYPES = frozenset({"facebook_pixel", "gtm"})
 class _LowercaseString(fields.String):
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         return super()._deserialize(value, attr, data, **kwargs).strip().lower()
-
-
-def _secret() -> fields.String:
-    return fields.String(
-        required=True,
-        metadata={"secret": True},
-        validate=[
-            validate.Length(min=1, max=SECRET_MAX),
-            validate.NoneOf([REDACTED], error="Send the secret itself, not the redaction mask."),
-        ],
-    )
-
-
-def _pattern(regex: str, error: str, max_length: int = 64, **kwargs: Any) -> fields.String:
-    return fields.String(validate=[validate.Length(max=max_length), validate.Regexp(regex, error=error)], **kwargs)
 
 
 ShopifyConfigSchema = Schema.from_dict(
@@ -49,9 +32,9 @@ ShopifyConfigSchema = Schema.from_dict(
                                 error="Must be the store's <name>.myshopify.com domain."),
             ],
         ),
-        "accessToken": _secret(),
-        "webhookSecret": _secret(),
-        "apiVersion": _pattern(r"^\d{4}-(01|04|07|10)$", "Must be a Shopify API version such as 2025-10.",
+        "accessToken": secret_field(),
+        "webhookSecret": secret_field(),
+        "apiVersion": pattern_field(r"^\d{4}-(01|04|07|10)$", "Must be a Shopify API version such as 2025-10.",
                                load_default="2025-10"),
         "backfillDays": fields.Integer(strict=True, load_default=90, validate=validate.Range(min=1, max=3650)),
     },
@@ -60,19 +43,19 @@ ShopifyConfigSchema = Schema.from_dict(
 
 FacebookPixelConfigSchema = Schema.from_dict(
     {
-        "pixelId": _pattern(r"^\d{5,32}$", "Must be 5 to 32 digits.", required=True),
-        "accessToken": _secret(),
-        "apiVersion": _pattern(r"^v\d+\.\d+$", "Must be a Graph API version such as v21.0.", load_default="v21.0"),
+        "pixelId": pattern_field(r"^\d{5,32}$", "Must be 5 to 32 digits.", required=True),
+        "accessToken": secret_field(),
+        "apiVersion": pattern_field(r"^v\d+\.\d+$", "Must be a Graph API version such as v21.0.", load_default="v21.0"),
     },
     name="FacebookPixelConfig",
 )
 
 GtmConfigSchema = Schema.from_dict(
     {
-        "accountId": _pattern(r"^\d+$", "Must be digits only.", required=True),
-        "containerId": _pattern(r"^\d+$", "Must be digits only.", required=True),
-        "accessToken": _secret(),
-        "measurementId": _pattern(r"^G-[A-Z0-9]+$", "Must be a GA4 measurement id such as G-ABC123.",
+        "accountId": pattern_field(r"^\d+$", "Must be digits only.", required=True),
+        "containerId": pattern_field(r"^\d+$", "Must be digits only.", required=True),
+        "accessToken": secret_field(),
+        "measurementId": pattern_field(r"^G-[A-Z0-9]+$", "Must be a GA4 measurement id such as G-ABC123.",
                                   allow_none=True),
     },
     name="GtmConfig",
