@@ -1,0 +1,397 @@
+"""Web push: VAPID-signed (RFC 8292), aes128gcm-encrypted (RFC 8291) messages to every push
+subscription of a contact, through pywebpush and one HTTP session per batch.
+
+What `send` says about a message (one ledger row, however many browsers the contact subscribed):
+- `SendOutcome(accepted=True, delivered=True)`: at least one push service answered 201 (SPEC: a 201
+  counts as delivered). Subscriptions that failed alongside are listed in `details`.
+- `SendOutcome(accepted=False, error=...)`: nobody received it: every subscription was dead (404/410,
+  each one deleted as it is found), refused the message, or the account's keys are unusable.
+- `SendOutcome(accepted=False, retry_after=...)`: a push service answered 429 before any subscription
+  of this message took it; the engine hands the row back and waits.
+- `SendOutcome(accepted=False, error="push service unavailable: ...")`: a push service could not
+  be reached (or said 503) before any subscription of this message took it; the row fails rather
+  than hold the channel (each browser's push service is its own).
+- raises `PushUnavailable` (a `ProviderUnavailable`): the message's link could not be stored.
+- raises `PushOutcomeUnknown`: a push service may have taken the message without saying so (the
+  connection broke after the request went out, a 5xx other than 503). Never resent automatically.
+Once one subscription has the message, later failures only make the outcome partial: resending the
+whole message would reach that browser twice.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import requests
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid, VapidException
+from py_vapid.utils import b64urldecode
+from pywebpush import WebPushException, webpush
+from sqlalchemy import orm
+from sqlalchemy.exc import SQLAlchemyError
+from urllib3.exceptions import NewConnectionError
+
+from app.channels.base import OutgoingMessage, ProviderUnavailable, SendOutcome
+from app.channels.configs import TEMPLATE_FIELDS
+from app.channels.email import _UNSAFE_IN_URL, MAX_TRACKED_URL
+from app.config import Settings
+from app.extensions import db
+from app.models import PushSubscription
+from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
+from app.services.rendering import render
+from app.services.tracking import LinkRegistry
+
+log = logging.getLogger(__name__)
+
+NO_LIVE_SUBSCRIPTIONS = "no live push subscriptions"
+# RFC 8291 §4: a push service must take 4096 bytes of encrypted body; aes128gcm adds an 86-byte
+# header, a 16-byte tag and a 1-byte padding delimiter to the plaintext.
+MAX_PLAINTEXT = 4096 - 86 - 16 - 1
+# Kept by the push service while the browser is offline. pywebpush's default (0) drops a campaign
+# message for everyone whose browser is closed at that moment.
+TTL_SECONDS = 24 * 3600
+TIMEOUT_SECONDS = 10.0
+# A 429 after another browser of the same contact took the message: the row cannot go back to the
+# queue (that browser would get it twice), so the sender waits here — briefly, its rows are leased.
+PARTIAL_RETRY_WAIT_MAX = 5.0
+
+
+class PushUnavailable(ProviderUnavailable):
+    """Nothing of this message reached any push service: safe to send again later."""
+
+
+class PushOutcomeUnknown(Exception):
+    """A push service may have taken the message. Do not resend."""
+
+
+class _Refused(Exception):
+    """The message cannot be sent to anyone (template, size, account keys)."""
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    id: uuid.UUID
+    endpoint: str
+    p256dh: str
+    auth: str
+
+    def info(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One push to one subscription."""
+
+    kind: str  # delivered | accepted | dead | failed | rate_limited | unavailable | unknown
+    detail: str = ""
+    location: str | None = None  # the push message resource (RFC 8030 §5)
+    retry_after: float = 0.0
+
+
+@dataclass
+class _Tally:
+    """The attempts of one message so far."""
+
+    locations: list[str | None] = field(default_factory=list)  # 201s
+    accepted: int = 0  # other 2xx: taken, delivery not confirmed
+    removed: int = 0
+    failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    @property
+    def handed_over(self) -> bool:
+        """Some browser may already have this message."""
+        return bool(self.locations or self.accepted or self.unknown)
+
+    def add(self, attempt: _Attempt) -> None:
+        if attempt.kind == "delivered":
+            self.locations.append(attempt.location)
+        elif attempt.kind == "accepted":
+            self.accepted += 1
+        elif attempt.kind == "dead":
+            self.removed += 1
+        elif attempt.kind == "unknown":
+            self.unknown.append(attempt.detail)
+        else:
+            self.failed.append(attempt.detail)
+
+    def outcome(self) -> SendOutcome:
+        details = {"delivered": len(self.locations), "accepted": self.accepted, "removed": self.removed,
+                   "failed": self.failed, "unknown": self.unknown}
+        if self.locations or self.accepted:
+            first = next((location for location in self.locations if location), None)
+            return SendOutcome(accepted=True, delivered=bool(self.locations), provider_message_id=first,
+                               details=details)
+        if self.unknown:
+            raise PushOutcomeUnknown("; ".join(self.unknown))
+        return SendOutcome(accepted=False, error="; ".join(self.failed) or NO_LIVE_SUBSCRIPTIONS, details=details)
+
+
+class _NoRedirects(requests.Session):
+    """A push service answers, it never redirects: following one would post to wherever it points."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["allow_redirects"] = False
+        return super().request(*args, **kwargs)
+
+
+def load_vapid(config: dict[str, Any]) -> tuple[Vapid, str]:
+    """The account's signing key and `sub` claim, or _Refused saying what is wrong with them."""
+    subject = str(config.get("subject") or "")
+    if not subject.startswith(("mailto:", "https:")):
+        raise _Refused("push account: subject must be a mailto: or https: URI (RFC 8292 §2.1)")
+    vapid = _signing_key(str(config.get("vapidPrivateKey") or "").strip())
+    public = vapid.public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    expected = str(config.get("vapidPublicKey") or "")
+    try:
+        matches = not expected or b64urldecode(expected.encode()) == public
+    except ValueError:  # binascii.Error included
+        matches = False
+    if not matches:
+        # Browsers subscribed with vapidPublicKey; pushes signed by any other key are refused (403).
+        raise _Refused("push account: vapidPrivateKey does not match vapidPublicKey")
+    return vapid, subject
+
+
+def _signing_key(text: str) -> Vapid:
+    """A P-256 key from PEM, or base64url of the raw 32 bytes or of DER (what pywebpush accepts).
+    Parsed here, never handed to pywebpush as a string: it would read a file of that name."""
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            key = Vapid.from_string(text).private_key
+    except Exception as exc:  # cryptography and py_vapid raise many kinds; all mean "not a key"
+        raise _Refused("push account: vapidPrivateKey is not a readable private key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise _Refused("push account: vapidPrivateKey must be a P-256 (prime256v1) key")
+    # py_vapid's own `sub` check refuses https: URIs with a path, which RFC 8292 allows;
+    # load_vapid has checked the subject already.
+    return Vapid(key, conf={"no-strict": True})
+
+
+class PushSender:
+    """ChannelSender for web push. Use as a context manager around a batch: one HTTP session for all."""
+
+    def __init__(self, config: dict[str, Any], settings: Settings, *, signer: LinkSigner | None = None) -> None:
+        try:
+            self._vapid: Vapid | None
+            self._vapid, self._subject = load_vapid(config)
+            self._account_error: str | None = None
+        except _Refused as exc:
+            self._vapid, self._subject, self._account_error = None, "", str(exc)
+        self._base_url = settings.public_base_url.rstrip("/")
+        # Endpoints are merchant input: in production they may only point at public https hosts.
+        self._public_only = settings.env == "production"
+        self._signer = signer or link_signer()
+        self._links = LinkRegistry()
+        self._session: requests.Session | None = None
+        self._host_refusals: dict[str, str | None] = {}
+
+    def __enter__(self) -> Self:
+        self._session = _NoRedirects()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        if self._account_error:
+            return SendOutcome(accepted=False, error=self._account_error)
+        subscriptions = _subscriptions_of(message.contact_id)
+        if not subscriptions:
+            return SendOutcome(accepted=False, error=NO_LIVE_SUBSCRIPTIONS)
+        try:
+            payload = self._payload(message)
+        except _Refused as exc:
+            return SendOutcome(accepted=False, error=str(exc))
+        return self._push_all(message.delivery_id, subscriptions, payload)
+
+    # --- Payload -------------------------------------------------------------------------------
+
+    def _payload(self, message: OutgoingMessage) -> str:
+        config = message.config
+        try:
+            shown = {name: render(config.get(name) or "", message.contact) for name in TEMPLATE_FIELDS["push"]}
+        except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
+            raise _Refused(f"template error: {type(exc).__name__}: {exc}") from exc
+        if config.get("url"):
+            shown["url"] = self._click_url(message, config["url"])
+        if config.get("icon"):
+            shown["icon"] = config["icon"]
+        payload = json.dumps({**shown, "deliveryId": str(message.delivery_id)}, ensure_ascii=False)
+        size = len(payload.encode())
+        if size > MAX_PLAINTEXT:
+            raise _Refused(f"the notification is {size} bytes; web push carries at most {MAX_PLAINTEXT}")
+        return payload
+
+    def _click_url(self, message: OutgoingMessage, url: str) -> str:
+        """The tracked link for `url` (email's rules for which URLs are tracked), or `url` itself."""
+        if (urlsplit(url).scheme.lower() not in ("http", "https") or url.startswith(f"{self._base_url}/t/")
+                or len(url) > MAX_TRACKED_URL or _UNSAFE_IN_URL.search(url)):
+            return url
+        try:
+            link_id = self._links.ids_for(message.channel_id, [url])[url]
+        except SQLAlchemyError as exc:
+            raise PushUnavailable("could not store the message's link") from exc
+        token = self._signer.sign(LinkPurpose.CLICK, message.delivery_id, link_id)
+        return f"{self._base_url}/t/{LinkPurpose.CLICK.label}/{token}"
+
+    # --- Transport -----------------------------------------------------------------------------
+
+    def _push_all(self, delivery_id: uuid.UUID, subscriptions: list[_Subscription], payload: str) -> SendOutcome:
+        tally = _Tally()
+        for subscription in subscriptions:
+            attempt = self._push(subscription, payload, delivery_id)
+            if attempt.kind == "rate_limited" and tally.handed_over:
+                attempt = self._retry_once(subscription, payload, delivery_id, attempt)
+            elif attempt.kind in ("rate_limited", "unavailable") and not tally.handed_over:
+                return _hand_back(attempt)
+            if attempt.kind == "dead":
+                _remove_subscription(subscription.id)
+            tally.add(attempt)
+        return tally.outcome()
+
+    def _retry_once(self, subscription: _Subscription, payload: str, delivery_id: uuid.UUID,
+                    limited: _Attempt) -> _Attempt:
+        if limited.retry_after > PARTIAL_RETRY_WAIT_MAX:
+            return _Attempt("failed", f"{limited.detail} (not retried: asked to wait {limited.retry_after:g} s)")
+        time.sleep(limited.retry_after)
+        return self._push(subscription, payload, delivery_id)
+
+    def _push(self, subscription: _Subscription, payload: str, delivery_id: uuid.UUID) -> _Attempt:
+        refusal = self._endpoint_refusal(subscription.endpoint)
+        if refusal is not None:
+            return _Attempt("failed", refusal)
+        try:
+            response = webpush(
+                subscription.info(), data=payload, vapid_private_key=self._vapid,
+                vapid_claims={"sub": self._subject},  # a fresh dict: pywebpush adds aud and exp to it
+                ttl=TTL_SECONDS, timeout=TIMEOUT_SECONDS, requests_session=self._session,
+                # RFC 8030 §5.4: a copy of the same delivery still waiting replaces the earlier one.
+                headers={"Topic": delivery_id.hex},
+            )
+        except WebPushException as exc:
+            if exc.response is None:
+                return _Attempt("failed", f"invalid push subscription: {exc.message}")
+            return _answered(exc.response)
+        except (VapidException, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema):  # no http(s) origin to sign for or connect to
+            return _Attempt("failed", "invalid push endpoint")
+        except requests.RequestException as exc:
+            kind = "unavailable" if _never_connected(exc) else "unknown"
+            return _Attempt(kind, f"{_host(subscription.endpoint)}: {type(exc).__name__}")
+        except ValueError:  # keys that decode but are no P-256 point: encryption fails before sending
+            return _Attempt("failed", "invalid push subscription keys")
+        kind = "delivered" if response.status_code == 201 else "accepted"
+        return _Attempt(kind, location=response.headers.get("Location"))
+
+    def _endpoint_refusal(self, endpoint: str) -> str | None:
+        """Why this endpoint must not be called (production only: https, public addresses)."""
+        if not self._public_only:
+            return None
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" or not parts.hostname:
+            return "push endpoint is not an https URL"
+        if parts.hostname not in self._host_refusals:
+            self._host_refusals[parts.hostname] = _private_address_refusal(parts.hostname, parts.port or 443)
+        return self._host_refusals[parts.hostname]
+
+
+def _hand_back(attempt: _Attempt) -> SendOutcome:
+    """Nothing of this message went out. A 429 hands the row back to be sent later. An unreachable
+    push service fails the row: every browser has its own push service, and one that stays down
+    must not hold the whole channel back the way a provider-wide outage would."""
+    if attempt.kind == "rate_limited":
+        return SendOutcome(accepted=False, error=attempt.detail, retry_after=attempt.retry_after)
+    return SendOutcome(accepted=False, error=f"push service unavailable: {attempt.detail}")
+
+
+def _answered(response: requests.Response) -> _Attempt:
+    """A push service's refusal (any status pywebpush does not count as success)."""
+    status = response.status_code
+    detail = f"{_host(response.url)} answered {status} {response.reason or ''}".strip()
+    if status in (404, 410):  # RFC 8030 §7.3: the subscription is gone for good
+        return _Attempt("dead", detail)
+    if status == 429:
+        return _Attempt("rate_limited", detail, retry_after=_retry_after(response))
+    if status == 503:  # the service says it did not take the message
+        return _Attempt("unavailable", detail)
+    if status >= 500:  # a gateway may have passed it on before failing
+        return _Attempt("unknown", detail)
+    return _Attempt("failed", detail)
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Retry-After in seconds (delay-seconds or an HTTP date); 1 s when absent or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the push service (refused, DNS, TLS, timeout
+    while connecting); a connection that broke later may have carried it."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.ProxyError)):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _host(url: str) -> str:
+    # Errors name the push service's host only: endpoint paths are per-browser secrets.
+    return urlsplit(url).netloc or "push service"
+
+
+def _private_address_refusal(host: str, port: int) -> str | None:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except OSError:
+        return None  # the push itself fails to connect and says so
+    if all(ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses):
+        return None
+    return f"push endpoint host {host} is not a public address"
+
+
+def _subscriptions_of(contact_id: uuid.UUID) -> list[_Subscription]:
+    """Read for each message, not once per batch: a subscription removed meanwhile is not tried."""
+    rows = db.session.execute(
+        sa.select(PushSubscription.id, PushSubscription.endpoint, PushSubscription.p256dh, PushSubscription.auth)
+        .where(PushSubscription.contact_id == contact_id)
+        .order_by(PushSubscription.created_at, PushSubscription.id)
+    ).all()
+    return [_Subscription(*row) for row in rows]
+
+
+def _remove_subscription(subscription_id: uuid.UUID) -> None:
+    """Delete a subscription its push service called gone.
+
+    Committed at once on a connection of its own (like tracking.store_links): the engine's session
+    records outcomes on its own schedule, and the push service's word stands whatever becomes of it.
+    """
+    try:
+        with orm.Session(db.engine) as session, session.begin():
+            session.execute(sa.delete(PushSubscription).where(PushSubscription.id == subscription_id))
+    except SQLAlchemyError:  # not fatal: the next send finds it gone again and retries the delete
+        log.warning("could not delete a gone push subscription", extra={"subscription_id": str(subscription_id)},
+                    exc_info=True)

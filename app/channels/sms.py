@@ -1,0 +1,225 @@
+"""SMS through the merchant's Twilio account (any Twilio-compatible REST API), and Twilio's signed
+status callbacks.
+
+What `send` says about a message (`POST /2010-04-01/Accounts/{sid}/Messages.json`):
+- 200/201: `SendOutcome(accepted=True)` with the Message SID; delivery is confirmed later by a
+  status callback (`record_status_callback`).
+- 429 (or 21611, the sender's queue is full): `SendOutcome(accepted=False, retry_after=...)`. The
+  engine hands the row back to the queue and waits before taking more.
+- 400 with 21610 (the recipient texted STOP): not accepted, `opted_out=True`: the contact's SMS
+  consent becomes `unsubscribed`. Any other 4xx about the message (21211 invalid number, ...):
+  not accepted, "Twilio error {code}: {message}".
+- raises `ProviderUnavailable`: nothing was handed over, so the row can be sent later: no
+  connection (refused, DNS, TLS, connect timeout), or an answer about the account rather than the
+  message (401/403/404: every message would get it; the rows wait until the account is fixed).
+- raises `SmsOutcomeUnknown`: the request went out but no definite answer came back (a read
+  timeout, a dropped connection, a 5xx). Twilio's Messages API has no idempotency key, so a 5xx
+  may hide a created message: resending could text the contact twice, so the engine records the
+  row `unknown` and never resends it. After a few of those in a row the sender stops trying
+  (`ProviderUnavailable`), so an outage costs a few unknown rows, not the rest of the campaign.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Self
+from urllib.parse import quote
+
+import requests
+from flask import current_app
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from app.channels.base import (
+    OutgoingMessage,
+    ProviderUnavailable,
+    SendOutcome,
+    UnsupportedChannel,
+)
+from app.config import Settings
+from app.errors import Forbidden
+from app.services import delivery_ledger, provider_accounts
+from app.services.rendering import render
+from app.services.transactions import transaction
+
+STATUS_CALLBACK_PATH = "/hooks/twilio/status"
+TIMEOUTS = (5.0, 20.0)  # (connect, read) seconds: Twilio answers a create in well under a second
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without Retry-After
+QUEUE_FULL_RETRY_AFTER = 30.0  # 21611: hours of messages already queued on the sender
+UNKNOWN_IN_A_ROW_LIMIT = 3
+OPTED_OUT = 21610
+QUEUE_FULL = 21611
+# Answers about the account, not the message (credentials, permissions, a wrong base URL).
+ACCOUNT_REFUSALS = (401, 403, 404)
+# MessageStatus → the ledger's receipt; queued, accepted, sending, sent, ... change nothing.
+RECEIPTS = {"delivered": "delivered", "read": "read", "undelivered": "failed", "failed": "failed"}
+
+
+class SmsOutcomeUnknown(Exception):
+    """The request reached Twilio (or may have) without a definite answer: never resend it."""
+
+
+def status_callback_url(settings: Settings) -> str:
+    """Where Twilio reports a message's status; also the URL its callbacks are signed over."""
+    return f"{settings.public_base_url}{STATUS_CALLBACK_PATH}"
+
+
+class SmsSender:
+    """ChannelSender for SMS. Use as a context manager around a batch: one HTTP session for all."""
+
+    def __init__(self, config: Mapping[str, Any], settings: Settings) -> None:
+        missing = [name for name in ("accountSid", "authToken") if not config.get(name)]
+        if not (config.get("fromNumber") or config.get("messagingServiceSid")):
+            missing.append("fromNumber or messagingServiceSid")
+        if missing:
+            raise UnsupportedChannel(f"The SMS provider account lacks {', '.join(missing)}.")
+        account_sid = config["accountSid"]
+        base_url = settings.api_base_urls["TWILIO_API_BASE_URL"]
+        self._url = f"{base_url}/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
+        self._auth = (account_sid, config["authToken"])
+        # A Messaging Service picks the sending number from its pool; otherwise our one number sends.
+        service = config.get("messagingServiceSid")
+        self._sender = ("MessagingServiceSid", service) if service else ("From", config["fromNumber"])
+        self._status_callback = status_callback_url(settings)
+        self._session: requests.Session | None = None
+        self._unknown_in_a_row = 0
+
+    def __enter__(self) -> Self:
+        self._open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        if self._unknown_in_a_row >= UNKNOWN_IN_A_ROW_LIMIT:
+            raise ProviderUnavailable("Twilio gave no definite answer to the last messages; the rest wait.")
+        try:
+            body = render(message.config.get("body") or "", message.contact)
+        except Exception as exc:  # noqa: BLE001 (one contact's data breaking the template fails that message only)
+            return SendOutcome(accepted=False, error=f"template error: {type(exc).__name__}: {exc}")
+        if not body.strip():
+            return SendOutcome(accepted=False, error="The message body is empty for this contact.")
+        sender_field, sender = self._sender
+        form = {"To": message.address, sender_field: sender, "Body": body, "StatusCallback": self._status_callback}
+        return _outcome(self._post(form))
+
+    def _open(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            session.auth = self._auth
+            session.headers["User-Agent"] = "Herald"
+            # requests re-reads proxy and CA settings from the environment on every request (a
+            # measurable share of a send); the URL is the same for the whole batch, so read them once.
+            environment = session.merge_environment_settings(self._url, {}, None, None, None)
+            session.proxies, session.verify = environment["proxies"], environment["verify"]
+            session.trust_env = False
+            self._session = session
+        return self._session
+
+    def _post(self, form: dict[str, str]) -> requests.Response:
+        """Twilio's answer, when it is a definite one (2xx or 4xx)."""
+        try:
+            response = self._open().post(self._url, data=form, timeout=TIMEOUTS, allow_redirects=False)
+        except requests.RequestException as exc:
+            if _never_sent(exc):
+                raise ProviderUnavailable(f"Cannot reach Twilio: {exc}") from exc
+            self._unknown_in_a_row += 1
+            raise SmsOutcomeUnknown(f"No answer from Twilio: {exc}") from exc
+        if response.status_code // 100 not in (2, 4):  # a 5xx may hide a created message
+            self._unknown_in_a_row += 1
+            raise SmsOutcomeUnknown(_error(response)[1])
+        self._unknown_in_a_row = 0
+        return response
+
+
+def _outcome(response: requests.Response) -> SendOutcome:
+    status = response.status_code
+    if status < 300:
+        return SendOutcome(accepted=True, provider_message_id=_json(response).get("sid"))
+    code, text = _error(response)
+    if status in ACCOUNT_REFUSALS:
+        raise ProviderUnavailable(f"Twilio refused the account: HTTP {status}: {text}")
+    if status == 429 or code == QUEUE_FULL:
+        wait = _retry_after(response) if status == 429 else QUEUE_FULL_RETRY_AFTER
+        return SendOutcome(accepted=False, retry_after=wait, error=text)
+    return SendOutcome(accepted=False, opted_out=code == OPTED_OUT, error=text)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached Twilio (so sending it later is safe)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.InvalidURL,
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return True
+    # requests wraps urllib3's MaxRetryError; its reason says whether a connection was ever made.
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _error(response: requests.Response) -> tuple[int | None, str]:
+    """Twilio's error code and "Twilio error {code}: {message}" from its error envelope."""
+    payload = _json(response)
+    code = payload.get("code")
+    if not isinstance(code, int):
+        return None, f"Twilio answered HTTP {response.status_code}."
+    return code, f"Twilio error {code}: {payload.get('message') or 'no message'}"
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Retry-After as delay-seconds or an HTTP date (RFC 9110); a default when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+# --- Status callbacks --------------------------------------------------------------------------
+
+def request_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """Twilio's X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each name and value, sorted
+    by name)); a repeated name contributes each distinct value, sorted (as twilio-python does)."""
+    grouped: dict[str, set[str]] = {}
+    for name, value in params:
+        grouped.setdefault(name, set()).add(value)
+    payload = url + "".join(name + value for name in sorted(grouped) for value in sorted(grouped[name]))
+    return base64.b64encode(hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def record_status_callback(params: list[tuple[str, str]], signature: str | None) -> None:
+    """Apply a signed status callback to the ledger (exactly once, however often it comes).
+
+    Raises Forbidden unless it is signed with the auth token of the account its AccountSid names,
+    over the URL we gave Twilio (PUBLIC_BASE_URL's, never the Host header a caller chooses)."""
+    form = dict(params)
+    account = provider_accounts.account_by_ref("sms", form.get("AccountSid", ""))
+    token = account[1].get("authToken") if account else None
+    url = status_callback_url(current_app.config["HERALD_SETTINGS"])
+    expected = request_signature(token, url, params).encode() if token else b""
+    if not (expected and signature and hmac.compare_digest(expected, signature.encode("utf-8", "replace"))):
+        raise Forbidden("The request is not signed by the Twilio account it names.")
+    status = form.get("MessageStatus", "")
+    receipt, message_sid = RECEIPTS.get(status), form.get("MessageSid") or form.get("SmsSid")
+    if receipt is None or not message_sid:
+        return
+    code = form.get("ErrorCode")
+    error = f"Twilio error {code}: message {status}" if code else f"Twilio: message {status}"
+    with transaction():
+        delivery_ledger.apply_provider_status("sms", message_sid, receipt, error if receipt == "failed" else None)
