@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 MIB = 1024 * 1024
@@ -79,6 +80,15 @@ class Settings:
     whatsapp_verify_token: str = ""
     rate_limits: dict[str, str] = field(default_factory=dict)
     api_base_urls: dict[str, str] = field(default_factory=dict)
+    # The assistant's model (app.assistant). The endpoint itself is LLM_BASE_URL in api_base_urls.
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: int = 30
+
+    @property
+    def llm_base_url(self) -> str:
+        """The OpenAI-compatible endpoint; empty means the built-in deterministic assistant."""
+        return self.api_base_urls.get("LLM_BASE_URL", "")
 
     def flask_config(self) -> dict[str, Any]:
         """The Flask/extension configuration keys derived from these settings."""
@@ -168,4 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
+        llm_api_key=env.get("LLM_API_KEY", ""),
+        llm_model=env.get("LLM_MODEL", "") or "gpt-4o-mini",
+        llm_timeout_seconds=_positive_int(env, "LLM_TIMEOUT_SECONDS", 30) or 30,
     )

@@ -20,7 +20,10 @@ MESSAGE_ROLES = ("user", "assistant")
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_ee34f4f7ced4ec8681f26bf04ef"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_ee34f4f7ced4ec8681f26bf04ef"),
+        sa.Index("ix_conversations_userId", "userId"),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
@@ -37,7 +40,10 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (sa.PrimaryKeyConstraint("id", name="PK_18325f38ae6de43878487eff986"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("id", name="PK_18325f38ae6de43878487eff986"),
+        sa.Index("ix_messages_conversation_created", "conversationId", "createdAt"),
+    )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
     conversation_id: orm.Mapped[uuid.UUID] = orm.mapped_column(

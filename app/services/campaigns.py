@@ -163,7 +163,7 @@ def _check_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | None) -
     found = db.session.scalar(
         sa.select(Conversation.id)
         .where(Conversation.id == conversation_id, Conversation.user_id == user_id, Conversation.status != "deleted")
-        .with_for_update(key_share=True)
+        .with_for_update(read=True, key_share=True)
     )
     if found is None:
         raise ValidationFailed(
