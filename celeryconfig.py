@@ -17,6 +17,7 @@ task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "defau
 
 include = [
     "workers.maintenance", "workers.accounts", "workers.events", "workers.sources", "workers.campaigns", "workers.sends",
+    "workers.assistant",
 ]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
@@ -54,6 +55,10 @@ beat_schedule = {
         "task": "maintenance.purge_dedupe_keys",
         "schedule": 86400.0,
     },
+    "maintenance.purge_held_receipts": {
+        "task": "maintenance.purge_held_receipts",
+        "schedule": 86400.0,
+    },
     "campaigns.launch_due": {
         "task": "campaigns.launch_due",
         "schedule": 5.0,
@@ -76,6 +81,10 @@ beat_schedule = {
     },
     "sources.reap_stale_syncs": {
         "task": "sources.reap_stale_syncs",
+        "schedule": 60.0,
+    },
+    "assistant.reply_pending": {
+        "task": "assistant.reply_pending",
         "schedule": 60.0,
     },
 }

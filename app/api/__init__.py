@@ -10,13 +10,18 @@ def register_blueprints(app: Flask) -> None:
         auth,
         campaigns,
         contacts,
+        conversations,
         data_sources,
         health,
         ingest,
+        provider_accounts,
         tracking,
+        twilio_hooks,
         users,
+        whatsapp_hooks,
     )
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    for module in (health, auth, users, data_sources, contacts, campaigns, audiences, ingest, tracking):
+    for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
+                   twilio_hooks, whatsapp_hooks, provider_accounts):
         api.register_blueprint(module.blp)
