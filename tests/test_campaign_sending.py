@@ -263,3 +263,24 @@ def test_a_receipt_that_beats_the_ledger_write_is_applied_when_the_id_is_recorde
     assert _ledger(campaign.id) == {"delivered": 1}
     assert (channel.sent_count, channel.delivered_count) == (1, 1)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 0
+
+
+def test_a_receipt_held_while_the_sender_was_committing_is_applied_by_the_sweep(ctx):
+    from app.models import HeldReceipt
+    from app.services import delivery_ledger
+    from app.services.delivery_ledger import Outcome
+
+    user = verified_merchant()
+    add_contacts(user, 1)
+    campaign, channel = email_campaign(user)
+    lifecycle.launch_now(user.id, campaign.id)
+    (claimed,) = delivery_ledger.claim(channel.id, 1, timedelta(minutes=1))
+    delivery_ledger.record(channel.id, "email", [Outcome(claimed.id, "sent", provider_message_id="msg-2")])
+    db.session.commit()
+    # The receipt was held by a callback that could not yet see the recorded id.
+    db.session.add(HeldReceipt(channel_type="email", provider_message_id="msg-2", status="delivered"))
+    db.session.commit()
+    sending.reap_and_resume()
+    campaign, channel = _refresh(campaign, channel)
+    assert _ledger(campaign.id) == {"delivered": 1} and channel.delivered_count == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 0

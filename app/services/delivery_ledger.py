@@ -288,12 +288,21 @@ def _apply_receipt(channel_type: str, message_id: str, status: str, error: str |
 
 def apply_held_receipts(channel_type: str, message_ids: list[str]) -> None:
     """Apply (and drop) receipts that arrived before these message ids were recorded."""
-    if not message_ids:
-        return
-    held = db.session.scalars(
-        sa.delete(HeldReceipt).where(HeldReceipt.channel_type == channel_type,
-                                     HeldReceipt.provider_message_id.in_(message_ids))
-        .returning(HeldReceipt)
-    ).all()
+    if message_ids:
+        _apply_held(sa.and_(HeldReceipt.channel_type == channel_type,
+                            HeldReceipt.provider_message_id.in_(message_ids)))
+
+
+def apply_matched_held_receipts() -> int:
+    """Beat: a receipt held while the sender's own transaction was still open (neither could see
+    the other) is applied once its message id is in the ledger."""
+    recorded = sa.select(Delivery.id).where(Delivery.channel_type == HeldReceipt.channel_type,
+                                            Delivery.provider_message_id == HeldReceipt.provider_message_id)
+    return _apply_held(recorded.exists())
+
+
+def _apply_held(condition: sa.ColumnElement[bool]) -> int:
+    held = db.session.scalars(sa.delete(HeldReceipt).where(condition).returning(HeldReceipt)).all()
     for receipt in sorted(held, key=lambda r: r.created_at):
-        _apply_receipt(channel_type, receipt.provider_message_id, receipt.status, receipt.error)
+        _apply_receipt(receipt.channel_type, receipt.provider_message_id, receipt.status, receipt.error)
+    return len(held)

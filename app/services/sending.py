@@ -151,9 +151,11 @@ def _continue_or_finish(channel: CampaignChannel, campaign: Campaign) -> None:
 
 
 def reap_and_resume() -> dict[str, int]:
-    """Beat: settle rows whose worker died, finish channels that are done, and restart sending for
-    running campaigns whose queued rows nobody is working on (a lost message, a killed worker)."""
+    """Beat: settle rows whose worker died, apply receipts that raced their message's recording,
+    finish channels that are done, and restart sending for running campaigns whose queued rows
+    nobody is working on (a lost message, a killed worker)."""
     campaigns = set(ledger.reap_expired_leases())
+    ledger.apply_matched_held_receipts()
     resumed = 0
     for campaign_id, channel_id, _ in ledger.unsettled_channels():
         if _claim_restart(channel_id):
