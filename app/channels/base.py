@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+import requests
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,21 @@ class ChannelSender(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
     def send(self, message: OutgoingMessage) -> SendOutcome: ...
+
+
+class HttpBatchSender:
+    """Holds one HTTP session for a batch (connection reuse); providers build it in `_new_session`."""
+
+    _session: requests.Session | None = None
+
+    def _new_session(self) -> requests.Session:
+        return requests.Session()
+
+    def __enter__(self) -> Self:
+        self._session = self._new_session()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()

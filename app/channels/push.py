@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -41,7 +41,12 @@ from sqlalchemy import orm
 from sqlalchemy.exc import SQLAlchemyError
 from urllib3.exceptions import NewConnectionError
 
-from app.channels.base import OutgoingMessage, ProviderUnavailable, SendOutcome
+from app.channels.base import (
+    HttpBatchSender,
+    OutgoingMessage,
+    ProviderUnavailable,
+    SendOutcome,
+)
 from app.channels.configs import TEMPLATE_FIELDS
 from app.channels.email import _UNSAFE_IN_URL, MAX_TRACKED_URL
 from app.config import Settings
@@ -181,7 +186,7 @@ def _signing_key(text: str) -> Vapid:
     return Vapid(key, conf={"no-strict": True})
 
 
-class PushSender:
+class PushSender(HttpBatchSender):
     """ChannelSender for web push. Use as a context manager around a batch: one HTTP session for all."""
 
     def __init__(self, config: dict[str, Any], settings: Settings, *, signer: LinkSigner | None = None) -> None:
@@ -199,14 +204,8 @@ class PushSender:
         self._session: requests.Session | None = None
         self._host_refusals: dict[str, str | None] = {}
 
-    def __enter__(self) -> Self:
-        self._session = _NoRedirects()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+    def _new_session(self) -> requests.Session:
+        return _NoRedirects()
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
         if self._account_error:

@@ -26,7 +26,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -34,6 +34,7 @@ from flask import current_app
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from app.channels.base import (
+    HttpBatchSender,
     OutgoingMessage,
     ProviderUnavailable,
     SendOutcome,
@@ -67,7 +68,7 @@ def status_callback_url(settings: Settings) -> str:
     return f"{settings.public_base_url}{STATUS_CALLBACK_PATH}"
 
 
-class SmsSender:
+class SmsSender(HttpBatchSender):
     """ChannelSender for SMS. Use as a context manager around a batch: one HTTP session for all."""
 
     def __init__(self, config: Mapping[str, Any], settings: Settings) -> None:
@@ -87,14 +88,6 @@ class SmsSender:
         self._session: requests.Session | None = None
         self._unknown_in_a_row = 0
 
-    def __enter__(self) -> Self:
-        self._open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
         if self._unknown_in_a_row >= UNKNOWN_IN_A_ROW_LIMIT:
@@ -109,17 +102,20 @@ class SmsSender:
         form = {"To": message.address, sender_field: sender, "Body": body, "StatusCallback": self._status_callback}
         return _outcome(self._post(form))
 
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = self._auth
+        session.headers["User-Agent"] = "Herald"
+        # requests re-reads proxy and CA settings from the environment on every request (a
+        # measurable share of a send); the URL is the same for the whole batch, so read them once.
+        environment = session.merge_environment_settings(self._url, {}, None, None, None)
+        session.proxies, session.verify = environment["proxies"], environment["verify"]
+        session.trust_env = False
+        return session
+
     def _open(self) -> requests.Session:
         if self._session is None:
-            session = requests.Session()
-            session.auth = self._auth
-            session.headers["User-Agent"] = "Herald"
-            # requests re-reads proxy and CA settings from the environment on every request (a
-            # measurable share of a send); the URL is the same for the whole batch, so read them once.
-            environment = session.merge_environment_settings(self._url, {}, None, None, None)
-            session.proxies, session.verify = environment["proxies"], environment["verify"]
-            session.trust_env = False
-            self._session = session
+            self._session = self._new_session()
         return self._session
 
     def _post(self, form: dict[str, str]) -> requests.Response:

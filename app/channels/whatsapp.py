@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -36,6 +36,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.exceptions import SSLError as TlsError
 
 from app.channels.base import (
+    HttpBatchSender,
     OutgoingMessage,
     ProviderUnavailable,
     SendOutcome,
@@ -153,7 +154,7 @@ def _batch_wide(error: dict[str, Any]) -> bool:
             or (code == 100 and error.get("error_subcode") == UNKNOWN_OBJECT_SUBCODE))
 
 
-class WhatsAppSender:
+class WhatsAppSender(HttpBatchSender):
     """ChannelSender for WhatsApp. Use as a context manager around a batch: one HTTP session for all."""
 
     def __init__(self, config: dict[str, Any], settings: Settings) -> None:
@@ -169,15 +170,10 @@ class WhatsAppSender:
         self._refusal: SendOutcome | None = None  # a batch-wide error, once seen
         self._throttles = 0  # consecutive throttled answers
 
-    def __enter__(self) -> Self:
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {self._token}"
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self._token}"
+        return session
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
         if self._refusal is not None:
