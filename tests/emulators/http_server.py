@@ -49,7 +49,7 @@ class _Fault:
 class _QuietHandler(WSGIRequestHandler):
     # Per-request access lines would drown the test output; errors still reach logging.
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+        return None
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
