@@ -39,7 +39,10 @@ test: install services
 
 bench: install services
 	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+	@for script in bench/*.py; do \
+		case "$$script" in */harness.py|*/__init__.py) continue;; esac; \
+		echo "== $$script"; $(BIN)/python "$$script" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
