@@ -284,3 +284,18 @@ def test_a_receipt_held_while_the_sender_was_committing_is_applied_by_the_sweep(
     campaign, channel = _refresh(campaign, channel)
     assert _ledger(campaign.id) == {"delivered": 1} and channel.delivered_count == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 0
+
+
+def test_a_campaign_that_sent_is_kept_so_its_links_keep_working(ctx, smtp_sink):
+    from app.services import campaigns
+
+    user = verified_merchant()
+    add_contacts(user, 2)
+    campaign, channel = email_campaign(user)
+    lifecycle.launch_now(user.id, campaign.id)
+    sending.send_channel(channel.id)
+    with pytest.raises(Conflict):
+        campaigns.delete_campaign(user.id, campaign.id)
+    mail = smtp_sink.wait_for(2)[0]
+    path = "/" + mail.message["List-Unsubscribe"].strip("<>").split("/", 3)[3]
+    assert ctx.test_client().post(path).status_code == 200

@@ -270,7 +270,7 @@ def test_delete_only_when_not_sending(client, app_ctx, status, answer):
     campaign = _create(client, headers)
     channel = _add_channel(client, headers, campaign["id"], "email")
     db.session.add(Delivery(campaign_id=uuid.UUID(campaign["id"]), channel_id=uuid.UUID(channel["id"]),
-                            channel_type="email", status="sent"))
+                            channel_type="email", status="skipped"))
     _set(Campaign, campaign["id"], status=status)
     url = f"{CAMPAIGNS}/{campaign['id']}"
     response = client.delete(url, headers=headers)
@@ -280,6 +280,17 @@ def test_delete_only_when_not_sending(client, app_ctx, status, answer):
     db.session.expire_all()
     assert _count(CampaignChannel, campaign_id=uuid.UUID(campaign["id"])) == remaining
     assert _count(Delivery, campaign_id=uuid.UUID(campaign["id"])) == remaining
+
+
+def test_a_campaign_that_sent_messages_cannot_be_deleted(client, app_ctx):
+    _, headers = signed_in(client)
+    campaign = _create(client, headers)
+    channel = _add_channel(client, headers, campaign["id"], "email")
+    db.session.add(Delivery(campaign_id=uuid.UUID(campaign["id"]), channel_id=uuid.UUID(channel["id"]),
+                            channel_type="email", status="sent"))
+    _set(Campaign, campaign["id"], status="completed")
+    assert client.delete(f"{CAMPAIGNS}/{campaign['id']}", headers=headers).status_code == 409
+    assert _count(Delivery, campaign_id=uuid.UUID(campaign["id"])) == 1
 
 
 # --- Channels -----------------------------------------------------------------------------------

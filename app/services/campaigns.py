@@ -18,7 +18,7 @@ from sqlalchemy import orm
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
-from app.models import Campaign, CampaignChannel, Conversation
+from app.models import Campaign, CampaignChannel, Conversation, Delivery
 
 EDITABLE_STATUSES = ("draft", "scheduled")
 # Sending has started and not finished: deleting would pull the ledger from under the senders.
@@ -74,6 +74,11 @@ def delete_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
     campaign = owned_campaign(user_id, campaign_id, for_update=True)
     if campaign.status in UNDELETABLE_STATUSES:
         raise Conflict(f"A {campaign.status} campaign cannot be deleted; cancel it first.")
+    handed_over = sa.select(Delivery.id).where(Delivery.campaign_id == campaign.id,
+                                               Delivery.status.in_(("sent", "delivered", "unknown"))).exists()
+    if db.session.scalar(sa.select(handed_over)):
+        # Its ledger backs the unsubscribe and tracking links in messages people already have.
+        raise Conflict("A campaign that sent messages is kept: the links in those messages must keep working.")
     db.session.execute(sa.delete(Campaign).where(Campaign.id == campaign.id))
     db.session.commit()
 
