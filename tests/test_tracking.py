@@ -209,3 +209,12 @@ def test_links_in_a_sent_message_work_end_to_end(client, sent, smtp_sink):
     assert client.post(one_click, data=ONE_CLICK).status_code == 200
     db.session.expire_all()
     assert db.session.get(Contact, contact.id).consent["email"] == "unsubscribed"
+
+
+def test_head_requests_check_links_without_counting(client, sent):
+    """Link checkers and mail scanners issue HEAD requests: they must not count as people."""
+    channel, delivery, _, link = sent
+    assert client.head(f"/t/o/{_sign(LinkPurpose.OPEN, delivery.id)}").status_code == 200
+    response = client.head(f"/t/c/{_sign(LinkPurpose.CLICK, delivery.id, link.id)}")
+    assert response.status_code == 302 and response.headers["Location"] == SALE
+    assert _counters(channel) == (0, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from flask import Response, redirect
+from flask import Response, redirect, request
 from flask_smorest import Blueprint
 
 from app.errors import NotFound
@@ -51,14 +51,14 @@ def invalid_link(exc: NotFound) -> Response:
 @blp.route("/o/<token>", methods=["GET"])
 def open_pixel(token: str) -> Response:
     """The open pixel: a transparent 1x1 GIF; the delivery's first open is counted."""
-    tracking.record_open(token)
+    tracking.record_open(token, count=request.method != "HEAD")
     return Response(PIXEL, mimetype="image/gif", headers=NO_CACHE)
 
 
 @blp.route("/c/<token>", methods=["GET"])
 def click(token: str) -> Response:
     """A tracked link: 302 to the URL stored for the message's channel; the first click is counted."""
-    response = redirect(tracking.record_click(token), code=302)
+    response = redirect(tracking.record_click(token, count=request.method != "HEAD"), code=302)
     response.headers.update({**NO_CACHE, "Referrer-Policy": "no-referrer"})
     return response
 

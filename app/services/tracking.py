@@ -60,17 +60,19 @@ def _require_delivery(delivery_id: uuid.UUID) -> None:
         raise NotFound(INVALID_LINK)
 
 
-def record_open(token: str) -> None:
-    """An open pixel was fetched: the delivery's first open is stamped and counted."""
+def record_open(token: str, count: bool = True) -> None:
+    """An open pixel was fetched: the delivery's first open is stamped and counted (`count=False`
+    for a HEAD request, which only checks the link: it shows nothing to anyone)."""
     (delivery_id,) = _verified(LinkPurpose.OPEN, token)
     with transaction():
-        if not _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
+        if not (count and _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)):
             _require_delivery(delivery_id)
 
 
-def record_click(token: str) -> str:
+def record_click(token: str, count: bool = True) -> str:
     """A tracked link was followed: the URL to redirect to. The first click also counts as an open
-    when the pixel was never loaded (images blocked): a click proves the message was opened."""
+    when the pixel was never loaded (images blocked): a click proves the message was opened. A HEAD
+    request (`count=False`, link checkers) gets the URL and counts nothing."""
     delivery_id, link_id = _verified(LinkPurpose.CLICK, token)
     with transaction():
         url = db.session.scalar(
@@ -80,8 +82,9 @@ def record_click(token: str) -> str:
         )
         if url is None:  # a link of another channel's messages is no link of this one
             raise NotFound(INVALID_LINK)
-        _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id)
-        _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)
+        if count:
+            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id)
+            _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)
     return url
 
 
