@@ -18,7 +18,7 @@ from app.schemas.campaigns import (
     ScheduleSchema,
 )
 from app.security.access_tokens import current_user_id
-from app.services import campaign_stats, campaigns
+from app.services import campaign_lifecycle, campaign_stats, campaigns
 
 blp = ApiBlueprint("campaigns", __name__, url_prefix="/api/v1/campaigns", description="Campaigns and their channels")
 
@@ -80,8 +80,6 @@ def delete_campaign(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def schedule(data, campaign_id: uuid.UUID):
     """draft or scheduled → scheduled at `scheduledAt` (409 from any other state)."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.schedule(current_user_id(), campaign_id, data["scheduled_at"])
 
 
@@ -90,8 +88,6 @@ def schedule(data, campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def unschedule(campaign_id: uuid.UUID):
     """scheduled → draft."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.unschedule(current_user_id(), campaign_id)
 
 
@@ -100,8 +96,6 @@ def unschedule(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def launch(campaign_id: uuid.UUID):
     """Send now: draft or scheduled → running."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.launch_now(current_user_id(), campaign_id)
 
 
@@ -110,8 +104,6 @@ def launch(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def pause(campaign_id: uuid.UUID):
     """running → paused; sending stops between batches."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.pause(current_user_id(), campaign_id)
 
 
@@ -120,8 +112,6 @@ def pause(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def resume(campaign_id: uuid.UUID):
     """paused → running."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.resume(current_user_id(), campaign_id)
 
 
@@ -130,8 +120,6 @@ def resume(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def cancel(campaign_id: uuid.UUID):
     """→ completed; recipients not yet sent to are skipped."""
-    from app.services import campaign_lifecycle
-
     return campaign_lifecycle.cancel(current_user_id(), campaign_id)
 
 

@@ -16,7 +16,7 @@ from app.schemas.data_sources import (
     SyncRunSchema,
 )
 from app.security.access_tokens import current_user_id
-from app.services import data_sources
+from app.services import data_sources, source_syncs
 
 blp = ApiBlueprint("data_sources", __name__, url_prefix="/api/v1/data-sources", description="Connected data sources")
 
@@ -77,10 +77,6 @@ def rotate_ingest_key(source_id: uuid.UUID):
 @blp.response(202, SyncRunSchema)
 def sync_now(source_id: uuid.UUID):
     """Queue a sync of the source now."""
-    from app.services import (
-        source_syncs,  # at call time: this blueprint must load without it
-    )
-
     return source_syncs.request_sync(current_user_id(), source_id)
 
 

@@ -32,14 +32,11 @@ from app.channels.base import OutgoingMessage, ProviderUnavailable, SendOutcome
 from app.channels.smtp import open_smtp
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
 from app.services.rendering import render
-from app.services.tracking import LinkRegistry
+from app.services.tracking import LinkRegistry, is_trackable
 
-# Longer URLs stay untracked: a btree index entry (the unique channelId+url) must fit in a page.
-MAX_TRACKED_URL = 2000
 ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058
 _HREF = re.compile(r"""(<(?:a|area)\b[^>]*?\shref\s*=\s*)("[^"]*"|'[^']*'|[^\s"'<>`]+)""", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-_UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class EmailTransientError(ProviderUnavailable):
@@ -205,11 +202,7 @@ class EmailSender:
     def _trackable(self, match: re.Match[str]) -> str | None:
         """The http(s) URL an href points at, when it is one to track (not mailto:, #anchors, ours)."""
         url = unescape(match.group(2).strip("\"'")).strip()
-        if urlsplit(url).scheme.lower() not in ("http", "https") or url.startswith(f"{self._base_url}/t/"):
-            return None
-        if len(url) > MAX_TRACKED_URL or _UNSAFE_IN_URL.search(url):
-            return None
-        return url
+        return url if is_trackable(url, self._base_url) else None
 
     # --- Transport -----------------------------------------------------------------------------
 

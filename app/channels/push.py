@@ -48,13 +48,12 @@ from app.channels.base import (
     SendOutcome,
 )
 from app.channels.configs import TEMPLATE_FIELDS
-from app.channels.email import _UNSAFE_IN_URL, MAX_TRACKED_URL
 from app.config import Settings
 from app.extensions import db
 from app.models import PushSubscription
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
 from app.services.rendering import render
-from app.services.tracking import LinkRegistry
+from app.services.tracking import LinkRegistry, is_trackable
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +238,7 @@ class PushSender(HttpBatchSender):
 
     def _click_url(self, message: OutgoingMessage, url: str) -> str:
         """The tracked link for `url` (email's rules for which URLs are tracked), or `url` itself."""
-        if (urlsplit(url).scheme.lower() not in ("http", "https") or url.startswith(f"{self._base_url}/t/")
-                or len(url) > MAX_TRACKED_URL or _UNSAFE_IN_URL.search(url)):
+        if not is_trackable(url, self._base_url):
             return url
         try:
             link_id = self._links.ids_for(message.channel_id, [url])[url]

@@ -23,7 +23,8 @@ from app.channels.base import (
     SendOutcome,
     UnsupportedChannel,
 )
-from app.extensions import db
+from app.channels.registry import sender_for
+from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, Contact
 from app.services import contacts, send_rate
@@ -73,8 +74,6 @@ def send_channel(channel_id: uuid.UUID) -> int:
 
 
 def _open_sender(stack: contextlib.ExitStack, channel: CampaignChannel, campaign: Campaign) -> ChannelSender | None:
-    from app.channels.registry import sender_for
-
     try:
         return stack.enter_context(sender_for(channel.channel_type, campaign.user_id))
     except UnsupportedChannel:
@@ -170,6 +169,4 @@ def reap_and_resume() -> dict[str, int]:
 
 def _claim_restart(channel_id: uuid.UUID) -> bool:
     """At most one restart per channel per minute, however many beats tick."""
-    from app.extensions import redis_client
-
     return bool(redis_client().set(f"herald:resume:channel:{channel_id}", b"1", nx=True, ex=60))

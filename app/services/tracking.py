@@ -7,8 +7,10 @@ channel's counter in the same transaction; any later one changes nothing.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -114,6 +116,18 @@ def unsubscribe(token: str) -> None:
 
 
 # --- Links in outgoing messages ----------------------------------------------------------------
+
+# Longer URLs stay untracked: a btree index entry (the unique channelId+url) must fit in a page.
+MAX_TRACKED_URL = 2000
+_UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def is_trackable(url: str, public_base_url: str) -> bool:
+    """Whether a message's link is rewritten to a tracked one: http(s), not already ours, short
+    enough to store, and free of whitespace or control characters."""
+    return (urlsplit(url).scheme.lower() in ("http", "https") and not url.startswith(f"{public_base_url}/t/")
+            and len(url) <= MAX_TRACKED_URL and not _UNSAFE_IN_URL.search(url))
+
 
 class LinkRegistry:
     """MessageLink ids for the URLs of a batch of messages, each URL looked up once per batch."""
