@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from marshmallow import ValidationError
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -19,6 +18,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import DataEvent, DataSource, EventFailure, IngestKey, SyncRun
 from app.security import opaque_tokens, secret_box
+from app.services.sealed_configs import sealed_config
 from app.sources.configs import INGEST_KEY_TYPES, SECRET_FIELDS, load_config
 
 INGEST_KEY_PREFIX = "hik_"
@@ -195,14 +195,7 @@ def list_events(user_id: uuid.UUID, source_id: uuid.UUID, status: str | None = N
 
 
 def _stored_config(source_type: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a complete config and encrypt its secrets; errors are reported under `config`."""
-    try:
-        valid = load_config(source_type, config)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            f"The config is not valid for a {source_type} source.", errors={"config": exc.messages}
-        ) from exc
-    return secret_box.encrypt_fields(valid, SECRET_FIELDS[source_type])
+    return sealed_config(load_config, source_type, config, SECRET_FIELDS[source_type], "source")
 
 
 def _merged_config(source: DataSource, changes: Mapping[str, Any]) -> dict[str, Any]:

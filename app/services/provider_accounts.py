@@ -12,20 +12,19 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from marshmallow import ValidationError
 from sqlalchemy import orm
 
 from app.channels.account_configs import SECRET_FIELDS, load_account_config
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import ProviderAccount
 from app.models.provider_accounts import PROVIDER_CHANNELS
 from app.security.secret_box import (
     REDACTED,
     decrypt_fields,
-    encrypt_fields,
     redact_fields,
 )
+from app.services.sealed_configs import sealed_config
 from app.services.transactions import transaction
 
 # The config field a provider's callbacks name the account by.
@@ -156,13 +155,7 @@ def _stored_config(channel_type: str, config: Mapping[str, Any], account: Provid
         kept = {name: current[name] for name in secrets
                 if name in current and config.get(name, REDACTED) == REDACTED}
         config = {**config, **kept}
-    try:
-        valid = load_account_config(channel_type, config)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            f"The config is not valid for a {channel_type} provider account.", errors={"config": exc.messages}
-        ) from exc
-    return encrypt_fields(valid, secrets)
+    return sealed_config(load_account_config, channel_type, config, secrets, "provider account")
 
 
 def _claimed_ref(user_id: uuid.UUID, channel_type: str, config: Mapping[str, Any]) -> str | None:
