@@ -2,6 +2,7 @@
 import orjson
 import psycopg2.extras
 import redis
+import sqlalchemy as sa
 from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -10,6 +11,7 @@ from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 
+from app.config import AUTOCOMMIT_BIND
 from app.models.base import Base
 
 db = SQLAlchemy(model_class=Base)
@@ -28,3 +30,8 @@ psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
 def redis_client() -> redis.Redis:
     """The app's Redis client (pooled; redis-py resets its pool in a forked child)."""
     return current_app.extensions["redis"]
+
+
+def autocommit_engine() -> sa.Engine:
+    """The app's engine whose connections run each statement on its own (no transaction)."""
+    return db.engines[AUTOCOMMIT_BIND]

@@ -90,10 +90,12 @@ def db_session(app: Flask) -> Iterator[None]:
 
     with app.app_context():
         engines = db.engines
-        engine = engines[None]
-        connection = engine.connect()
+        originals = dict(engines)
+        connection = engines[None].connect()
         outer = connection.begin()
-        engines[None] = connection  # Flask-SQLAlchemy's get_bind returns this for every model
+        # Flask-SQLAlchemy's get_bind returns this for every model, and the autocommit bind's
+        # reads see the test's rows too.
+        engines.update(dict.fromkeys(originals, connection))
         factory_kw = db.session.session_factory.kw
         db.session.remove()
         factory_kw["join_transaction_mode"] = "create_savepoint"
@@ -102,7 +104,7 @@ def db_session(app: Flask) -> Iterator[None]:
         finally:
             db.session.remove()
             del factory_kw["join_transaction_mode"]
-            engines[None] = engine
+            engines.update(originals)
             outer.rollback()
             connection.close()
 

@@ -1,0 +1,38 @@
+"""Server-side prepared statements for the few reads every request makes.
+
+psycopg2 sends each statement as text, so PostgreSQL parses and plans it on every call; for a
+three-table lookup that planning is a large share of the round trip. A PreparedStatement is
+compiled once from a Core/ORM select, PREPAREd once per database connection (remembered in the
+pool's per-connection `info`, which SQLAlchemy clears whenever it reconnects) and then only
+EXECUTEd — with the select's own bind and result types, so ORM loading works unchanged.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg2 as pg_psycopg2
+
+# `$1`-style placeholders are what PREPARE takes; a name used twice becomes one parameter.
+_DOLLAR_DIALECT = pg_psycopg2.dialect(paramstyle="numeric_dollar")
+_PREPARED_KEY = "herald_prepared_statements"
+
+
+class PreparedStatement:
+    def __init__(self, name: str, select: sa.Select) -> None:
+        compiled = select.compile(dialect=_DOLLAR_DIALECT)
+        params = list(dict.fromkeys(compiled.positiontup or ()))
+        self.name = name
+        self._prepare_sql = f"PREPARE {name} AS {compiled.string}"
+        placeholders = ", ".join(f":{param}" for param in params)
+        # Typed binds and typed result columns: UUIDs go in and come out as the select's would.
+        self.statement = (
+            sa.text(f"EXECUTE {name}({placeholders})")
+            .bindparams(*(sa.bindparam(param, type_=compiled.binds[param].type) for param in params))
+            .columns(*select.selected_columns)
+        )
+
+    def prepare_on(self, connection: sa.Connection) -> None:
+        """PREPARE on this connection unless it already holds the statement."""
+        prepared: set[str] = connection.info.setdefault(_PREPARED_KEY, set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self._prepare_sql)
+            prepared.add(self.name)

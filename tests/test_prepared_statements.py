@@ -1,0 +1,60 @@
+"""Server-side prepared statements: prepared once per connection, typed in and out, and the token
+check that uses them keeps working across reconnects."""
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from app.extensions import autocommit_engine, db
+from app.models import User
+from app.services.prepared_statements import PreparedStatement
+from tests.support.accounts import signed_in, unique_email
+
+ME = "/api/v1/users/me"
+
+_BY_EMAIL_OR_ID = PreparedStatement(
+    "test_user_by_email_or_id",
+    # One name used twice must stay one parameter; the UUID bind must be typed.
+    sa.select(User).where(
+        sa.or_(
+            User.email == sa.bindparam("email"),
+            sa.func.lower(User.email) == sa.func.lower(sa.bindparam("email")),
+            User.id == sa.bindparam("user_id"),
+        )
+    ),
+)
+
+
+def _prepared_here() -> int:
+    return db.session.scalar(
+        sa.text("SELECT count(*) FROM pg_prepared_statements WHERE name = :name"), {"name": _BY_EMAIL_OR_ID.name}
+    )
+
+
+def test_a_statement_is_prepared_once_per_connection_and_loads_typed_rows(app_ctx):
+    user = User(email=unique_email(), password_hash="x")
+    db.session.add(user)
+    db.session.commit()
+    user_id, email, created_at = user.id, user.email, user.created_at
+
+    connection = db.session.connection()
+    _BY_EMAIL_OR_ID.prepare_on(connection)
+    _BY_EMAIL_OR_ID.prepare_on(connection)  # a second PREPARE of the same name would fail
+    assert _prepared_here() == 1
+
+    db.session.expunge_all()
+    by_email = sa.select(User).from_statement(_BY_EMAIL_OR_ID.statement)
+    loaded = db.session.scalar(by_email, {"email": email.upper(), "user_id": uuid.uuid4()})
+    assert loaded.id == user_id and loaded.created_at == created_at  # typed: a UUID and a datetime
+    assert db.session.scalar(by_email, {"email": "", "user_id": user_id}).email == email
+
+
+def test_the_token_check_prepares_again_on_fresh_connections(app, live_client):
+    _, headers = signed_in(live_client)
+    assert live_client.get(ME, headers=headers).status_code == 200
+    # Every pooled connection is replaced: the statement must be prepared on the new ones.
+    with app.app_context():
+        autocommit_engine().dispose()
+    assert live_client.get(ME, headers=headers).status_code == 200
+    assert live_client.get(ME, headers=headers).status_code == 200
