@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -106,15 +107,49 @@ def test_expired_or_forged_verification_tokens(app, live_client, celery_worker, 
         assert _users(email)[0].is_verified is False
 
 
+def _backdate_verifications(app, email: str, by: timedelta) -> None:
+    with app.app_context():
+        (user,) = _users(email)
+        db.session.execute(
+            sa.update(EmailVerification)
+            .where(EmailVerification.user_id == user.id)
+            .values(created_at=EmailVerification.created_at - by)
+        )
+        db.session.commit()
+
+
 def test_resend_kills_the_old_link(app, live_client, celery_worker, smtp_sink):
     email = unique_email()
     register(live_client, email)
     old = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
     tokens = login(live_client, email)  # unverified accounts may log in
+    _backdate_verifications(app, email, timedelta(minutes=2))
     assert live_client.post("/api/v1/auth/verify-email/resend", headers=bearer(tokens["accessToken"])).status_code == 202
     new = LINK.search(smtp_sink.wait_for(2)[1].text()).group(1)
     assert live_client.post("/api/v1/auth/verify-email", json={"token": old}).status_code == 400
     assert live_client.post("/api/v1/auth/verify-email", json={"token": new}).status_code == 200
+
+
+def test_resend_is_refused_within_a_minute_of_the_last_link(app, live_client, celery_worker, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    smtp_sink.wait_for(1)
+    headers = bearer(login(live_client, email)["accessToken"])
+    too_soon = live_client.post("/api/v1/auth/verify-email/resend", headers=headers)
+    assert too_soon.status_code == 429
+    assert too_soon.get_json()["code"] == "too_many_requests"
+    assert 0 < int(too_soon.headers["Retry-After"]) <= 60
+
+    _backdate_verifications(app, email, timedelta(seconds=61))
+    assert live_client.post("/api/v1/auth/verify-email/resend", headers=headers).status_code == 202
+    assert live_client.post("/api/v1/auth/verify-email/resend", headers=headers).status_code == 429
+    smtp_sink.wait_for(2)
+    time.sleep(0.5)  # a refused resend must not have queued a mail
+    assert len(smtp_sink.messages) == 2
+    with app.app_context():
+        (user,) = _users(email)
+        count = db.session.scalar(sa.select(sa.func.count()).where(EmailVerification.user_id == user.id))
+    assert count == 1  # the refused requests wrote nothing
 
 
 def test_duplicate_registration_notifies_the_owner(live_client, celery_worker, smtp_sink):

@@ -70,7 +70,7 @@ def verify_email(data):
 @blp.authenticated
 @blp.response(202)
 def resend_verification():
-    """Mail a new verification link; earlier links stop working."""
+    """Mail a new verification link; earlier links stop working. One a minute (else 429, Retry-After)."""
     accounts.request_verification(current_user_id())
     return {"status": "queued"}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import HeraldError, NotFound, ValidationFailed
+from app.errors import HeraldError, NotFound, TooManyRequests, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import EmailVerification, User, utcnow
@@ -23,6 +24,8 @@ VERIFICATION_TTL = timedelta(hours=48)
 VERIFICATION_SWEEP_GRACE = timedelta(minutes=1)
 SEND_VERIFICATION = "accounts.send_verification_email"
 NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
+# Between two verification mails to one account (registration counts): no mail-bombing an inbox.
+RESEND_INTERVAL = timedelta(minutes=1)
 
 
 class InvalidVerificationToken(HeraldError):
@@ -70,10 +73,25 @@ def _queue_verification(user: User) -> None:
 
 
 def request_verification(user_id: uuid.UUID) -> None:
-    """Resend: earlier unused links stop working; a new one is mailed."""
-    user = get_user(user_id)
+    """Resend: earlier unused links stop working; a new one is mailed — at most one a minute."""
+    # Locked: two resends at once must not both pass the interval check.
+    user = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+    if user is None:
+        raise NotFound("User not found.")
     if user.is_verified:
+        db.session.rollback()
         return
+    wait = db.session.scalar(
+        sa.select(sa.func.max(EmailVerification.created_at) + RESEND_INTERVAL - sa.func.now())
+        .where(EmailVerification.user_id == user_id)
+    )
+    if wait is not None and wait > timedelta(0):
+        db.session.rollback()
+        seconds = math.ceil(wait.total_seconds())
+        raise TooManyRequests(
+            f"A verification link was sent less than a minute ago; ask again in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
     db.session.execute(
         sa.delete(EmailVerification).where(EmailVerification.user_id == user_id, EmailVerification.used_at.is_(None))
     )
