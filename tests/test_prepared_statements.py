@@ -22,7 +22,8 @@ _BY_EMAIL_OR_ID = PreparedStatement(
             sa.func.lower(User.email) == sa.func.lower(sa.bindparam("email")),
             User.id == sa.bindparam("user_id"),
         )
-    ),
+    )
+    .limit(1),  # a value the select carries itself
 )
 
 

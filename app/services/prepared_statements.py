@@ -26,7 +26,7 @@ class PreparedStatement:
         # Typed binds and typed result columns: UUIDs go in and come out as the select's would.
         self.statement = (
             sa.text(f"EXECUTE {name}({placeholders})")
-            .bindparams(*(sa.bindparam(param, type_=compiled.binds[param].type) for param in params))
+            .bindparams(*(_execute_bind(param, compiled.binds[param]) for param in params))
             .columns(*select.selected_columns)
         )
 
@@ -36,3 +36,10 @@ class PreparedStatement:
         if self.name not in prepared:
             connection.exec_driver_sql(self._prepare_sql)
             prepared.add(self.name)
+
+
+def _execute_bind(name: str, bind: sa.BindParameter) -> sa.BindParameter:
+    # A value the select itself carries (a LIMIT, a constant) travels along; named ones stay required.
+    if bind.required:
+        return sa.bindparam(name, type_=bind.type)
+    return sa.bindparam(name, bind.effective_value, type_=bind.type)
