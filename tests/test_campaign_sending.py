@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.errors import Conflict, Forbidden, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Campaign, Delivery, utcnow
 from app.services import campaign_lifecycle as lifecycle
@@ -286,7 +286,7 @@ def test_a_receipt_held_while_the_sender_was_committing_is_applied_by_the_sweep(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(HeldReceipt)) == 0
 
 
-def test_a_campaign_that_sent_is_kept_so_its_links_keep_working(ctx, smtp_sink):
+def test_a_deleted_campaign_that_sent_keeps_its_links_working(ctx, smtp_sink):
     from app.services import campaigns
 
     user = verified_merchant()
@@ -294,8 +294,9 @@ def test_a_campaign_that_sent_is_kept_so_its_links_keep_working(ctx, smtp_sink):
     campaign, channel = email_campaign(user)
     lifecycle.launch_now(user.id, campaign.id)
     sending.send_channel(channel.id)
-    with pytest.raises(Conflict):
-        campaigns.delete_campaign(user.id, campaign.id)
+    campaigns.delete_campaign(user.id, campaign.id)
+    with pytest.raises(NotFound):
+        campaigns.owned_campaign(user.id, campaign.id)
     mail = smtp_sink.wait_for(2)[0]
     path = "/" + mail.message["List-Unsubscribe"].strip("<>").split("/", 3)[3]
     assert ctx.test_client().post(path).status_code == 200

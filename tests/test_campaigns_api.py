@@ -10,7 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Campaign, CampaignChannel, Contact, Conversation, Delivery
+from app.models import (
+    Campaign,
+    CampaignChannel,
+    Contact,
+    Conversation,
+    DeletedCampaign,
+    Delivery,
+)
 from tests.support.accounts import signed_in
 
 CAMPAIGNS = "/api/v1/campaigns"
@@ -282,15 +289,29 @@ def test_delete_only_when_not_sending(client, app_ctx, status, answer):
     assert _count(Delivery, campaign_id=uuid.UUID(campaign["id"])) == remaining
 
 
-def test_a_campaign_that_sent_messages_cannot_be_deleted(client, app_ctx):
+def test_a_campaign_that_sent_messages_is_hidden_not_removed(client, app_ctx):
     _, headers = signed_in(client)
     campaign = _create(client, headers)
+    kept = _create(client, headers)
     channel = _add_channel(client, headers, campaign["id"], "email")
+    audience = client.post(f"{CAMPAIGNS}/{campaign['id']}/audiences", headers=headers,
+                           json={"name": "all", "definition": {"conditions": []}}).get_json()
     db.session.add(Delivery(campaign_id=uuid.UUID(campaign["id"]), channel_id=uuid.UUID(channel["id"]),
                             channel_type="email", status="sent"))
     _set(Campaign, campaign["id"], status="completed")
-    assert client.delete(f"{CAMPAIGNS}/{campaign['id']}", headers=headers).status_code == 409
+    url = f"{CAMPAIGNS}/{campaign['id']}"
+    assert client.delete(url, headers=headers).status_code == 204
+
+    # Gone from every route a merchant has...
+    for path in (url, f"{url}/channels", f"{url}/channels/{channel['id']}", f"{url}/audiences",
+                 f"{url}/audiences/{audience['id']}", f"{url}/stats", f"{url}/deliveries"):
+        assert client.get(path, headers=headers).status_code == 404, path
+    assert [c["id"] for c in client.get(CAMPAIGNS, headers=headers).get_json()] == [kept["id"]]
+    assert client.delete(url, headers=headers).status_code == 404
+    # ...but the rows behind the links in messages already sent are still there.
+    db.session.expire_all()
     assert _count(Delivery, campaign_id=uuid.UUID(campaign["id"])) == 1
+    assert _count(DeletedCampaign, campaign_id=uuid.UUID(campaign["id"])) == 1
 
 
 # --- Channels -----------------------------------------------------------------------------------

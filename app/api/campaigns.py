@@ -67,7 +67,10 @@ def update_campaign(changes, campaign_id: uuid.UUID):
 @blp.authenticated
 @blp.response(204)
 def delete_campaign(campaign_id: uuid.UUID):
-    """Delete a campaign with its channels, audiences and ledger; a running or paused one answers 409."""
+    """Delete a campaign (a running or paused one answers 409).
+
+    One that has sent messages disappears from the API but is kept, so the unsubscribe and
+    tracking links in those messages keep working."""
     campaigns.delete_campaign(current_user_id(), campaign_id)
 
 

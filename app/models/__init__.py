@@ -1,6 +1,6 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
-from app.models.campaigns import Audience, Campaign, CampaignChannel
+from app.models.campaigns import Audience, Campaign, CampaignChannel, DeletedCampaign
 from app.models.contacts import (
     Contact,
     ContactActivity,
@@ -28,6 +28,7 @@ __all__ = [
     "Campaign",
     "CampaignChannel",
     "Audience",
+    "DeletedCampaign",
     "Delivery",
     "MessageLink",
     "HeldReceipt",

@@ -108,3 +108,17 @@ class Audience(Base):
     updated_at: orm.Mapped[datetime] = updated_at()
 
     campaign: orm.Mapped[Campaign] = orm.relationship(back_populates="audiences")
+
+
+class DeletedCampaign(Base):
+    """A campaign its merchant deleted after it had sent: gone from the API, kept in the database,
+    because the unsubscribe and tracking links in messages people already have resolve through its
+    ledger. A campaign that never sent is deleted outright."""
+
+    __tablename__ = "deleted_campaigns"
+
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    deleted_at: orm.Mapped[datetime] = orm.mapped_column("deletedAt", sa.DateTime(), nullable=False,
+                                                         server_default=sa.func.now())

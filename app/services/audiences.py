@@ -16,7 +16,7 @@ from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import Audience, Campaign, Contact, utcnow
 from app.services.audience_sql import compile_definition, validate_definition
-from app.services.campaigns import EDITABLE_STATUSES, owned_campaign
+from app.services.campaigns import EDITABLE_STATUSES, owned_by, owned_campaign
 
 __all__ = [
     "compile_definition", "validate_definition", "preview", "audience_size", "audiences_query", "get_audience",
@@ -59,7 +59,7 @@ def audiences_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[tup
 def get_audience(user_id: uuid.UUID, campaign_id: uuid.UUID, audience_id: uuid.UUID) -> Audience:
     audience = db.session.scalar(
         sa.select(Audience).join(Campaign, Campaign.id == Audience.campaign_id)
-        .where(Audience.id == audience_id, Audience.campaign_id == campaign_id, Campaign.user_id == user_id)
+        .where(Audience.id == audience_id, Audience.campaign_id == campaign_id, owned_by(user_id))
     )
     if audience is None:
         raise NotFound("Audience not found.")

@@ -14,11 +14,18 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy import orm
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
-from app.models import Campaign, CampaignChannel, Conversation, Delivery
+from app.models import (
+    Campaign,
+    CampaignChannel,
+    Conversation,
+    DeletedCampaign,
+    Delivery,
+)
 
 EDITABLE_STATUSES = ("draft", "scheduled")
 # Sending has started and not finished: deleting would pull the ledger from under the senders.
@@ -26,9 +33,14 @@ UNDELETABLE_STATUSES = ("running", "paused")
 CAMPAIGN_FIELDS = ("name", "description", "config", "conversation_id")
 
 
+def owned_by(user_id: uuid.UUID) -> sa.ColumnElement[bool]:
+    """The one rule for which campaigns a merchant sees: their own, minus those they deleted."""
+    return sa.and_(Campaign.user_id == user_id, ~sa.exists().where(DeletedCampaign.campaign_id == Campaign.id))
+
+
 def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool = False) -> Campaign:
-    """The user's campaign; another user's answers exactly like a missing one (404)."""
-    stmt = sa.select(Campaign).where(Campaign.id == campaign_id, Campaign.user_id == user_id)
+    """The user's campaign; another user's, or a deleted one, answers exactly like a missing one (404)."""
+    stmt = sa.select(Campaign).where(Campaign.id == campaign_id, owned_by(user_id))
     if for_update:
         stmt = stmt.with_for_update()
     campaign = db.session.scalar(stmt)
@@ -41,7 +53,7 @@ def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool 
 
 def campaigns_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[tuple[Campaign]]:
     """The user's campaigns with their channels, newest first (for SelectPage)."""
-    stmt = sa.select(Campaign).where(Campaign.user_id == user_id).options(orm.selectinload(Campaign.channels))
+    stmt = sa.select(Campaign).where(owned_by(user_id)).options(orm.selectinload(Campaign.channels))
     if status is not None:
         stmt = stmt.where(Campaign.status == status)
     return stmt.order_by(Campaign.created_at.desc(), Campaign.id.desc())
@@ -70,16 +82,22 @@ def update_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, changes: Mapping
 
 
 def delete_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
-    """Delete a campaign that is not sending; the database cascades to channels, audiences and ledger."""
+    """Delete a campaign that is not sending.
+
+    One that never handed a message over is removed, cascading to channels, audiences and ledger.
+    One that did is only hidden: its ledger backs the unsubscribe and tracking links in messages
+    people already have, so those keep working.
+    """
     campaign = owned_campaign(user_id, campaign_id, for_update=True)
     if campaign.status in UNDELETABLE_STATUSES:
         raise Conflict(f"A {campaign.status} campaign cannot be deleted; cancel it first.")
     handed_over = sa.select(Delivery.id).where(Delivery.campaign_id == campaign.id,
                                                Delivery.status.in_(("sent", "delivered", "unknown"))).exists()
     if db.session.scalar(sa.select(handed_over)):
-        # Its ledger backs the unsubscribe and tracking links in messages people already have.
-        raise Conflict("A campaign that sent messages is kept: the links in those messages must keep working.")
-    db.session.execute(sa.delete(Campaign).where(Campaign.id == campaign.id))
+        hide = pg_insert(DeletedCampaign).values(campaign_id=campaign.id).on_conflict_do_nothing()
+        db.session.execute(hide)
+    else:
+        db.session.execute(sa.delete(Campaign).where(Campaign.id == campaign.id))
     db.session.commit()
 
 
