@@ -74,10 +74,7 @@ def _queue_verification(user: User) -> None:
 
 def request_verification(user_id: uuid.UUID) -> None:
     """Resend: earlier unused links stop working; a new one is mailed — at most one a minute."""
-    # Locked: two resends at once must not both pass the interval check.
-    user = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
-    if user is None:
-        raise NotFound("User not found.")
+    user = get_user(user_id, lock=True)  # two resends at once must not both pass the interval check
     if user.is_verified:
         db.session.rollback()
         return
@@ -159,8 +156,9 @@ def verify_email(token: str) -> User:
     return user
 
 
-def get_user(user_id: uuid.UUID) -> User:
-    user = db.session.get(User, user_id)
+def get_user(user_id: uuid.UUID, lock: bool = False) -> User:
+    """The user (404 if gone); `lock` takes the row lock and rereads it under that lock."""
+    user = db.session.get(User, user_id, with_for_update=lock or None, populate_existing=lock)
     if user is None:
         raise NotFound("User not found.")
     return user
