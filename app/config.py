@@ -69,6 +69,30 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _bounded_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    value = _positive_int(env, name, default)
+    if not 1 <= value <= maximum:
+        raise ConfigError(f"{name} must be between 1 and {maximum}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str) -> float | None:
+    if not env.get(name):
+        return None
+    try:
+        value = float(env[name])
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number") from exc
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+# Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
+MAX_IN_FLIGHT = 64
+MAX_SENDERS = 64
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str
@@ -82,6 +106,12 @@ class Settings:
     mail_from: str
     proxy_count: int
     send_lease_seconds: int = 120
+    # The platform's SMTP relay, as one provider account: connections each sender keeps open (its
+    # messages in flight), and the relay's own rate limit shared by every sender (None: none).
+    smtp_max_connections: int = 4
+    smtp_messages_per_second: float | None = None
+    # How many sender tasks may work one campaign channel at once (they share its rate limits).
+    send_max_senders: int = 8
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
     # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
     whatsapp_app_secret: str = ""
@@ -186,6 +216,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
         proxy_count=proxy_count,
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
+        smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", 4, MAX_IN_FLIGHT),
+        smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
+        send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},

@@ -128,18 +128,20 @@ def requests_per_second(send: Callable[[requests.Session], int], seconds: float,
 
 
 @contextmanager
-def celery_worker(celery_app, queues: str, concurrency: int = 2) -> Iterator[None]:
+def celery_worker(celery_app, queues: str, concurrency: int = 2, env: dict[str, str] | None = None,
+                  name: str = "bench", purge: bool = True) -> Iterator[None]:
     """A real worker process as in the Procfile (prefork), on the bench broker database, started on
     an empty broker (hints queued by earlier steps would otherwise run before the clock starts)."""
-    celery_app.control.purge()
+    if purge:
+        celery_app.control.purge()
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "-c", str(concurrency),
-         "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=bench_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "-n", f"{name}@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env={**bench_environ(), **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
-        while not celery_app.control.ping(timeout=0.5):
+        while not any(name in reply for answer in celery_app.control.ping(timeout=0.5) for reply in answer):
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker did not start")
         yield

@@ -204,8 +204,9 @@ def test_rate_limited_messages_are_sent_later_once_each(ctx, twilio):
     campaign, channel = _sms_campaign(user)
     started = time.monotonic()
     assert sending.send_channel(channel.id) == 30
-    # Each 429 holds the sender for its Retry-After (1 s), and the untried rest waits in the queue.
-    assert time.monotonic() - started >= 1.9
+    # A 429 holds the account's senders for its Retry-After (1 s); the rows it refused go back to
+    # the queue. Two 429s answered at once hold the account once, not twice in a row.
+    assert time.monotonic() - started >= 0.95
     assert _texted(twilio) == {_phone(i): 1 for i in range(30)}
     assert len(twilio.requests_to("/Messages.json", "POST")) == 32
     assert _ledger(campaign) == {"sent": 30} and _channel(channel).sent_count == 30
@@ -263,16 +264,22 @@ def test_a_server_error_is_unknown_and_never_resent(ctx, twilio):
     assert unknown.address not in _texted(twilio) and len(twilio.messages) == 5
 
 
-def test_an_outage_costs_a_few_unknown_rows_and_the_rest_wait(ctx, twilio):
-    user = _merchant()
-    _contacts(user, 8)
-    twilio.fail_next(sms.UNKNOWN_IN_A_ROW_LIMIT, status=503)
+def test_an_outage_costs_the_rows_in_flight_and_the_rest_wait(ctx, twilio):
+    user = _merchant(account={**ACCOUNT, "maxInFlight": 4})
+    _contacts(user, 40)
+    twilio.fail_next(1000, status=503)
     campaign, channel = _sms_campaign(user)
     with pytest.raises(ProviderUnavailable):
         sending.send_channel(channel.id)
-    assert _ledger(campaign) == {"unknown": 3, "queued": 5}
-    assert sending.send_channel(channel.id) == 5  # Twilio is back: only the queued rows go
-    assert _ledger(campaign) == {"unknown": 3, "sent": 5} and sum(_texted(twilio).values()) == 5
+    # A 5xx may hide a created message: the rows that were in flight are unknown, never resent.
+    # After a few of those in a row the sender stops handing messages over: the rest wait.
+    ledger = _ledger(campaign)
+    assert sms.UNKNOWN_IN_A_ROW_LIMIT <= ledger["unknown"] <= 4 and ledger["queued"] == 40 - ledger["unknown"]
+    assert len(twilio.requests_to("/Messages.json", "POST")) == ledger["unknown"]
+    twilio.clear_faults()  # Twilio is back: only the queued rows go
+    assert sending.send_channel(channel.id) == ledger["queued"]
+    assert _ledger(campaign) == {"unknown": ledger["unknown"], "sent": ledger["queued"]}
+    assert sum(_texted(twilio).values()) == ledger["queued"]
 
 
 class _SlowFirstAnswer(TwilioEmulator):

@@ -25,6 +25,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from app.channels.configs import MESSAGES_PER_SECOND_MAX, JsonNumber
+from app.config import MAX_IN_FLIGHT
 from app.schemas.base import no_nul, pattern_field, secret_field
 from app.schemas.contacts import E164Phone
 
@@ -53,7 +55,20 @@ class _Sid(fields.String):
         return sid[:2] + sid[2:].lower()
 
 
-class SmsAccountSchema(Schema):
+class _SendingLimitsSchema(Schema):
+    """What every provider account may say about how fast Herald sends through it."""
+
+    maxInFlight = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_IN_FLIGHT),
+        metadata={"description": "Messages each sender keeps in flight at once (default: the channel's)."},
+    )
+    messagesPerSecond = JsonNumber(
+        allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=MESSAGES_PER_SECOND_MAX),
+        metadata={"description": "Rate limit shared by every campaign sending through this account."},
+    )
+
+
+class SmsAccountSchema(_SendingLimitsSchema):
     accountSid = _Sid("AC", required=True)
     authToken = secret_field(validate.Length(min=16, max=128), _token_chars)
     fromNumber = E164Phone(allow_none=True)
@@ -71,7 +86,7 @@ class SmsAccountSchema(Schema):
             raise ValidationError({"fromNumber": [message], "messagingServiceSid": [message]})
 
 
-class WhatsAppAccountSchema(Schema):
+class WhatsAppAccountSchema(_SendingLimitsSchema):
     phoneNumberId = pattern_field(r"^\d+$", "Must be digits only.", required=True)
     accessToken = secret_field(_token_chars)
     apiVersion = pattern_field(r"^v\d+\.\d+$", "Must be a Graph API version such as v21.0.", load_default="v21.0")
@@ -144,7 +159,7 @@ def _vapid_subject(value: str) -> None:
         validate.URL(schemes={"https"}, error="Must be a mailto: or an https: URL.")(value)
 
 
-class PushAccountSchema(Schema):
+class PushAccountSchema(_SendingLimitsSchema):
     subject = fields.String(required=True, validate=[validate.Length(max=SUBJECT_MAX), no_nul, _vapid_subject])
     vapidPublicKey = fields.String(
         validate=_check_public_key,

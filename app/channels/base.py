@@ -1,17 +1,34 @@
-"""The one small protocol every channel's provider follows.
+"""The one small protocol every channel's provider follows, and the rules all of them share.
 
 The send engine (app/services/sending.py) owns the ledger, counters, rate limits, pause/cancel and
-crash safety; a provider only turns one ledger row into one provider request and says what happened.
-A provider is used as a context manager around a batch, so it can hold one connection (one SMTP
-session, one HTTP session) for the whole batch.
+crash safety; a provider turns one ledger row into one provider request and says what happened,
+in two steps:
+
+- `prepare(message)`, on the engine's own thread: render the templates and build the request (or
+  raise `Refused`: this message cannot be sent to this contact). Reading the database through a
+  service (tracked links) is allowed here; writing the ledger is not.
+- `transmit(prepared)`, on any of the engine's sending threads, several at once: hand the request
+  over and read the answer. It touches nothing but the network, so it needs no app context; each
+  thread borrows a connection of its own from the sender's `ConnectionPool`.
+
+A provider is used as a context manager around a run: `__enter__` may open a first connection
+(raising `ProviderUnavailable` when the provider cannot be reached, before anything is claimed);
+`__exit__` closes every connection.
 """
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import SSLError as TlsError
 
 
 @dataclass(frozen=True)
@@ -46,10 +63,15 @@ class SendOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class Refused(Exception):
+    """This message cannot be sent to this contact (a template that fails for their data, an
+    address the provider cannot take, a body too large): the row fails, the run goes on."""
+
+
 class ProviderUnavailable(Exception):
-    """The provider could not be reached before the message was handed over (connection refused,
-    DNS, TLS handshake): the message was certainly not sent, so it can safely be sent later.
-    Any other exception from `send` means the outcome is unknown."""
+    """The message was certainly not handed to the provider (no connection could be made, or the
+    provider refused the account rather than the message), so it can safely be sent later. Any
+    other exception from `transmit` means the outcome is unknown and the row is never resent."""
 
 
 class UnsupportedChannel(Exception):
@@ -57,26 +79,122 @@ class UnsupportedChannel(Exception):
 
 
 class ChannelSender(Protocol):
-    def __enter__(self) -> "ChannelSender": ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
 
-    def send(self, message: OutgoingMessage) -> SendOutcome: ...
+    def prepare(self, message: OutgoingMessage) -> Any: ...
+
+    def transmit(self, prepared: Any) -> SendOutcome: ...
 
 
-class HttpBatchSender:
-    """Holds one HTTP session for a batch (connection reuse); providers build it in `_new_session`."""
+class SenderBase:
+    """`send` for one message at a time (prepare, then transmit on the caller's thread)."""
 
-    _session: requests.Session | None = None
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def prepare(self, message: OutgoingMessage) -> Any:
+        raise NotImplementedError
+
+    def transmit(self, prepared: Any) -> SendOutcome:
+        raise NotImplementedError
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        try:
+            prepared = self.prepare(message)
+        except Refused as exc:
+            return SendOutcome(accepted=False, error=str(exc))
+        return self.transmit(prepared)
+
+
+T = TypeVar("T")
+
+
+class ConnectionPool(Generic[T]):
+    """Connections lent to one thread at a time and reused: at most as many exist as threads ever
+    used them at once (a run's messages in flight)."""
+
+    def __init__(self, open_connection: Callable[[], T], close_connection: Callable[[T], None]) -> None:
+        self._open, self._close = open_connection, close_connection
+        self._idle: list[T] = []
+        self._all: list[T] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[T]:
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._open()
+            with self._lock:
+                self._all.append(connection)
+        try:
+            yield connection
+        finally:
+            with self._lock:
+                self._idle.append(connection)
+
+    def add(self, connection: T) -> None:
+        """An already opened connection, lent out first."""
+        with self._lock:
+            self._all.append(connection)
+            self._idle.append(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._all, self._idle = self._all, [], []
+        for connection in connections:
+            self._close(connection)
+
+
+class HttpSender(SenderBase):
+    """A provider reached over HTTP: one `requests.Session` per sending thread, from a pool."""
+
+    def __init__(self) -> None:
+        self._sessions: ConnectionPool[requests.Session] = ConnectionPool(self._new_session, _close_session)
 
     def _new_session(self) -> requests.Session:
         return requests.Session()
 
-    def __enter__(self) -> Self:
-        self._session = self._new_session()
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        self._sessions.close()
+
+
+def _close_session(session: requests.Session) -> None:
+    session.close()
+
+
+# --- Rules every HTTP provider shares ----------------------------------------------------------
+
+def never_reached(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the provider: no connection was opened
+    (refused, DNS, connect timeout, TLS handshake) or the URL could not be used at all. This is
+    what decides between "send it later" and "outcome unknown": a request that may have left must
+    never be sent again (the recipient could get it twice)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError,
+                        requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return True
+    # requests wraps urllib3's MaxRetryError; its reason says whether a connection was ever made.
+    # (urllib3's NewConnectionError, a refused or unresolvable host, is a ConnectTimeoutError.)
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, (NewConnectionError, ConnectTimeoutError, TlsError))
+
+
+def retry_after(headers: Any, default: float | None) -> float | None:
+    """Retry-After (RFC 9110 §10.2.3) as seconds from now: delay-seconds or an HTTP date; `default`
+    when absent or unreadable."""
+    value = (headers.get("Retry-After") or "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return default

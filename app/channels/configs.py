@@ -60,7 +60,7 @@ def _https_url(**kwargs: Any) -> fields.Url:
     return fields.Url(schemes={"https"}, validate=[validate.Length(max=URL_MAX), no_nul], **kwargs)
 
 
-class _JsonNumber(fields.Float):
+class JsonNumber(fields.Float):
     """A JSON number; a string such as "5" is refused rather than coerced."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
@@ -70,7 +70,7 @@ class _JsonNumber(fields.Float):
 
 
 class _ChannelConfigSchema(Schema):
-    messagesPerSecond = _JsonNumber(
+    messagesPerSecond = JsonNumber(
         allow_none=True,
         validate=validate.Range(min=0, min_inclusive=False, max=MESSAGES_PER_SECOND_MAX),
         metadata={"description": "Send rate limit for this channel."},

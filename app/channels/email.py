@@ -28,8 +28,15 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.channels.base import OutgoingMessage, ProviderUnavailable, SendOutcome
-from app.channels.smtp import open_smtp
+from app.channels.base import (
+    ConnectionPool,
+    OutgoingMessage,
+    ProviderUnavailable,
+    Refused,
+    SendOutcome,
+    SenderBase,
+)
+from app.channels.smtp import open_smtp, parse_smtp_url
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
 from app.services.rendering import render
 from app.services.tracking import LinkRegistry, is_trackable
@@ -66,10 +73,6 @@ MAIL_POLICY = _mail_policy()  # composing (\n line ends)
 WIRE_POLICY = MAIL_POLICY.clone(linesep="\r\n")  # serializing for SMTP
 
 
-class _Refused(Exception):
-    """A permanent refusal, reported as a not-accepted outcome."""
-
-
 class _Dropped(Exception):
     """The connection was gone before any of this message was handed over."""
 
@@ -83,14 +86,14 @@ class _Composed:
 
 
 def _address(addr_spec: str, display_name: str = "") -> Address:
-    """An ASCII address (an internationalized domain in its punycode form) or _Refused."""
+    """An ASCII address (an internationalized domain in its punycode form) or Refused."""
     local, _, domain = addr_spec.strip().rpartition("@")
     try:
         address = Address(display_name=display_name, addr_spec=f"{local}@{domain.encode('idna').decode('ascii')}")
     except (UnicodeError, ValueError, IndexError, MessageError) as exc:
-        raise _Refused(f"invalid email address {addr_spec!r}") from exc
+        raise Refused(f"invalid email address {addr_spec!r}") from exc
     if not (address.username and address.domain):
-        raise _Refused(f"invalid email address {addr_spec!r}")
+        raise Refused(f"invalid email address {addr_spec!r}")
     return address
 
 
@@ -102,8 +105,8 @@ def _before_body_end(html: str, addition: str) -> str:
     return html[:at] + addition + html[at:]
 
 
-class EmailSender:
-    """ChannelSender for email. Use as a context manager around a batch: one SMTP session for all."""
+class EmailSender(SenderBase):
+    """ChannelSender for email: one SMTP session per sending thread, each reused across messages."""
 
     def __init__(self, smtp_url: str, public_base_url: str, mail_from_default: str,
                  *, signer: LinkSigner | None = None) -> None:
@@ -113,27 +116,28 @@ class EmailSender:
         self._default_from = parseaddr(mail_from_default)
         self._signer = signer or link_signer()
         self._links = LinkRegistry()
-        self._client: smtplib.SMTP | None = None
+        self._connections: ConnectionPool[SmtpConnection] = ConnectionPool(
+            lambda: SmtpConnection(smtp_url), SmtpConnection.close)
 
     def __enter__(self) -> EmailSender:
-        self._connect()
+        # Connect before anything is claimed: a server that can't be reached leaves the rows queued.
+        first = SmtpConnection(self._smtp_url)
+        first.connect()
+        self._connections.add(first)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
-        try:
-            client.quit()
-        except OSError:
-            client.close()
+        self._connections.close()
 
-    def send(self, message: OutgoingMessage) -> SendOutcome:
-        try:
-            composed = self._compose(message)
-            return self._transmit(composed)
-        except _Refused as exc:
-            return SendOutcome(accepted=False, error=str(exc))
+    def prepare(self, message: OutgoingMessage) -> _Composed:
+        return self._compose(message)
+
+    def transmit(self, prepared: _Composed) -> SendOutcome:
+        with self._connections.connection() as connection:
+            try:
+                return connection.transmit(prepared)
+            except Refused as exc:
+                return SendOutcome(accepted=False, error=str(exc))
 
     # --- Composition ---------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class EmailSender:
             text = render(config.get("text") or "", contact)
             html = render(config["html"], contact, html=True) if config.get("html") else None
         except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
-            raise _Refused(f"template error: {type(exc).__name__}: {exc}") from exc
+            raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         mail = self._headers(message, sender, recipient, subject, unsubscribe_url)
         footer = f"--\nUnsubscribe: {unsubscribe_url}\n"
         mail.set_content(f"{text.rstrip()}\n\n{footer}" if text.strip() else footer)
@@ -204,14 +208,31 @@ class EmailSender:
         url = unescape(match.group(2).strip("\"'")).strip()
         return url if is_trackable(url, self._base_url) else None
 
-    # --- Transport -----------------------------------------------------------------------------
 
-    def _connect(self) -> smtplib.SMTP:
+
+class SmtpConnection:
+    """One SMTP session, reopened when the server drops it between messages."""
+
+    def __init__(self, smtp_url: str) -> None:
+        self._smtp_url = smtp_url
+        self._where = _host_and_port(smtp_url)
+        self._client: smtplib.SMTP | None = None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()
+        except OSError:
+            client.close()
+
+    def connect(self) -> smtplib.SMTP:
         self._drop()
         try:
             self._client = open_smtp(self._smtp_url)
         except OSError as exc:  # smtplib's errors are OSErrors too
-            raise EmailTransientError(f"cannot reach the SMTP server: {exc}") from exc
+            raise EmailTransientError(f"cannot reach the SMTP server at {self._where}: {exc}") from exc
         return self._client
 
     def _drop(self) -> None:
@@ -219,19 +240,19 @@ class EmailSender:
         if client is not None:
             client.close()
 
-    def _transmit(self, composed: _Composed) -> SendOutcome:
+    def transmit(self, composed: _Composed) -> SendOutcome:
         try:
             return self._hand_over(composed)
         except _Dropped:
             # Servers close idle sessions; nothing of this message went out, so one fresh try is safe.
-            self._connect()
+            self.connect()
         try:
             return self._hand_over(composed)
         except _Dropped as exc:
-            raise EmailTransientError(f"SMTP connection lost: {exc.__cause__ or exc}") from exc
+            raise EmailTransientError(f"SMTP connection to {self._where} lost: {exc.__cause__ or exc}") from exc
 
     def _hand_over(self, composed: _Composed) -> SendOutcome:
-        client = self._client or self._connect()
+        client = self._client or self.connect()
         self._command(client.ehlo_or_helo_if_needed, "EHLO", expect_reply=False)
         self._command(lambda: client.mail(composed.envelope_from), "MAIL FROM")
         self._command(lambda: client.rcpt(composed.recipient), "RCPT TO")
@@ -269,7 +290,7 @@ class EmailSender:
         detail = f"{stage} answered {code} {text}".strip()
         self._reset(closing=code == 421)
         if code >= 500:
-            raise _Refused(detail)
+            raise Refused(detail)
         raise EmailTransientError(detail)
 
     def _reset(self, closing: bool) -> None:
@@ -281,3 +302,8 @@ class EmailSender:
             self._client.rset()
         except OSError:
             self._drop()
+
+
+def _host_and_port(smtp_url: str) -> str:
+    settings = parse_smtp_url(smtp_url)
+    return f"{settings.host}:{settings.port}"

@@ -26,7 +26,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,13 +38,15 @@ from py_vapid.utils import b64urldecode
 from pywebpush import WebPushException, webpush
 from sqlalchemy import orm
 from sqlalchemy.exc import SQLAlchemyError
-from urllib3.exceptions import NewConnectionError
 
 from app.channels.base import (
-    HttpBatchSender,
+    HttpSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Refused,
     SendOutcome,
+    never_reached,
+    retry_after,
 )
 from app.channels.configs import TEMPLATE_FIELDS
 from app.config import Settings
@@ -78,10 +79,6 @@ class PushOutcomeUnknown(Exception):
     """A push service may have taken the message. Do not resend."""
 
 
-class _Refused(Exception):
-    """The message cannot be sent to anyone (template, size, account keys)."""
-
-
 @dataclass(frozen=True)
 class _Subscription:
     id: uuid.UUID
@@ -91,6 +88,15 @@ class _Subscription:
 
     def info(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+@dataclass(frozen=True)
+class _Push:
+    """A prepared message: its encrypted-to-be payload and the browsers it goes to."""
+
+    delivery_id: uuid.UUID
+    subscriptions: list[_Subscription]
+    payload: str
 
 
 @dataclass(frozen=True)
@@ -151,10 +157,10 @@ class _NoRedirects(requests.Session):
 
 
 def load_vapid(config: dict[str, Any]) -> tuple[Vapid, str]:
-    """The account's signing key and `sub` claim, or _Refused saying what is wrong with them."""
+    """The account's signing key and `sub` claim, or Refused saying what is wrong with them."""
     subject = str(config.get("subject") or "")
     if not subject.startswith(("mailto:", "https:")):
-        raise _Refused("push account: subject must be a mailto: or https: URI (RFC 8292 §2.1)")
+        raise Refused("push account: subject must be a mailto: or https: URI (RFC 8292 §2.1)")
     vapid = _signing_key(str(config.get("vapidPrivateKey") or "").strip())
     public = vapid.public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     expected = str(config.get("vapidPublicKey") or "")
@@ -164,7 +170,7 @@ def load_vapid(config: dict[str, Any]) -> tuple[Vapid, str]:
         matches = False
     if not matches:
         # Browsers subscribed with vapidPublicKey; pushes signed by any other key are refused (403).
-        raise _Refused("push account: vapidPrivateKey does not match vapidPublicKey")
+        raise Refused("push account: vapidPrivateKey does not match vapidPublicKey")
     return vapid, subject
 
 
@@ -177,46 +183,48 @@ def _signing_key(text: str) -> Vapid:
         else:
             key = Vapid.from_string(text).private_key
     except Exception as exc:  # cryptography and py_vapid raise many kinds; all mean "not a key"
-        raise _Refused("push account: vapidPrivateKey is not a readable private key") from exc
+        raise Refused("push account: vapidPrivateKey is not a readable private key") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise _Refused("push account: vapidPrivateKey must be a P-256 (prime256v1) key")
+        raise Refused("push account: vapidPrivateKey must be a P-256 (prime256v1) key")
     # py_vapid's own `sub` check refuses https: URIs with a path, which RFC 8292 allows;
     # load_vapid has checked the subject already.
     return Vapid(key, conf={"no-strict": True})
 
 
-class PushSender(HttpBatchSender):
-    """ChannelSender for web push. Use as a context manager around a batch: one HTTP session for all."""
+class PushSender(HttpSender):
+    """ChannelSender for web push: one HTTP session per sending thread."""
 
     def __init__(self, config: dict[str, Any], settings: Settings, *, signer: LinkSigner | None = None) -> None:
+        super().__init__()
         try:
             self._vapid: Vapid | None
             self._vapid, self._subject = load_vapid(config)
             self._account_error: str | None = None
-        except _Refused as exc:
+        except Refused as exc:
             self._vapid, self._subject, self._account_error = None, "", str(exc)
         self._base_url = settings.public_base_url.rstrip("/")
         # Endpoints are merchant input: in production they may only point at public https hosts.
         self._public_only = settings.env == "production"
         self._signer = signer or link_signer()
         self._links = LinkRegistry()
-        self._session: requests.Session | None = None
         self._host_refusals: dict[str, str | None] = {}
+        # Sending threads have no app context: gone subscriptions are deleted through this engine.
+        self._engine = db.engine
 
     def _new_session(self) -> requests.Session:
         return _NoRedirects()
 
-    def send(self, message: OutgoingMessage) -> SendOutcome:
+    def prepare(self, message: OutgoingMessage) -> _Push:
         if self._account_error:
-            return SendOutcome(accepted=False, error=self._account_error)
+            raise Refused(self._account_error)
         subscriptions = _subscriptions_of(message.contact_id)
         if not subscriptions:
-            return SendOutcome(accepted=False, error=NO_LIVE_SUBSCRIPTIONS)
-        try:
-            payload = self._payload(message)
-        except _Refused as exc:
-            return SendOutcome(accepted=False, error=str(exc))
-        return self._push_all(message.delivery_id, subscriptions, payload)
+            raise Refused(NO_LIVE_SUBSCRIPTIONS)
+        return _Push(message.delivery_id, subscriptions, self._payload(message))
+
+    def transmit(self, prepared: _Push) -> SendOutcome:
+        with self._sessions.connection() as session:
+            return self._push_all(session, prepared)
 
     # --- Payload -------------------------------------------------------------------------------
 
@@ -225,7 +233,7 @@ class PushSender(HttpBatchSender):
         try:
             shown = {name: render(config.get(name) or "", message.contact) for name in TEMPLATE_FIELDS["push"]}
         except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
-            raise _Refused(f"template error: {type(exc).__name__}: {exc}") from exc
+            raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if config.get("url"):
             shown["url"] = self._click_url(message, config["url"])
         if config.get("icon"):
@@ -233,7 +241,7 @@ class PushSender(HttpBatchSender):
         payload = json.dumps({**shown, "deliveryId": str(message.delivery_id)}, ensure_ascii=False)
         size = len(payload.encode())
         if size > MAX_PLAINTEXT:
-            raise _Refused(f"the notification is {size} bytes; web push carries at most {MAX_PLAINTEXT}")
+            raise Refused(f"the notification is {size} bytes; web push carries at most {MAX_PLAINTEXT}")
         return payload
 
     def _click_url(self, message: OutgoingMessage, url: str) -> str:
@@ -249,37 +257,37 @@ class PushSender(HttpBatchSender):
 
     # --- Transport -----------------------------------------------------------------------------
 
-    def _push_all(self, delivery_id: uuid.UUID, subscriptions: list[_Subscription], payload: str) -> SendOutcome:
+    def _push_all(self, session: requests.Session, push: _Push) -> SendOutcome:
         tally = _Tally()
-        for subscription in subscriptions:
-            attempt = self._push(subscription, payload, delivery_id)
+        for subscription in push.subscriptions:
+            attempt = self._push(session, subscription, push)
             if attempt.kind == "rate_limited" and tally.handed_over:
-                attempt = self._retry_once(subscription, payload, delivery_id, attempt)
+                attempt = self._retry_once(session, subscription, push, attempt)
             elif attempt.kind in ("rate_limited", "unavailable") and not tally.handed_over:
                 return _hand_back(attempt)
             if attempt.kind == "dead":
-                _remove_subscription(subscription.id)
+                _remove_subscription(self._engine, subscription.id)
             tally.add(attempt)
         return tally.outcome()
 
-    def _retry_once(self, subscription: _Subscription, payload: str, delivery_id: uuid.UUID,
+    def _retry_once(self, session: requests.Session, subscription: _Subscription, push: _Push,
                     limited: _Attempt) -> _Attempt:
         if limited.retry_after > PARTIAL_RETRY_WAIT_MAX:
             return _Attempt("failed", f"{limited.detail} (not retried: asked to wait {limited.retry_after:g} s)")
         time.sleep(limited.retry_after)
-        return self._push(subscription, payload, delivery_id)
+        return self._push(session, subscription, push)
 
-    def _push(self, subscription: _Subscription, payload: str, delivery_id: uuid.UUID) -> _Attempt:
+    def _push(self, session: requests.Session, subscription: _Subscription, push: _Push) -> _Attempt:
         refusal = self._endpoint_refusal(subscription.endpoint)
         if refusal is not None:
             return _Attempt("failed", refusal)
         try:
             response = webpush(
-                subscription.info(), data=payload, vapid_private_key=self._vapid,
+                subscription.info(), data=push.payload, vapid_private_key=self._vapid,
                 vapid_claims={"sub": self._subject},  # a fresh dict: pywebpush adds aud and exp to it
-                ttl=TTL_SECONDS, timeout=TIMEOUT_SECONDS, requests_session=self._session,
+                ttl=TTL_SECONDS, timeout=TIMEOUT_SECONDS, requests_session=session,
                 # RFC 8030 §5.4: a copy of the same delivery still waiting replaces the earlier one.
-                headers={"Topic": delivery_id.hex},
+                headers={"Topic": push.delivery_id.hex},
             )
         except WebPushException as exc:
             if exc.response is None:
@@ -289,7 +297,7 @@ class PushSender(HttpBatchSender):
                 requests.exceptions.InvalidSchema):  # no http(s) origin to sign for or connect to
             return _Attempt("failed", "invalid push endpoint")
         except requests.RequestException as exc:
-            kind = "unavailable" if _never_connected(exc) else "unknown"
+            kind = "unavailable" if never_reached(exc) else "unknown"
             return _Attempt(kind, f"{_host(subscription.endpoint)}: {type(exc).__name__}")
         except ValueError:  # keys that decode but are no P-256 point: encryption fails before sending
             return _Attempt("failed", "invalid push subscription keys")
@@ -324,35 +332,12 @@ def _answered(response: requests.Response) -> _Attempt:
     if status in (404, 410):  # RFC 8030 §7.3: the subscription is gone for good
         return _Attempt("dead", detail)
     if status == 429:
-        return _Attempt("rate_limited", detail, retry_after=_retry_after(response))
+        return _Attempt("rate_limited", detail, retry_after=retry_after(response.headers, 1.0))
     if status == 503:  # the service says it did not take the message
         return _Attempt("unavailable", detail)
     if status >= 500:  # a gateway may have passed it on before failing
         return _Attempt("unknown", detail)
     return _Attempt("failed", detail)
-
-
-def _retry_after(response: requests.Response) -> float:
-    """Retry-After in seconds (delay-seconds or an HTTP date); 1 s when absent or unreadable."""
-    value = (response.headers.get("Retry-After") or "").strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return 1.0
-
-
-def _never_connected(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached the push service (refused, DNS, TLS, timeout
-    while connecting); a connection that broke later may have carried it."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.ProxyError)):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _host(url: str) -> str:
@@ -380,14 +365,14 @@ def _subscriptions_of(contact_id: uuid.UUID) -> list[_Subscription]:
     return [_Subscription(*row) for row in rows]
 
 
-def _remove_subscription(subscription_id: uuid.UUID) -> None:
+def _remove_subscription(engine: sa.Engine, subscription_id: uuid.UUID) -> None:
     """Delete a subscription its push service called gone.
 
     Committed at once on a connection of its own (like tracking.store_links): the engine's session
     records outcomes on its own schedule, and the push service's word stands whatever becomes of it.
     """
     try:
-        with orm.Session(db.engine) as session, session.begin():
+        with orm.Session(engine) as session, session.begin():
             session.execute(sa.delete(PushSubscription).where(PushSubscription.id == subscription_id))
     except SQLAlchemyError:  # not fatal: the next send finds it gone again and retries the delete
         log.warning("could not delete a gone push subscription", extra={"subscription_id": str(subscription_id)},

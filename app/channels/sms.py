@@ -24,21 +24,21 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from flask import current_app
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from app.channels.base import (
-    HttpBatchSender,
+    HttpSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Refused,
     SendOutcome,
     UnsupportedChannel,
+    never_reached,
+    retry_after,
 )
 from app.config import Settings
 from app.errors import Forbidden
@@ -68,8 +68,8 @@ def status_callback_url(settings: Settings) -> str:
     return f"{settings.public_base_url}{STATUS_CALLBACK_PATH}"
 
 
-class SmsSender(HttpBatchSender):
-    """ChannelSender for SMS. Use as a context manager around a batch: one HTTP session for all."""
+class SmsSender(HttpSender):
+    """ChannelSender for SMS: one HTTP session per sending thread."""
 
     def __init__(self, config: Mapping[str, Any], settings: Settings) -> None:
         missing = [name for name in ("accountSid", "authToken") if not config.get(name)]
@@ -77,6 +77,7 @@ class SmsSender(HttpBatchSender):
             missing.append("fromNumber or messagingServiceSid")
         if missing:
             raise UnsupportedChannel(f"The SMS provider account lacks {', '.join(missing)}.")
+        super().__init__()
         account_sid = config["accountSid"]
         base_url = settings.api_base_urls["TWILIO_API_BASE_URL"]
         self._url = f"{base_url}/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
@@ -85,46 +86,42 @@ class SmsSender(HttpBatchSender):
         service = config.get("messagingServiceSid")
         self._sender = ("MessagingServiceSid", service) if service else ("From", config["fromNumber"])
         self._status_callback = status_callback_url(settings)
-        self._session: requests.Session | None = None
-        self._unknown_in_a_row = 0
+        self._unknown_in_a_row = 0  # across threads: a plain int is enough for "a few in a row"
 
-
-    def send(self, message: OutgoingMessage) -> SendOutcome:
-        if self._unknown_in_a_row >= UNKNOWN_IN_A_ROW_LIMIT:
-            raise ProviderUnavailable("Twilio gave no definite answer to the last messages; the rest wait.")
+    def prepare(self, message: OutgoingMessage) -> dict[str, str]:
         try:
             body = render(message.config.get("body") or "", message.contact)
         except Exception as exc:  # noqa: BLE001 (one contact's data breaking the template fails that message only)
-            return SendOutcome(accepted=False, error=f"template error: {type(exc).__name__}: {exc}")
+            raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if not body.strip():
-            return SendOutcome(accepted=False, error="The message body is empty for this contact.")
+            raise Refused("The message body is empty for this contact.")
         sender_field, sender = self._sender
-        form = {"To": message.address, sender_field: sender, "Body": body, "StatusCallback": self._status_callback}
-        return _outcome(self._post(form))
+        return {"To": message.address, sender_field: sender, "Body": body, "StatusCallback": self._status_callback}
+
+    def transmit(self, prepared: dict[str, str]) -> SendOutcome:
+        if self._unknown_in_a_row >= UNKNOWN_IN_A_ROW_LIMIT:
+            raise ProviderUnavailable("Twilio gave no definite answer to the last messages; the rest wait.")
+        return _outcome(self._post(prepared))
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         session.auth = self._auth
         session.headers["User-Agent"] = "Herald"
         # requests re-reads proxy and CA settings from the environment on every request (a
-        # measurable share of a send); the URL is the same for the whole batch, so read them once.
+        # measurable share of a send); the URL is the same for the whole run, so read them once.
         environment = session.merge_environment_settings(self._url, {}, None, None, None)
         session.proxies, session.verify = environment["proxies"], environment["verify"]
         session.trust_env = False
         return session
 
-    def _open(self) -> requests.Session:
-        if self._session is None:
-            self._session = self._new_session()
-        return self._session
-
     def _post(self, form: dict[str, str]) -> requests.Response:
         """Twilio's answer, when it is a definite one (2xx or 4xx)."""
         try:
-            response = self._open().post(self._url, data=form, timeout=TIMEOUTS, allow_redirects=False)
+            with self._sessions.connection() as session:
+                response = session.post(self._url, data=form, timeout=TIMEOUTS, allow_redirects=False)
         except requests.RequestException as exc:
-            if _never_sent(exc):
-                raise ProviderUnavailable(f"Cannot reach Twilio: {exc}") from exc
+            if never_reached(exc):
+                raise ProviderUnavailable(f"Cannot reach Twilio at {_netloc(self._url)}: {exc}") from exc
             self._unknown_in_a_row += 1
             raise SmsOutcomeUnknown(f"No answer from Twilio: {exc}") from exc
         if response.status_code // 100 not in (2, 4):  # a 5xx may hide a created message
@@ -132,6 +129,10 @@ class SmsSender(HttpBatchSender):
             raise SmsOutcomeUnknown(_error(response)[1])
         self._unknown_in_a_row = 0
         return response
+
+
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc
 
 
 def _outcome(response: requests.Response) -> SendOutcome:
@@ -142,19 +143,9 @@ def _outcome(response: requests.Response) -> SendOutcome:
     if status in ACCOUNT_REFUSALS:
         raise ProviderUnavailable(f"Twilio refused the account: HTTP {status}: {text}")
     if status == 429 or code == QUEUE_FULL:
-        wait = _retry_after(response) if status == 429 else QUEUE_FULL_RETRY_AFTER
+        wait = retry_after(response.headers, DEFAULT_RETRY_AFTER) if status == 429 else QUEUE_FULL_RETRY_AFTER
         return SendOutcome(accepted=False, retry_after=wait, error=text)
     return SendOutcome(accepted=False, opted_out=code == OPTED_OUT, error=text)
-
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached Twilio (so sending it later is safe)."""
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.InvalidURL,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return True
-    # requests wraps urllib3's MaxRetryError; its reason says whether a connection was ever made.
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -172,19 +163,6 @@ def _error(response: requests.Response) -> tuple[int | None, str]:
     if not isinstance(code, int):
         return None, f"Twilio answered HTTP {response.status_code}."
     return code, f"Twilio error {code}: {payload.get('message') or 'no message'}"
-
-
-def _retry_after(response: requests.Response) -> float:
-    """Retry-After as delay-seconds or an HTTP date (RFC 9110); a default when absent or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
 
 
 # --- Status callbacks --------------------------------------------------------------------------

@@ -32,15 +32,16 @@ from urllib.parse import quote
 import orjson
 import requests
 import sqlalchemy as sa
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
-from urllib3.exceptions import SSLError as TlsError
 
 from app.channels.base import (
-    HttpBatchSender,
+    HttpSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Refused,
     SendOutcome,
     UnsupportedChannel,
+    never_reached,
+    retry_after,
 )
 from app.config import Settings
 from app.errors import Forbidden, HeraldError
@@ -76,16 +77,12 @@ class WhatsAppOutcomeUnknown(Exception):
     """The request went out without a usable answer: Meta may have the message. Do not resend."""
 
 
-class _Refused(Exception):
-    """A message that cannot be composed for this contact; reported as a not-accepted outcome."""
-
-
 def recipient(address: str) -> str:
     """`+` and the digits: Meta prepends the business number's country code to a number sent
     without the plus sign ("WhatsApp user phone number formats"), which can reach a stranger."""
     digits = re.sub(r"\D", "", address or "")
     if not digits:
-        raise _Refused(f"not a phone number: {address!r}")
+        raise Refused(f"not a phone number: {address!r}")
     return f"+{digits}"
 
 
@@ -93,11 +90,11 @@ def _parameter(source: str, contact: dict[str, Any], position: int) -> dict[str,
     try:
         rendered = render(source, contact)
     except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
-        raise _Refused(f"template error in parameter {position}: {type(exc).__name__}: {exc}") from exc
+        raise Refused(f"template error in parameter {position}: {type(exc).__name__}: {exc}") from exc
     # Meta refuses body parameters with line breaks, tabs or runs of more than four spaces (132018).
     text = " ".join(rendered.split())
     if not text:
-        raise _Refused(f"parameter {position} is empty for this contact")
+        raise Refused(f"parameter {position} is empty for this contact")
     return {"type": "text", "text": text}
 
 
@@ -126,20 +123,6 @@ def _details(error: dict[str, Any]) -> str | None:
     return details if isinstance(details, str) else None
 
 
-def _not_sent(exc: requests.RequestException) -> bool:
-    """urllib3 gave up while opening the connection, before a byte of the request was written."""
-    cause = exc.args[0] if exc.args else None
-    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, (ConnectTimeoutError, TlsError))
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    try:
-        seconds = float(response.headers.get("Retry-After", ""))
-    except ValueError:  # absent, or an HTTP date (Meta sends seconds when it sends one at all)
-        return None
-    return min(max(seconds, 0.0), LONGEST_WAIT)
-
-
 def _graph_error(response: requests.Response) -> dict[str, Any]:
     try:
         error = response.json().get("error")
@@ -154,8 +137,8 @@ def _batch_wide(error: dict[str, Any]) -> bool:
             or (code == 100 and error.get("error_subcode") == UNKNOWN_OBJECT_SUBCODE))
 
 
-class WhatsAppSender(HttpBatchSender):
-    """ChannelSender for WhatsApp. Use as a context manager around a batch: one HTTP session for all."""
+class WhatsAppSender(HttpSender):
+    """ChannelSender for WhatsApp: one HTTP session per sending thread."""
 
     def __init__(self, config: dict[str, Any], settings: Settings) -> None:
         phone_number_id, token = str(config.get("phoneNumberId") or ""), config.get("accessToken") or ""
@@ -163,10 +146,10 @@ class WhatsAppSender(HttpBatchSender):
         if not phone_number_id or not token or not _VERSION.fullmatch(version):
             raise UnsupportedChannel("The WhatsApp account needs a phoneNumberId, an accessToken and "
                                      "an apiVersion such as v21.0.")
+        super().__init__()
         base = settings.api_base_urls.get("WHATSAPP_API_BASE_URL") or DEFAULT_API_BASE_URL
         self._url = f"{base.rstrip('/')}/{version}/{quote(phone_number_id, safe='')}/messages"
         self._token = token
-        self._session: requests.Session | None = None
         self._refusal: SendOutcome | None = None  # a batch-wide error, once seen
         self._throttles = 0  # consecutive throttled answers
 
@@ -175,25 +158,21 @@ class WhatsAppSender(HttpBatchSender):
         session.headers["Authorization"] = f"Bearer {self._token}"
         return session
 
-    def send(self, message: OutgoingMessage) -> SendOutcome:
+    def prepare(self, message: OutgoingMessage) -> dict[str, Any]:
+        return template_message(message)
+
+    def transmit(self, prepared: dict[str, Any]) -> SendOutcome:
         if self._refusal is not None:
             return self._refusal
-        try:
-            body = template_message(message)
-        except _Refused as exc:
-            return SendOutcome(accepted=False, error=str(exc))
-        return self._outcome(self._post(body))
+        return self._outcome(self._post(prepared))
 
     def _post(self, body: dict[str, Any]) -> requests.Response:
-        if self._session is None:
-            raise RuntimeError("WhatsAppSender is used outside its `with` block")
         try:
-            return self._session.post(self._url, json=body, timeout=TIMEOUT)
-        except requests.ConnectionError as exc:
-            if isinstance(exc, requests.ConnectTimeout) or _not_sent(exc):
+            with self._sessions.connection() as session:
+                return session.post(self._url, json=body, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            if never_reached(exc):
                 raise WhatsAppUnavailable(f"cannot reach the WhatsApp Cloud API: {exc}") from exc
-            raise WhatsAppOutcomeUnknown(f"connection lost after sending: {exc}") from exc
-        except requests.RequestException as exc:  # a read timeout: the request went out
             raise WhatsAppOutcomeUnknown(f"no answer from the WhatsApp Cloud API: {exc}") from exc
 
     def _outcome(self, response: requests.Response) -> SendOutcome:
@@ -222,9 +201,9 @@ class WhatsAppSender(HttpBatchSender):
 
     def _wait(self, response: requests.Response, code: Any) -> float:
         self._throttles += 1
-        given = _retry_after(response)
+        given = retry_after(response.headers, None)
         if given is not None:
-            return given
+            return min(given, LONGEST_WAIT)
         if code == PAIR_THROTTLE:
             return PAIR_WAIT
         return min(FIRST_WAIT * 2 ** (self._throttles - 1), LONGEST_WAIT)

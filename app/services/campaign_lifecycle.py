@@ -18,13 +18,10 @@ from app.errors import Conflict, Forbidden, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import Audience, Campaign, CampaignChannel, User, utcnow
-from app.services import delivery_ledger
+from app.services import delivery_ledger, sending
 from app.services.campaigns import owned_campaign
 
-SEND_BATCH = "sends.send_batch"
 LAUNCH_DUE_LIMIT = 50
-# Parallel send tasks started per channel; the shared rate limit still holds across all of them.
-SENDERS_PER_CHANNEL = 2
 
 
 def schedule(user_id: uuid.UUID, campaign_id: uuid.UUID, scheduled_at: datetime) -> Campaign:
@@ -133,10 +130,7 @@ def _start_sending(campaign: Campaign) -> None:
 
 
 def _enqueue_senders(campaign_id: uuid.UUID) -> None:
-    channel_ids = db.session.scalars(
-        sa.select(CampaignChannel.id).where(CampaignChannel.campaign_id == campaign_id,
-                                            CampaignChannel.status.in_(("pending", "sending")))
-    ).all()
-    for channel_id in channel_ids:
-        for _ in range(SENDERS_PER_CHANNEL):
-            enqueue_after_commit(SEND_BATCH, str(channel_id))
+    """As many sender tasks per open channel as its queued work calls for (they share its limits)."""
+    for channel_id, queued in delivery_ledger.queued_by_channel(campaign_id):
+        for _ in range(sending.senders_for(queued)):
+            enqueue_after_commit(sending.SEND_BATCH, str(channel_id))

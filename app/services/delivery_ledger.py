@@ -86,9 +86,11 @@ class ClaimedDelivery:
 
 
 def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
-    """Take up to `limit` queued rows for sending; the caller commits before calling the provider."""
+    """Take up to `limit` queued rows for sending while their campaign is running (none when it is
+    paused); the caller commits before calling the provider."""
+    running = sa.select(Campaign.id).where(Campaign.id == Delivery.campaign_id, Campaign.status == "running").exists()
     queued = (
-        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued")
+        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued", running)
         .order_by(Delivery.created_at, Delivery.id).limit(limit).with_for_update(skip_locked=True)
     )
     rows = db.session.execute(
@@ -211,6 +213,17 @@ def unsettled_channels() -> list[tuple[uuid.UUID, uuid.UUID, Any]]:
         .where(Campaign.status == "running", Delivery.status == "queued")
         .group_by(Delivery.campaign_id, Delivery.channel_id)
     ).all()
+
+
+def queued_by_channel(campaign_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
+    """(channel, queued rows) for each open channel of the campaign, in the order they were added."""
+    queued = sa.func.count(Delivery.id).filter(Delivery.status == "queued")
+    return [(channel_id, count) for channel_id, count in db.session.execute(
+        sa.select(CampaignChannel.id, queued)
+        .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
+        .where(CampaignChannel.campaign_id == campaign_id, CampaignChannel.status.in_(("pending", "sending")))
+        .group_by(CampaignChannel.id).order_by(sa.func.min(CampaignChannel.created_at))
+    )]
 
 
 def has_queued(channel_id: uuid.UUID) -> bool:

@@ -54,11 +54,17 @@ class _AccountViewBundle(orm.Bundle):
 
 
 def decrypted_account_config(user_id: uuid.UUID, channel_type: str) -> dict[str, Any] | None:
-    stored = db.session.scalar(
-        sa.select(ProviderAccount.config).where(ProviderAccount.user_id == user_id,
-                                                ProviderAccount.channel_type == channel_type)
-    )
-    return None if stored is None else decrypt_fields(stored, SECRET_FIELDS[channel_type])
+    found = account_for_sending(user_id, channel_type)
+    return None if found is None else found[1]
+
+
+def account_for_sending(user_id: uuid.UUID, channel_type: str) -> tuple[uuid.UUID, dict[str, Any]] | None:
+    """(account id, decrypted config) of the merchant's account for the channel, if any."""
+    row = db.session.execute(
+        sa.select(ProviderAccount.id, ProviderAccount.config).where(ProviderAccount.user_id == user_id,
+                                                                    ProviderAccount.channel_type == channel_type)
+    ).first()
+    return None if row is None else (row.id, decrypt_fields(row.config, SECRET_FIELDS[channel_type]))
 
 
 def account_by_ref(channel_type: str, account_ref: str) -> tuple[uuid.UUID, dict[str, Any]] | None:

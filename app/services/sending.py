@@ -1,29 +1,38 @@
-"""The send engine: a channel's queued ledger rows go out in batches, at the channel's rate, and
-stop between batches when the campaign is paused or cancelled.
+"""The send engine: a channel's queued ledger rows go out with many messages in flight, at the
+rates of the provider account and the channel, and stop when the campaign is paused or cancelled.
 
-Order of work for each batch: take rate tokens (shared in Redis) → claim rows (`sending`, with a
-lease) and COMMIT → hand each message to the provider → record outcomes and move counters, every
-few messages. A worker killed anywhere leaves at most the rows of its open chunk in `sending`; the
-reaper calls them `unknown`. Nothing is ever claimed twice, so nobody gets a message twice.
+One sender task works one channel for a while (TIME_BUDGET), keeping up to its account's
+`in_flight` messages with the provider at once: the provider is called on a pool of threads while
+this thread claims, prepares and records. Several sender tasks may work the same channel, on any
+workers (`senders_for`); they share the rate limits through Redis and the rows through the ledger.
+
+The order of work never changes: take rate tokens → claim rows (`sending`, with a lease) and COMMIT
+→ prepare and hand each message to the provider → record outcomes as they come back (moving the
+counters in the same statement). Rows are claimed only for free slots, so a worker killed anywhere
+leaves at most its in-flight rows `sending`, which the reaper calls `unknown`. Nothing is ever
+claimed twice, so nobody gets a message twice.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 from flask import current_app
 
 from app.channels.base import (
-    ChannelSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Refused,
     SendOutcome,
+    SenderBase,
     UnsupportedChannel,
 )
-from app.channels.registry import sender_for
+from app.channels.registry import SendAccount, account_for
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, Contact
@@ -35,15 +44,25 @@ from app.services.rendering import contact_context
 log = logging.getLogger(__name__)
 
 SEND_BATCH = "sends.send_batch"
-# Rows claimed (and outcomes committed) at a time: the most a worker killed mid-send can leave
-# `unknown`. Small enough to keep that honest, large enough that claims cost little per message.
-BATCH_SIZE = 25
-TIME_BUDGET = 120.0  # seconds per task, then a fresh task continues (well under the time limits)
-MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds a sender
+# Seconds a sender task works before a fresh task carries on: senders rotate through the queue, so
+# a worker that joins later (or another campaign) gets its turn within this long.
+TIME_BUDGET = 30.0
+MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an account's senders
+RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
+# Queued rows that justify one more sender task on a channel (up to SEND_MAX_SENDERS_PER_CHANNEL).
+ROWS_PER_SENDER = 200
 
 
 def lease() -> timedelta:
     return timedelta(seconds=current_app.config["HERALD_SETTINGS"].send_lease_seconds)
+
+
+def senders_for(queued: int) -> int:
+    """Sender tasks to start for a channel with `queued` rows: more work, more senders, up to the
+    cap. Those beyond what the workers can run at once wait in the queue and start as workers
+    free up; one that finds nothing left to claim ends at once."""
+    cap = current_app.config["HERALD_SETTINGS"].send_max_senders
+    return max(1, min(cap, math.ceil(queued / ROWS_PER_SENDER)))
 
 
 def send_channel(channel_id: uuid.UUID) -> int:
@@ -52,91 +71,176 @@ def send_channel(channel_id: uuid.UUID) -> int:
     if found is None or found[0].status not in ("pending", "sending"):
         return 0
     channel, campaign = found
-    rate = channel.config.get("messagesPerSecond")
-    deadline = time.monotonic() + TIME_BUDGET
-    handed = 0
-    with contextlib.ExitStack() as stack:
-        # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
-        sender = _open_sender(stack, channel, campaign) if ledger.has_queued(channel.id) else None
-        while time.monotonic() < deadline and ledger.campaign_status(campaign.id) == "running":
-            db.session.commit()  # end the read: each step below is its own short transaction
-            granted, wait = send_rate.take(channel.id, rate, BATCH_SIZE)
-            if not granted:
-                time.sleep(min(wait, 1.0))
-                continue
-            claimed = ledger.claim(channel.id, granted, lease())
-            db.session.commit()
-            if not claimed:
-                break
-            handed += _send_claimed(sender, channel, campaign, claimed)
+    run = _Run(channel, campaign)
+    if ledger.has_queued(channel.id):
+        with contextlib.ExitStack() as stack:
+            # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
+            account = _open_account(stack, channel, campaign)
+            executor = stack.enter_context(ThreadPoolExecutor(account.in_flight, thread_name_prefix="send"))
+            run.go(account, executor)
+    if run.unavailable is not None:
+        raise run.unavailable  # the task retries with backoff; the rows it handed back wait in the queue
     _continue_or_finish(channel, campaign)
-    return handed
+    return run.handed
 
 
-def _open_sender(stack: contextlib.ExitStack, channel: CampaignChannel, campaign: Campaign) -> ChannelSender | None:
+class _Unconfigured(SenderBase):
+    """No provider for the channel: each claimed message fails, saying so."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def prepare(self, message: OutgoingMessage) -> None:
+        raise Refused(self._reason)
+
+
+def _open_account(stack: contextlib.ExitStack, channel: CampaignChannel, campaign: Campaign) -> SendAccount:
     try:
-        return stack.enter_context(sender_for(channel.channel_type, campaign.user_id))
-    except UnsupportedChannel:
-        return None
+        account = account_for(channel.channel_type, campaign.user_id)
+    except UnsupportedChannel as exc:
+        reason = f"No provider is configured for {channel.channel_type} messages: {exc}"
+        return SendAccount(key=f"unconfigured:{channel.id}", sender=_Unconfigured(reason), in_flight=1,
+                           messages_per_second=None)
+    stack.enter_context(account.sender)
+    return account
 
 
-def _send_claimed(sender: ChannelSender | None, channel: CampaignChannel, campaign: Campaign,
-                  claimed: list[ClaimedDelivery]) -> int:
-    contacts = ledger.contacts_by_id([row.contact_id for row in claimed if row.contact_id])
-    outcomes: list[Outcome] = []
-    for index, row in enumerate(claimed):
+class _Run:
+    """One sender task's work on one channel: slots kept full, outcomes recorded as they arrive.
+
+    A deliberate multi-transaction loop: each claim is committed before its messages go out, and
+    each group of outcomes is committed as it is recorded (with the next claim, when there is one).
+    """
+
+    def __init__(self, channel: CampaignChannel, campaign: Campaign) -> None:
+        self.channel, self.campaign = channel, campaign
+        self.handed = 0
+        self.unavailable: ProviderUnavailable | None = None
+        self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
+        self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
+        self._opted_out: list[uuid.UUID] = []
+        self._oldest_outcome = 0.0
+        self._next_claim = 0.0
+        self._stopping = False
+
+    def go(self, account: SendAccount, executor: ThreadPoolExecutor) -> None:
+        self._account, self._executor = account, executor
+        self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel.id}",
+                                        self.channel.config.get("messagesPerSecond"))
+        slots = account.in_flight
+        # Claim when a quarter of the slots are free: fewer, larger claims, slots still mostly full.
+        refill = max(1, slots // 4)
+        deadline = time.monotonic() + TIME_BUDGET
+        while True:
+            # Outcomes not yet recorded still hold their rows `sending`, but the claim records them
+            # in its own transaction, so the rows a crash could leave `sending` never exceed `slots`.
+            free = slots - len(self._in_flight)
+            now = time.monotonic()
+            if now >= deadline:
+                self._stopping = True
+            if not self._stopping and free >= refill and now >= self._next_claim:
+                self._claim_and_hand_over(free)
+            elif self._outcomes and (now - self._oldest_outcome >= RECORD_EVERY or not self._in_flight):
+                self._record()
+            if self._stopping and not self._in_flight:
+                break
+            self._collect(self._wait_time(free >= refill))
+        self._record()
+
+    def _wait_time(self, may_claim: bool) -> float:
+        if not may_claim or self._stopping:
+            return RECORD_EVERY
+        return max(0.0, min(RECORD_EVERY, self._next_claim - time.monotonic()))
+
+    def _claim_and_hand_over(self, free: int) -> None:
+        granted, wait_seconds = send_rate.take(self._limits, free)
+        if not granted:
+            self._next_claim = time.monotonic() + min(wait_seconds, 1.0)
+            if self._outcomes:
+                self._record()
+            return
+        self._record(commit=False)  # the outcomes so far ride in the claim's transaction
+        claimed = ledger.claim(self.channel.id, granted, lease())
+        db.session.commit()
+        if not claimed:
+            # Nothing queued, or the campaign is no longer running. A message still in flight may
+            # yet come back to the queue (rate limited): look again once nothing is.
+            self._stopping = not self._in_flight
+            self._next_claim = time.monotonic() + RECORD_EVERY
+            return
+        people = ledger.contacts_by_id([row.contact_id for row in claimed if row.contact_id])
+        for index, row in enumerate(claimed):
+            try:
+                prepared = self._prepare(row, people.get(row.contact_id))
+            except ProviderUnavailable as exc:
+                # Nothing of this row or the ones after it went out: all go back to the queue.
+                self._stop_unavailable(exc)
+                self._settle(*(Outcome(r.id, "queued", error=str(exc)) for r in claimed[index:]))
+                return
+            except Refused as exc:
+                self._settle(Outcome(row.id, "failed", error=str(exc)))
+                continue
+            self._in_flight[self._executor.submit(self._account.sender.transmit, prepared)] = row
+
+    def _prepare(self, row: ClaimedDelivery, contact: Contact | None) -> object:
+        if contact is None:
+            raise Refused("The contact was deleted before the message was sent.")
+        campaign, channel = self.campaign, self.channel
+        message = OutgoingMessage(
+            delivery_id=row.id, campaign_id=campaign.id, channel_id=channel.id, contact_id=contact.id,
+            user_id=campaign.user_id, address=row.address, contact=contact_context(contact), config=channel.config,
+        )
+        return self._account.sender.prepare(message)
+
+    def _collect(self, timeout: float) -> None:
+        if not self._in_flight:
+            if timeout > 0:
+                time.sleep(timeout)
+            return
+        done, _ = wait(self._in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._settle(self._outcome(self._in_flight.pop(future), future))
+
+    def _outcome(self, row: ClaimedDelivery, future: Future[SendOutcome]) -> Outcome:
         try:
-            outcome = _send_one(sender, channel, campaign, row, contacts.get(row.contact_id))
+            result = future.result()
         except ProviderUnavailable as exc:
-            # Nothing of this row or the ones after it reached the provider: all go back to the queue.
-            outcomes += [Outcome(r.id, "queued", error=str(exc)) for r in claimed[index:]]
-            _record(channel, outcomes)
-            raise
-        outcomes.append(outcome)
-        if outcome.retry_after is not None:
-            # The provider asked to slow down: the rest of the batch goes back to the queue untried,
-            # and this sender waits as asked (bounded) before taking more.
-            outcomes += [Outcome(r.id, "queued") for r in claimed[index + 1:]]
-            _record(channel, outcomes)
-            time.sleep(min(outcome.retry_after, MAX_PROVIDER_WAIT))
-            return sum(o.status in ("sent", "delivered") for o in outcomes)
-    _record(channel, outcomes)
-    return sum(outcome.status in ("sent", "delivered") for outcome in outcomes)
+            self._stop_unavailable(exc)
+            return Outcome(row.id, "queued", error=str(exc))
+        except Exception as exc:  # the provider may have taken it: never retry, report it
+            log.error("send outcome unknown: %s: %s", type(exc).__name__, exc, extra={"delivery_id": str(row.id)})
+            return Outcome(row.id, "unknown", error=f"{type(exc).__name__}: {exc}")
+        if result.opted_out and row.contact_id:
+            self._opted_out.append(row.contact_id)
+        if result.accepted:
+            self.handed += 1
+            return Outcome(row.id, "delivered" if result.delivered else "sent", result.provider_message_id)
+        if result.retry_after is not None:
+            # The provider asked to slow down: this row goes back to the queue untried, and every
+            # sender of the account waits as asked (bounded) before claiming more.
+            send_rate.hold(self._limits, min(result.retry_after, MAX_PROVIDER_WAIT))
+            return Outcome(row.id, "queued", error=result.error)
+        return Outcome(row.id, "failed", error=result.error or "Refused by the provider.")
 
+    def _stop_unavailable(self, exc: ProviderUnavailable) -> None:
+        if self.unavailable is None:
+            log.warning("provider unavailable: %s", exc, extra={"channel_id": str(self.channel.id)})
+            self.unavailable = exc
+        self._stopping = True
 
-def _send_one(sender: ChannelSender | None, channel: CampaignChannel, campaign: Campaign,
-              row: ClaimedDelivery, contact: Contact | None) -> Outcome:
-    if sender is None:
-        return Outcome(row.id, "failed", error=f"No provider is configured for {channel.channel_type} messages.")
-    if contact is None:
-        return Outcome(row.id, "failed", error="The contact was deleted before the message was sent.")
-    message = OutgoingMessage(
-        delivery_id=row.id, campaign_id=campaign.id, channel_id=channel.id, contact_id=contact.id,
-        user_id=campaign.user_id, address=row.address, contact=contact_context(contact), config=channel.config,
-    )
-    try:
-        result = sender.send(message)
-        if result.opted_out:
-            contacts.record_opt_out(contact.id, [channel.channel_type], source="provider")
-        return _as_outcome(row.id, result)
-    except ProviderUnavailable:
-        raise
-    except Exception as exc:  # the provider may have taken it: never retry, report it
-        log.exception("send outcome unknown", extra={"delivery_id": str(row.id)})
-        return Outcome(row.id, "unknown", error=f"{type(exc).__name__}: {exc}")
+    def _settle(self, *outcomes: Outcome) -> None:
+        if not self._outcomes:
+            self._oldest_outcome = time.monotonic()
+        self._outcomes.extend(outcomes)
 
-
-def _as_outcome(delivery_id: uuid.UUID, result: SendOutcome) -> Outcome:
-    if result.accepted:
-        return Outcome(delivery_id, "delivered" if result.delivered else "sent", result.provider_message_id)
-    if result.retry_after is not None:
-        return Outcome(delivery_id, "queued", error=result.error, retry_after=result.retry_after)
-    return Outcome(delivery_id, "failed", error=result.error or "Refused by the provider.")
-
-
-def _record(channel: CampaignChannel, outcomes: list[Outcome]) -> None:
-    ledger.record(channel.id, channel.channel_type, outcomes)
-    db.session.commit()
+    def _record(self, commit: bool = True) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        opted_out, self._opted_out = self._opted_out, []
+        ledger.record(self.channel.id, self.channel.channel_type, outcomes)
+        for contact_id in opted_out:
+            contacts.record_opt_out(contact_id, [self.channel.channel_type], source="provider")
+        if commit:
+            db.session.commit()
 
 
 def _continue_or_finish(channel: CampaignChannel, campaign: Campaign) -> None:

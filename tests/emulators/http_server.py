@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class RecordedRequest:
     json: Any  # parsed JSON body, or None when the body was not JSON
     form: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    at: float = 0.0  # time.monotonic() when it arrived
+
 
     def header(self, name: str) -> str | None:
         """Case-insensitive header lookup (HTTP header names are case-insensitive)."""
@@ -66,6 +69,10 @@ class EmulatorServer:
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self.server_errors: list[str] = []
+        # Seconds every answer takes, as a real provider's does (100–300 ms); 0 answers at once.
+        self.latency = 0.0
+        self._active = 0
+        self.peak_concurrency = 0  # the most requests it was answering at once
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -134,6 +141,10 @@ class EmulatorServer:
         with self.lock:
             self._faults.append(_Fault(n, 429, retry_after))
 
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+
     def _take_fault(self) -> _Fault | None:
         with self.lock:
             while self._faults and self._faults[0].remaining <= 0:
@@ -159,9 +170,19 @@ class EmulatorServer:
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
         self._record(request)
-        return self._respond(request)(environ, start_response)
+        with self.lock:
+            self._active += 1
+            self.peak_concurrency = max(self.peak_concurrency, self._active)
+        try:
+            response = self._respond(request)
+        finally:
+            with self.lock:
+                self._active -= 1
+        return response(environ, start_response)
 
     def _respond(self, request: Request) -> Response:
+        if self.latency:
+            time.sleep(self.latency)
         fault = self._take_fault()
         if fault is not None:
             if fault.retry_after is not None:
@@ -186,6 +207,7 @@ class EmulatorServer:
             json=request.get_json(silent=True, force=True) if body else None,
             form=request.form.to_dict(),
             body=body,
+            at=time.monotonic(),
         )
         with self.lock:
             self._requests.append(recorded)

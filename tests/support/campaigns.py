@@ -33,6 +33,18 @@ def add_contacts(user: User, count: int, prefix: str = "c", **consent: str) -> l
     return contacts
 
 
+def campaign_on(user: User, channel_type: str, config: dict[str, Any], name: str = "Flash sale",
+                audience: dict[str, Any] | None = None) -> tuple[Campaign, CampaignChannel]:
+    """A draft campaign with one channel of `channel_type` and one audience (everyone by default)."""
+    campaign = Campaign(user_id=user.id, name=name, config={})
+    db.session.add(campaign)
+    db.session.flush()
+    channel = CampaignChannel(campaign_id=campaign.id, channel_type=channel_type, config=config)
+    db.session.add_all([channel, Audience(campaign_id=campaign.id, name="everyone", definition=audience or EVERYONE)])
+    db.session.commit()
+    return campaign, channel
+
+
 def email_campaign(user: User, config: dict[str, Any] | None = None,
                    definitions: list[dict[str, Any]] | None = None) -> tuple[Campaign, CampaignChannel]:
     campaign = Campaign(user_id=user.id, name="Winter sale", config={})

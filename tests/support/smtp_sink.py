@@ -1,6 +1,7 @@
 """A real SMTP server (aiosmtpd) on localhost that keeps what it receives, for tests and benchmarks."""
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -38,8 +39,20 @@ class _Collector:
     def __init__(self) -> None:
         self.messages: list[ReceivedMail] = []
         self.lock = threading.Lock()
+        self.data_latency = 0.0
+        self.active = 0
+        self.peak_concurrency = 0  # the most messages it was taking at once
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        self.active += 1  # one event loop: no lock needed between handlers
+        self.peak_concurrency = max(self.peak_concurrency, self.active)
+        try:
+            if self.data_latency:
+                # A relay's reply to DATA takes 100–300 ms (it writes the message to disk, scans
+                # it); other sessions go on meanwhile, as they do at a real relay.
+                await asyncio.sleep(self.data_latency)
+        finally:
+            self.active -= 1
         raw = envelope.original_content or envelope.content
         with self.lock:
             self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), raw, session.peer))
@@ -47,8 +60,9 @@ class _Collector:
 
 
 class SmtpSink:
-    def __init__(self, host: str = "127.0.0.1", port: int = 2525) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2525, data_latency: float = 0.0) -> None:
         self._collector = _Collector()
+        self._collector.data_latency = data_latency
         self._controller = Controller(self._collector, hostname=host, port=port)
         self.host, self.port = host, port
 
@@ -60,13 +74,27 @@ class SmtpSink:
         self._controller.stop()
 
     @property
+    def data_latency(self) -> float:
+        return self._collector.data_latency
+
+    @data_latency.setter
+    def data_latency(self, seconds: float) -> None:
+        self._collector.data_latency = seconds
+
+    @property
     def messages(self) -> list[ReceivedMail]:
         with self._collector.lock:
             return list(self._collector.messages)
 
+    @property
+    def peak_concurrency(self) -> int:
+        return self._collector.peak_concurrency
+
     def clear(self) -> None:
         with self._collector.lock:
             self._collector.messages.clear()
+        self._collector.peak_concurrency = 0
+        self._collector.data_latency = 0.0
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[ReceivedMail]:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,248 @@
+"""Sending against providers that take 100 ms to answer, as real ones do (Twilio, the WhatsApp Cloud
+API, a push service, an SMTP relay's reply to DATA).
+
+For each channel: a 2,000-recipient campaign from launch to completion, sent by a real worker (2
+processes, so two senders with `maxInFlight` 16 each, or 4 SMTP connections each), beside a plain
+client with the same concurrency (32 HTTP connections, 8 SMTP connections) sending the same 2,000
+requests to the same server in the same run, in a process of its own. Aim: ratio >= 0.8.
+
+Then scale-out: one SMS campaign with one worker process and with two (500 ms answers, 8 in
+flight per sender, so neither the CPU nor a rate limit binds). Aim: speed-up >= 1.7.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import smtplib
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database  # noqa: E402
+
+RECIPIENTS = 2000
+LATENCY = 0.1
+HTTP_IN_FLIGHT, SMTP_CONNECTIONS, WORKER_PROCESSES = 16, 4, 2
+TWILIO = {"accountSid": "AC" + "be" * 16, "authToken": "bench-twilio-token", "fromNumber": "+15005550006"}
+WHATSAPP_TOKEN = "EAAG-bench-token"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "sms": {"body": "Hi {{ contact.firstName }}, our sale ends tonight. Reply STOP to opt out."},
+    "whatsapp": {"templateName": "hello_world", "language": "en_US"},
+    "push": {"title": "Hi {{ contact.firstName }}", "body": "Our sale ends tonight"},
+}
+SKIPPED_HEADERS = {"host", "content-length", "connection", "accept-encoding"}
+
+
+# --- The plain client (runs in a process of its own, like the worker) --------------------------
+
+def plain_http(requests_to_send: list[tuple[str, dict[str, str], bytes]], concurrency: int) -> float:
+    """`concurrency` threads, each with its own keep-alive session, posting the given requests."""
+    pending = list(reversed(requests_to_send))
+    lock = threading.Lock()
+    failures: list[int] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    url, headers, body = pending.pop()
+                status = session.post(url, headers=headers, data=body, timeout=(5, 30)).status_code
+                if status >= 300:
+                    failures.append(status)
+
+    started = time.perf_counter()
+    _run_threads(client, concurrency)
+    assert not failures, f"{len(failures)} requests failed, e.g. HTTP {failures[0]}"
+    return len(requests_to_send) / (time.perf_counter() - started)
+
+
+def plain_smtp(port: int, messages: list[tuple[str, list[str], bytes]], connections: int) -> float:
+    pending = list(reversed(messages))
+    lock = threading.Lock()
+
+    def client() -> None:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    mail_from, recipients, raw = pending.pop()
+                smtp.sendmail(mail_from, recipients, raw)
+
+    started = time.perf_counter()
+    _run_threads(client, connections)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def _run_threads(target, count: int) -> None:
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def in_own_process(function, *args) -> float:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+# --- Campaigns ---------------------------------------------------------------------------------
+
+def merchant_with_recipients(channel_type: str, count: int, push=None, account: dict[str, Any] | None = None):
+    """A verified merchant with a provider account for the channel and `count` reachable contacts."""
+    from app.extensions import db
+    from app.models import Contact, PushSubscription
+    from tests.emulators.push_service import vapid_keys
+    from tests.emulators.whatsapp import DEFAULT_PHONE_NUMBER_ID
+    from tests.support.campaigns import verified_merchant
+    from tests.support.providers import add_provider_account
+
+    user = verified_merchant()
+    limits = {"maxInFlight": HTTP_IN_FLIGHT, **(account or {})}
+    people = [Contact(user_id=user.id, email=f"c{i}@example.com", phone=f"+1415{i:07d}", first_name=f"N{i}",
+                      attributes={}, external_ids={}, consent={channel_type: "subscribed"}, consent_sources={})
+              for i in range(count)]
+    db.session.add_all(people)
+    db.session.flush()
+    if channel_type == "sms":
+        add_provider_account(user, "sms", {**TWILIO, **limits})
+    elif channel_type == "whatsapp":
+        add_provider_account(user, "whatsapp", {"phoneNumberId": DEFAULT_PHONE_NUMBER_ID,
+                                                "accessToken": WHATSAPP_TOKEN, **limits})
+    elif channel_type == "push":
+        private_key, public_key = vapid_keys()
+        add_provider_account(user, "push", {"vapidPrivateKey": private_key, "vapidPublicKey": public_key,
+                                            "subject": "mailto:ops@shop.test", **limits})
+        for person in people:
+            browser = push.new_subscription(application_server_key=public_key)
+            db.session.add(PushSubscription(contact_id=person.id, endpoint=browser["endpoint"], **browser["keys"]))
+    db.session.commit()
+    return user
+
+
+def campaign_rate(app, channel_type: str, user_id, count: int, processes: int, env: dict[str, str],
+                  worker_count: int = 1) -> float:
+    """Messages/s of one campaign from launch to completion, sent by `worker_count` workers."""
+    from app.extensions import db
+    from app.models import Campaign, User
+    from app.services import campaign_lifecycle
+    from tests.support.campaigns import EMAIL_CONFIG, campaign_on
+
+    with app.app_context():
+        config = EMAIL_CONFIG if channel_type == "email" else CONFIGS[channel_type]
+        campaign, _ = campaign_on(db.session.get(User, user_id), channel_type, config)
+        campaign_id = campaign.id
+    celery = app.extensions["celery"]
+    with ExitStack() as stack:
+        for index in range(worker_count):
+            stack.enter_context(celery_worker(celery, "campaigns,sends,default", concurrency=processes,
+                                              env=env, name=f"bench{index}", purge=index == 0))
+        with app.app_context():
+            started = time.perf_counter()
+            campaign_lifecycle.launch_now(user_id, campaign_id)
+            while db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id)) != "completed":
+                db.session.rollback()
+                time.sleep(0.05)
+            return count / (time.perf_counter() - started)
+
+
+def replayable(emulator, path_suffix: str) -> list[tuple[str, dict[str, str], bytes]]:
+    return [(emulator.base_url + r.path, {k: v for k, v in r.headers.items() if k.lower() not in SKIPPED_HEADERS},
+             r.body) for r in emulator.requests_to(path_suffix, "POST")]
+
+
+def http_channel(app, channel_type: str, emulator, path_suffix: str) -> tuple[float, float]:
+    with app.app_context():
+        user_id = merchant_with_recipients(channel_type, RECIPIENTS, push=emulator).id
+    env = {"TWILIO_API_BASE_URL": emulator.base_url, "WHATSAPP_API_BASE_URL": emulator.base_url}
+    rate = campaign_rate(app, channel_type, user_id, RECIPIENTS, WORKER_PROCESSES, env)
+    sent = replayable(emulator, path_suffix)
+    assert len(sent) == RECIPIENTS, f"{channel_type}: {len(sent)} requests for {RECIPIENTS} recipients"
+    ceiling = in_own_process(plain_http, sent, HTTP_IN_FLIGHT * WORKER_PROCESSES)
+    assert emulator.server_errors == []
+    return rate, ceiling
+
+
+def email_channel(app) -> tuple[float, float]:
+    from tests.support.campaigns import add_contacts, verified_merchant
+    from tests.support.smtp_sink import SmtpSink
+
+    port = free_port()
+    sink = SmtpSink(port=port, data_latency=LATENCY).start()
+    try:
+        with app.app_context():
+            user = verified_merchant()
+            add_contacts(user, RECIPIENTS)
+            user_id = user.id
+        env = {"SMTP_URL": f"smtp://127.0.0.1:{port}", "SMTP_MAX_CONNECTIONS": str(SMTP_CONNECTIONS)}
+        rate = campaign_rate(app, "email", user_id, RECIPIENTS, WORKER_PROCESSES, env)
+        received = sink.messages
+        assert len(received) == RECIPIENTS and len({m.recipients for m in received}) == RECIPIENTS
+        messages = [(m.mail_from, list(m.recipients), m.raw) for m in received]
+        ceiling = in_own_process(plain_smtp, port, messages, SMTP_CONNECTIONS * WORKER_PROCESSES)
+    finally:
+        sink.stop()
+    return rate, ceiling
+
+
+def scale_out(app) -> tuple[float, float]:
+    """The same SMS campaign with one worker process, then with two."""
+    from tests.emulators.twilio import TwilioEmulator
+
+    recipients, in_flight = 600, 8
+    with TwilioEmulator(accounts={TWILIO["accountSid"]: TWILIO["authToken"]}) as twilio:
+        twilio.latency = 0.5
+        env = {"TWILIO_API_BASE_URL": twilio.base_url}
+        rates = []
+        for workers in (1, 2):
+            with app.app_context():
+                user_id = merchant_with_recipients("sms", recipients, account={"maxInFlight": in_flight}).id
+            rates.append(campaign_rate(app, "sms", user_id, recipients, 1, env, worker_count=workers))
+        assert len(twilio.requests_to("/Messages.json", "POST")) == 2 * recipients
+    return rates[0], rates[1]
+
+
+def main() -> None:
+    from tests.emulators.push_service import PushServiceEmulator
+    from tests.emulators.twilio import TwilioEmulator
+    from tests.emulators.whatsapp import WhatsAppEmulator
+
+    prepare_database()
+    app = bench_app()
+    print(f"{RECIPIENTS} recipients, every answer after {LATENCY * 1000:.0f} ms; campaign launch → completion "
+          f"beside a plain client with the same concurrency")
+    emulators = {
+        "sms": (TwilioEmulator(accounts={TWILIO["accountSid"]: TWILIO["authToken"]}), "/Messages.json"),
+        "whatsapp": (WhatsAppEmulator(tokens={WHATSAPP_TOKEN}), "/messages"),
+        "push": (PushServiceEmulator(), ""),
+    }
+    for channel_type, (emulator, suffix) in emulators.items():
+        with emulator:
+            emulator.latency = LATENCY
+            rate, ceiling = http_channel(app, channel_type, emulator, suffix)
+        _report(channel_type, rate, ceiling, f"{HTTP_IN_FLIGHT * WORKER_PROCESSES} HTTP connections")
+    rate, ceiling = email_channel(app)
+    _report("email", rate, ceiling, f"{SMTP_CONNECTIONS * WORKER_PROCESSES} SMTP connections")
+    one, two = scale_out(app)
+    print(f"scale-out (SMS, 500 ms answers, 8 in flight per sender): one worker process {one:6.1f} msg/s   "
+          f"two {two:6.1f} msg/s   speed-up {two / one:.2f}x (aim >= 1.7)")
+
+
+def _report(channel_type: str, rate: float, ceiling: float, plain: str) -> None:
+    print(f"{channel_type:>9}: campaign {rate:7.1f} msg/s   plain client ({plain}) {ceiling:7.1f} msg/s   "
+          f"ratio {rate / ceiling:.2f} (aim >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
