@@ -11,6 +11,7 @@ flight per sender, so neither the CPU nor a rate limit binds). Aim: speed-up >= 
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import smtplib
 import sys
@@ -182,8 +183,11 @@ def email_channel(app) -> tuple[float, float]:
     sink = SmtpSink(port=port, data_latency=LATENCY).start()
     try:
         with app.app_context():
+            from app.extensions import db
+
             user = verified_merchant()
             add_contacts(user, RECIPIENTS)
+            db.session.commit()
             user_id = user.id
         env = {"SMTP_URL": f"smtp://127.0.0.1:{port}", "SMTP_MAX_CONNECTIONS": str(SMTP_CONNECTIONS)}
         rate = campaign_rate(app, "email", user_id, RECIPIENTS, WORKER_PROCESSES, env)
@@ -214,6 +218,7 @@ def scale_out(app) -> tuple[float, float]:
 
 
 def main() -> None:
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command lines
     from tests.emulators.push_service import PushServiceEmulator
     from tests.emulators.twilio import TwilioEmulator
     from tests.emulators.whatsapp import WhatsAppEmulator

@@ -4,6 +4,8 @@ The send engine (app/services/sending.py) owns the ledger, counters, rate limits
 crash safety; a provider turns one ledger row into one provider request and says what happened,
 in two steps:
 
+- `preload(contact_ids)`, on the engine's own thread, once per claim: read what preparing those
+  contacts' messages needs in one query rather than one per message (optional).
 - `prepare(message)`, on the engine's own thread: render the templates and build the request (or
   raise `Refused`: this message cannot be sent to this contact). Reading the database through a
   service (tracked links) is allowed here; writing the ledger is not.
@@ -83,6 +85,8 @@ class ChannelSender(Protocol):
 
     def __exit__(self, *exc_info: object) -> None: ...
 
+    def preload(self, contact_ids: list[uuid.UUID]) -> None: ...
+
     def prepare(self, message: OutgoingMessage) -> Any: ...
 
     def transmit(self, prepared: Any) -> SendOutcome: ...
@@ -95,6 +99,10 @@ class SenderBase:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def preload(self, contact_ids: list[uuid.UUID]) -> None:
+        """Read, in one query, what `prepare` will need for these contacts (claimed together)."""
         return None
 
     def prepare(self, message: OutgoingMessage) -> Any:

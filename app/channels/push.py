@@ -210,14 +210,21 @@ class PushSender(HttpSender):
         self._host_refusals: dict[str, str | None] = {}
         # Sending threads have no app context: gone subscriptions are deleted through this engine.
         self._engine = db.engine
+        self._preloaded: dict[uuid.UUID, list[_Subscription]] = {}
 
     def _new_session(self) -> requests.Session:
         return _NoRedirects()
 
+    def preload(self, contact_ids: list[uuid.UUID]) -> None:
+        self._preloaded = _subscriptions_of(contact_ids)
+
     def prepare(self, message: OutgoingMessage) -> _Push:
         if self._account_error:
             raise Refused(self._account_error)
-        subscriptions = _subscriptions_of(message.contact_id)
+        # Read when the message is claimed, not once per run: a subscription removed meanwhile is not tried.
+        if message.contact_id not in self._preloaded:
+            self.preload([message.contact_id])
+        subscriptions = self._preloaded.pop(message.contact_id)
         if not subscriptions:
             raise Refused(NO_LIVE_SUBSCRIPTIONS)
         return _Push(message.delivery_id, subscriptions, self._payload(message))
@@ -355,14 +362,18 @@ def _private_address_refusal(host: str, port: int) -> str | None:
     return f"push endpoint host {host} is not a public address"
 
 
-def _subscriptions_of(contact_id: uuid.UUID) -> list[_Subscription]:
-    """Read for each message, not once per batch: a subscription removed meanwhile is not tried."""
+def _subscriptions_of(contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[_Subscription]]:
+    """Each contact's subscriptions, oldest first (every contact asked for has an entry)."""
+    found: dict[uuid.UUID, list[_Subscription]] = {contact_id: [] for contact_id in contact_ids}
     rows = db.session.execute(
-        sa.select(PushSubscription.id, PushSubscription.endpoint, PushSubscription.p256dh, PushSubscription.auth)
-        .where(PushSubscription.contact_id == contact_id)
+        sa.select(PushSubscription.contact_id, PushSubscription.id, PushSubscription.endpoint, PushSubscription.p256dh,
+                  PushSubscription.auth)
+        .where(PushSubscription.contact_id.in_(contact_ids))
         .order_by(PushSubscription.created_at, PushSubscription.id)
     ).all()
-    return [_Subscription(*row) for row in rows]
+    for contact_id, *subscription in rows:
+        found[contact_id].append(_Subscription(*subscription))
+    return found
 
 
 def _remove_subscription(engine: sa.Engine, subscription_id: uuid.UUID) -> None:

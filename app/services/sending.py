@@ -128,8 +128,8 @@ class _Run:
         self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel.id}",
                                         self.channel.config.get("messagesPerSecond"))
         slots = account.in_flight
-        # Claim when a quarter of the slots are free: fewer, larger claims, slots still mostly full.
-        refill = max(1, slots // 4)
+        # Claim when an eighth of the slots are free: slots stay nearly full, claims stay few.
+        refill = max(1, slots // 8)
         deadline = time.monotonic() + TIME_BUDGET
         while True:
             # Outcomes not yet recorded still hold their rows `sending`, but the claim records them
@@ -168,7 +168,9 @@ class _Run:
             self._stopping = not self._in_flight
             self._next_claim = time.monotonic() + RECORD_EVERY
             return
-        people = ledger.contacts_by_id([row.contact_id for row in claimed if row.contact_id])
+        contact_ids = [row.contact_id for row in claimed if row.contact_id]
+        people = ledger.contacts_by_id(contact_ids)
+        self._account.sender.preload(contact_ids)
         for index, row in enumerate(claimed):
             try:
                 prepared = self._prepare(row, people.get(row.contact_id))

@@ -1,5 +1,8 @@
 """A tiny real HTTP server for provider emulators: a WSGI app on 127.0.0.1 in a background thread.
 
+It is cheroot (CherryPy's HTTP/1.1 server): connections are kept alive between requests, as the
+real providers' are, so a client's connection reuse is exercised and costs what it costs there.
+
 Emulators subclass `EmulatorServer` and implement `handle()`. The base records every request
 (for assertions), injects scripted faults (`fail_next`, `rate_limit_next`) before `handle()` runs,
 and turns an exception in `handle()` into a 500 that the test can still see in `server_errors`.
@@ -16,10 +19,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot import wsgi
 from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
+
+
+SERVER_THREADS = 96
 
 
 @dataclass(frozen=True)
@@ -49,22 +55,16 @@ class _Fault:
     retry_after: float | None = None
 
 
-class _QuietHandler(WSGIRequestHandler):
-    # Per-request access lines would drown the test output; errors still reach logging.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
 
 
 class EmulatorServer:
-    """Base class: start/stop a threaded werkzeug server and keep a log of what it was asked."""
+    """Base class: start/stop a threaded HTTP server and keep a log of what it was asked."""
 
     def __init__(self) -> None:
         # One re-entrant lock guards the request log, the fault queue and every subclass's state,
-        # because werkzeug's threaded server runs each request on its own thread.
+        # because the server answers requests on many threads at once.
         self.lock = threading.RLock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
@@ -73,26 +73,27 @@ class EmulatorServer:
         self.latency = 0.0
         self._active = 0
         self.peak_concurrency = 0  # the most requests it was answering at once
-        self._server: BaseWSGIServer | None = None
+        self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Self:
         if self._server is not None:
             return self
-        # Port 0: the OS picks a free port, so parallel test runs never collide.
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        # A short poll interval keeps stop() (which waits for the loop to notice) fast in test teardown.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=type(self).__name__, daemon=True)
+        # Port 0: the OS picks a free port, so parallel test runs never collide. Enough threads for
+        # every message a test or benchmark keeps in flight at once.
+        self._server = wsgi.Server(("127.0.0.1", 0), self._wsgi, numthreads=SERVER_THREADS,
+                                   request_queue_size=SERVER_THREADS, shutdown_timeout=1)
+        self._server.expiration_interval = 0.05  # how often it looks at idle connections (and stop())
+        self._server.prepare()
+        self._thread = threading.Thread(target=self._server.serve, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server, self._thread = None, None
@@ -108,7 +109,7 @@ class EmulatorServer:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
-        return self._server.server_port
+        return self._server.bind_addr[1]
 
     @property
     def base_url(self) -> str:
