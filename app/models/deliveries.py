@@ -25,6 +25,8 @@ class Delivery(Base):
         sa.Index("ix_deliveries_campaign_status", "campaignId", "status"),
         sa.Index("ix_deliveries_provider_message", "providerMessageId",
                  postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
+        # What a claim reads: a channel's queued rows in claim order, without sorting them all.
+        sa.Index("ix_deliveries_queued", "channelId", "createdAt", "id", postgresql_where=sa.text("status = 'queued'")),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
@@ -48,6 +50,10 @@ class Delivery(Base):
     # A sending row whose lease passed belongs to a worker that died mid-send: the reaper marks it
     # `unknown`, since the provider may or may not have taken the message.
     lease_expires_at: orm.Mapped[datetime | None] = orm.mapped_column("leaseExpiresAt", sa.DateTime())
+    # A queued row the provider deferred (a relay's 4xx for this recipient) waits until then;
+    # `attempts` counts those deferrals, so a recipient is retried a bounded number of times.
+    not_before: orm.Mapped[datetime | None] = orm.mapped_column("notBefore", sa.DateTime())
+    attempts: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
     sent_at: orm.Mapped[datetime | None] = orm.mapped_column("sentAt", sa.DateTime())
     delivered_at: orm.Mapped[datetime | None] = orm.mapped_column("deliveredAt", sa.DateTime())
     opened_at: orm.Mapped[datetime | None] = orm.mapped_column("openedAt", sa.DateTime())

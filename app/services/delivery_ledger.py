@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from app.extensions import db
+from app.extensions import autocommit_engine, db
 from app.models import (
     Audience,
     Campaign,
@@ -79,26 +79,24 @@ def skip_queued(campaign_id: uuid.UUID, reason: str) -> int:
 
 
 @dataclass(frozen=True)
+class ClaimedContact:
+    """What a message is built from: the fields templates see (app.services.rendering.contact_context)."""
+
+    id: uuid.UUID
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    attributes: dict[str, Any]
+    external_ids: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ClaimedDelivery:
     id: uuid.UUID
-    contact_id: uuid.UUID
+    contact_id: uuid.UUID | None
     address: str
-
-
-def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
-    """Take up to `limit` queued rows for sending while their campaign is running (none when it is
-    paused); the caller commits before calling the provider."""
-    running = sa.select(Campaign.id).where(Campaign.id == Delivery.campaign_id, Campaign.status == "running").exists()
-    queued = (
-        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued", running)
-        .order_by(Delivery.created_at, Delivery.id).limit(limit).with_for_update(skip_locked=True)
-    )
-    rows = db.session.execute(
-        sa.update(Delivery).where(Delivery.id.in_(queued.scalar_subquery()))
-        .values(status="sending", lease_expires_at=sa.func.now() + lease, updated_at=sa.func.now())
-        .returning(Delivery.id, Delivery.contact_id, Delivery.address)
-    ).all()
-    return [ClaimedDelivery(*row) for row in rows]
+    contact: ClaimedContact | None  # None: the contact was deleted after launch
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,11 @@ class Outcome:
     retry_after: float | None = None  # the provider asked to wait this long (not stored)
 
 
-_RECORD = sa.text(
+# One statement, one round trip, on a connection without a transaction (each statement commits
+# itself): record outcomes (moving the counters with them, and taking any receipts that arrived
+# before their message ids), then claim more rows with their contacts. Rows handed back to the
+# queue here are not claimed by the same statement: it sees them as they were.
+_SETTLE = sa.text(
     """
     WITH outcome AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
@@ -127,27 +129,81 @@ _RECORD = sa.text(
             "updatedAt" = now()
         FROM outcome AS o
         WHERE d.id = o.id AND d.status = 'sending'
-        RETURNING d.status
+        RETURNING d.status, d."providerMessageId"
+    ),
+    counted AS (
+        UPDATE campaign_channels SET
+            "sentCount" = "sentCount" + (SELECT count(*) FROM moved WHERE status IN ('sent', 'delivered')),
+            "deliveredCount" = "deliveredCount" + (SELECT count(*) FROM moved WHERE status = 'delivered'),
+            "updatedAt" = now()
+        WHERE id = CAST(:channel_id AS uuid) AND EXISTS (SELECT 1 FROM moved)
+    ),
+    held AS (
+        DELETE FROM held_receipts AS h USING moved AS m
+        WHERE h."channelType" = :channel_type AND h."providerMessageId" = m."providerMessageId"
+          AND m.status = 'sent'
+        RETURNING h."providerMessageId", h.status, h.error, h."createdAt"
+    ),
+    due AS (
+        SELECT d.id FROM deliveries AS d
+        WHERE d."channelId" = CAST(:channel_id AS uuid) AND d.status = 'queued'
+          AND EXISTS (SELECT 1 FROM campaigns AS c WHERE c.id = d."campaignId" AND c.status = 'running')
+        ORDER BY d."createdAt", d.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    claimed AS (
+        UPDATE deliveries AS d SET status = 'sending', "leaseExpiresAt" = now() + make_interval(secs => :lease),
+                                   "updatedAt" = now()
+        FROM due WHERE d.id = due.id
+        RETURNING d.id, d."contactId", d.address
     )
-    UPDATE campaign_channels SET
-        "sentCount" = "sentCount" + (SELECT count(*) FROM moved WHERE status IN ('sent', 'delivered')),
-        "deliveredCount" = "deliveredCount" + (SELECT count(*) FROM moved WHERE status = 'delivered'),
-        "updatedAt" = now()
-    WHERE id = CAST(:channel_id AS uuid)
+    SELECT
+        (SELECT coalesce(json_agg(h ORDER BY h."createdAt"), '[]') FROM held AS h) AS held,
+        (SELECT coalesce(json_agg(x), '[]') FROM (
+            SELECT claimed.id, claimed."contactId", claimed.address, c.email, c.phone, c."firstName",
+                   c."lastName", c.attributes, c."externalIds"
+            FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId") AS x) AS claimed
     """
 )
 
 
+def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], claim_limit: int = 0,
+           lease: timedelta = timedelta(0)) -> list[ClaimedDelivery]:
+    """Record `outcomes` (only rows still `sending` move: a reaper that already called them
+    `unknown` wins) and claim up to `claim_limit` queued rows while the campaign runs (none when it
+    is paused), in one statement that commits itself: the claim is committed before the caller
+    hands anything to a provider. Receipts that beat their message ids are applied on the caller's
+    session, which the caller commits."""
+    rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
+             "error": (o.error or None) and o.error[:ERROR_MAX]} for o in outcomes]
+    held, claimed = db.session.execute(
+        _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
+                  "limit": claim_limit, "lease": lease.total_seconds()},
+        bind_arguments={"bind": autocommit_engine()},
+    ).one()
+    for receipt in held:
+        _apply_receipt(channel_type, receipt["providerMessageId"], receipt["status"], receipt["error"])
+    return [_claimed(row) for row in claimed]
+
+
+def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
+    contact_id = uuid.UUID(row["contactId"]) if row["contactId"] else None
+    contact = None if row["attributes"] is None else ClaimedContact(
+        contact_id, row["email"], row["phone"], row["firstName"], row["lastName"], row["attributes"],
+        row["externalIds"] or {})
+    return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact)
+
+
+def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
+    """Take up to `limit` queued rows for sending (committed at once), with their contacts."""
+    return settle(channel_id, "", [], limit, lease)
+
+
 def record(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome]) -> None:
-    """Settle claimed rows and move the channel's counters with them, in one statement. Only rows
-    still `sending` move (a reaper that already called them `unknown` wins). Receipts the provider
-    sent before this moment are applied right after."""
+    """Settle claimed rows and move the channel's counters with them (committed at once)."""
     if outcomes:
-        rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
-                 "error": (o.error or None) and o.error[:ERROR_MAX]} for o in outcomes]
-        db.session.execute(_RECORD, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id)})
-        apply_held_receipts(channel_type, [o.provider_message_id for o in outcomes
-                                           if o.provider_message_id and o.status == "sent"])
+        settle(channel_id, channel_type, outcomes)
 
 
 def reap_expired_leases() -> list[uuid.UUID]:
@@ -297,13 +353,6 @@ def _apply_receipt(channel_type: str, message_id: str, status: str, error: str |
         db.session.execute(_OPENED, params)
     if status == "failed":
         db.session.execute(_FAILED, {**params, "error": (error or "The provider reported a failure.")[:ERROR_MAX]})
-
-
-def apply_held_receipts(channel_type: str, message_ids: list[str]) -> None:
-    """Apply (and drop) receipts that arrived before these message ids were recorded."""
-    if message_ids:
-        _apply_held(sa.and_(HeldReceipt.channel_type == channel_type,
-                            HeldReceipt.provider_message_id.in_(message_ids)))
 
 
 def apply_matched_held_receipts() -> int:

@@ -35,7 +35,7 @@ from app.channels.base import (
 from app.channels.registry import SendAccount, account_for
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
-from app.models import Campaign, CampaignChannel, Contact
+from app.models import Campaign, CampaignChannel
 from app.services import contacts, send_rate
 from app.services import delivery_ledger as ledger
 from app.services.delivery_ledger import ClaimedDelivery, Outcome
@@ -49,6 +49,7 @@ SEND_BATCH = "sends.send_batch"
 TIME_BUDGET = 30.0
 MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an account's senders
 RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
+HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no rate limit applies
 # Queued rows that justify one more sender task on a channel (up to SEND_MAX_SENDERS_PER_CHANNEL).
 ROWS_PER_SENDER = 200
 
@@ -113,7 +114,10 @@ class _Run:
     """
 
     def __init__(self, channel: CampaignChannel, campaign: Campaign) -> None:
-        self.channel, self.campaign = channel, campaign
+        # Plain values, read once: the ORM objects expire at every commit, and reloading them for
+        # each message would cost a query apiece.
+        self.channel_id, self.channel_type, self.config = channel.id, channel.channel_type, dict(channel.config)
+        self.campaign_id, self.user_id = campaign.id, campaign.user_id
         self.handed = 0
         self.unavailable: ProviderUnavailable | None = None
         self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
@@ -121,12 +125,13 @@ class _Run:
         self._opted_out: list[uuid.UUID] = []
         self._oldest_outcome = 0.0
         self._next_claim = 0.0
+        self._hold_checked = 0.0
         self._stopping = False
 
     def go(self, account: SendAccount, executor: ThreadPoolExecutor) -> None:
         self._account, self._executor = account, executor
-        self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel.id}",
-                                        self.channel.config.get("messagesPerSecond"))
+        self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel_id}",
+                                        self.config.get("messagesPerSecond"))
         slots = account.in_flight
         # Claim when an eighth of the slots are free: slots stay nearly full, claims stay few.
         refill = max(1, slots // 8)
@@ -153,27 +158,23 @@ class _Run:
         return max(0.0, min(RECORD_EVERY, self._next_claim - time.monotonic()))
 
     def _claim_and_hand_over(self, free: int) -> None:
-        granted, wait_seconds = send_rate.take(self._limits, free)
+        granted, wait_seconds = self._take(free)
         if not granted:
             self._next_claim = time.monotonic() + min(wait_seconds, 1.0)
             if self._outcomes:
                 self._record()
             return
-        self._record(commit=False)  # the outcomes so far ride in the claim's transaction
-        claimed = ledger.claim(self.channel.id, granted, lease())
-        db.session.commit()
+        claimed = self._record(claim=granted)  # the outcomes so far ride in the claim's statement
         if not claimed:
             # Nothing queued, or the campaign is no longer running. A message still in flight may
             # yet come back to the queue (rate limited): look again once nothing is.
             self._stopping = not self._in_flight
             self._next_claim = time.monotonic() + RECORD_EVERY
             return
-        contact_ids = [row.contact_id for row in claimed if row.contact_id]
-        people = ledger.contacts_by_id(contact_ids)
-        self._account.sender.preload(contact_ids)
+        self._account.sender.preload([row.contact_id for row in claimed if row.contact is not None])
         for index, row in enumerate(claimed):
             try:
-                prepared = self._prepare(row, people.get(row.contact_id))
+                prepared = self._prepare(row)
             except ProviderUnavailable as exc:
                 # Nothing of this row or the ones after it went out: all go back to the queue.
                 self._stop_unavailable(exc)
@@ -184,13 +185,12 @@ class _Run:
                 continue
             self._in_flight[self._executor.submit(self._account.sender.transmit, prepared)] = row
 
-    def _prepare(self, row: ClaimedDelivery, contact: Contact | None) -> object:
-        if contact is None:
+    def _prepare(self, row: ClaimedDelivery) -> object:
+        if row.contact is None:
             raise Refused("The contact was deleted before the message was sent.")
-        campaign, channel = self.campaign, self.channel
         message = OutgoingMessage(
-            delivery_id=row.id, campaign_id=campaign.id, channel_id=channel.id, contact_id=contact.id,
-            user_id=campaign.user_id, address=row.address, contact=contact_context(contact), config=channel.config,
+            delivery_id=row.id, campaign_id=self.campaign_id, channel_id=self.channel_id, contact_id=row.contact.id,
+            user_id=self.user_id, address=row.address, contact=contact_context(row.contact), config=self.config,
         )
         return self._account.sender.prepare(message)
 
@@ -221,12 +221,13 @@ class _Run:
             # The provider asked to slow down: this row goes back to the queue untried, and every
             # sender of the account waits as asked (bounded) before claiming more.
             send_rate.hold(self._limits, min(result.retry_after, MAX_PROVIDER_WAIT))
+            self._hold_checked = 0.0  # this sender heeds it at once; the others within HOLD_CHECK_EVERY
             return Outcome(row.id, "queued", error=result.error)
         return Outcome(row.id, "failed", error=result.error or "Refused by the provider.")
 
     def _stop_unavailable(self, exc: ProviderUnavailable) -> None:
         if self.unavailable is None:
-            log.warning("provider unavailable: %s", exc, extra={"channel_id": str(self.channel.id)})
+            log.warning("provider unavailable: %s", exc, extra={"channel_id": str(self.channel_id)})
             self.unavailable = exc
         self._stopping = True
 
@@ -235,14 +236,26 @@ class _Run:
             self._oldest_outcome = time.monotonic()
         self._outcomes.extend(outcomes)
 
-    def _record(self, commit: bool = True) -> None:
+    def _take(self, wanted: int) -> tuple[int, float]:
+        """Rate tokens, when a bucket applies; otherwise only the account's hold matters, and it is
+        looked up now and then rather than before every claim."""
+        now = time.monotonic()
+        if self._limits.buckets() or now >= self._hold_checked + HOLD_CHECK_EVERY:
+            granted, wait_seconds = send_rate.take(self._limits, wanted)
+            self._hold_checked = now if granted else 0.0
+            return granted, wait_seconds
+        return wanted, 0.0
+
+    def _record(self, claim: int = 0) -> list[ClaimedDelivery]:
+        """Record the outcomes so far and claim `claim` more rows, in one self-committing statement."""
         outcomes, self._outcomes = self._outcomes, []
         opted_out, self._opted_out = self._opted_out, []
-        ledger.record(self.channel.id, self.channel.channel_type, outcomes)
+        claimed = ledger.settle(self.channel_id, self.channel_type, outcomes, claim, lease()) \
+            if outcomes or claim else []
         for contact_id in opted_out:
-            contacts.record_opt_out(contact_id, [self.channel.channel_type], source="provider")
-        if commit:
-            db.session.commit()
+            contacts.record_opt_out(contact_id, [self.channel_type], source="provider")
+        db.session.commit()
+        return claimed
 
 
 def _continue_or_finish(channel: CampaignChannel, campaign: Campaign) -> None:
