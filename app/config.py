@@ -112,6 +112,8 @@ class Settings:
     smtp_messages_per_second: float | None = None
     # How many sender tasks may work one campaign channel at once (they share its rate limits).
     send_max_senders: int = 8
+    # First wait before a recipient the provider deferred is tried again (then doubled each time).
+    send_retry_seconds: int = 60
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
     # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
     whatsapp_app_secret: str = ""
@@ -219,6 +221,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", 4, MAX_IN_FLIGHT),
         smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
+        send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},

@@ -193,11 +193,21 @@ def test_unusable_address_is_a_permanent_failure(channel, smtp_sink):
 # --- Against a scripted server: refusals and dropped connections ---------------------------------
 
 class ScriptedHandler:
-    """Answers by recipient: `refused@` 550, `busy@` 451, `vanish@` hangs up during DATA."""
+    """Answers by recipient: `refused@` 550, `busy@` 451, `vanish@` hangs up during DATA; `closing`
+    makes the next MAIL FROM answer 421 and close the session."""
 
     def __init__(self) -> None:
         self.received: list[tuple[object, list[str]]] = []
         self.hang_up_after_next = False
+        self.closing = 0
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.closing:
+            self.closing -= 1
+            asyncio.get_running_loop().call_later(0.01, server.transport.close)
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("refused@"):
@@ -250,12 +260,29 @@ def test_recipient_refused_is_not_accepted_and_the_session_goes_on(channel, scri
     assert [rcpts for _, rcpts in handler.received] == [["ok@example.com"]]
 
 
-def test_temporary_refusal_raises_transient(channel, scripted_smtp):
-    _, url = scripted_smtp
-    # A ProviderUnavailable: the send engine hands the row back to the queue, to send later.
-    with pytest.raises(ProviderUnavailable, match="451") as raised:
-        list(_send_to(channel, url, "busy@example.com"))
-    assert isinstance(raised.value, EmailTransientError)
+def test_temporary_refusal_defers_that_recipient_only(channel, scripted_smtp):
+    handler, url = scripted_smtp
+    busy, ok = list(_send_to(channel, url, "busy@example.com", "ok@example.com"))
+    # Not handed back as a whole-relay problem: this recipient waits, the session carries the next.
+    assert not busy.accepted and busy.deferred and "451" in busy.error and "Mailbox busy" in busy.error
+    assert ok.accepted
+    assert [rcpts for _, rcpts in handler.received] == [["ok@example.com"]]
+
+
+def test_a_421_reconnects_and_sends_the_message_on_the_fresh_session(channel, scripted_smtp):
+    handler, url = scripted_smtp
+    handler.closing = 1
+    (outcome,) = list(_send_to(channel, url, "one@example.com"))
+    assert outcome.accepted
+    assert [rcpts for _, rcpts in handler.received] == [["one@example.com"]]
+
+
+def test_a_server_that_keeps_closing_is_unavailable(channel, scripted_smtp):
+    handler, url = scripted_smtp
+    handler.closing = 2
+    with pytest.raises(EmailTransientError, match="421"):
+        list(_send_to(channel, url, "one@example.com"))
+    assert handler.received == []
 
 
 def test_dropped_idle_connection_is_reopened_once(channel, scripted_smtp):

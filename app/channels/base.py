@@ -51,7 +51,9 @@ class SendOutcome:
 
     accepted: the provider took it (counts as sent). delivered: the provider confirmed delivery in
     the same answer (an SMTP 250, a push service's 201). Not accepted: `error` says why; `retry_after`
-    set means a rate limit — the row goes back to the queue untouched, to be sent later.
+    set means a rate limit — the row goes back to the queue untouched and every sender of the
+    account waits; `deferred` means this recipient only was refused for now (an SMTP 4xx) — the row
+    is tried again later, a bounded number of times.
     """
 
     accepted: bool
@@ -59,6 +61,7 @@ class SendOutcome:
     provider_message_id: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    deferred: bool = False
     # The provider says the recipient opted out on this channel (e.g. Twilio error 21610): the
     # contact's consent becomes `unsubscribed`, set by the provider, which merchant imports can't undo.
     opted_out: bool = False

@@ -1,13 +1,20 @@
-"""Email over SMTP: one connection per batch, with unsubscribe headers, an open pixel and click tracking.
+"""Email over SMTP: one reused connection per sending thread, with unsubscribe headers, an open
+pixel and click tracking.
 
-What `send` says about a message:
+What `transmit` says about a message:
 - `SendOutcome(accepted=True, delivered=True)`: the server answered 250 to DATA (SPEC: for SMTP a
   250 counts as delivered); `provider_message_id` is the Message-ID header.
-- `SendOutcome(accepted=False, error=...)`: a permanent refusal (a 5xx answer, or a message that
-  cannot be composed: bad address, broken template). Sending it again would fail again.
-- raises `EmailTransientError` (a `ProviderUnavailable`): the server did not take the message (a 4xx
-  answer, no connection, a link that could not be stored). Nothing was handed over; it is safe to
-  send it again later. `__enter__` raises it too when the server cannot be reached.
+- `SendOutcome(accepted=False, error=...)`: a permanent refusal of this recipient or message (a 5xx
+  answer). Sending it again would fail again. (`prepare` raises `Refused` for a message that
+  cannot be composed: a bad address, a broken template.)
+- `SendOutcome(accepted=False, deferred=True, error=...)`: a temporary refusal of this message (a
+  4xx to MAIL, RCPT or DATA: a full mailbox, greylisting). Only this recipient waits and is tried
+  again later; the session carries the next message.
+- A dropped connection or a 421 ("closing the channel") before the message was taken: reconnect
+  and try the message once more on the fresh session.
+- raises `EmailTransientError` (a `ProviderUnavailable`): the server could not be reached (or
+  dropped the fresh session too), or a link could not be stored. Nothing was handed over; it is
+  safe to send later. `__enter__` raises it too when the server cannot be reached.
 - raises `EmailOutcomeUnknown`: the connection broke while the message was being handed over; the
   server may have taken it. Never resend it automatically (the contact could get it twice).
 """
@@ -71,6 +78,10 @@ def _mail_policy() -> email.policy.EmailPolicy:
 
 MAIL_POLICY = _mail_policy()  # composing (\n line ends)
 WIRE_POLICY = MAIL_POLICY.clone(linesep="\r\n")  # serializing for SMTP
+
+
+class _Deferred(Exception):
+    """A 4xx for this message: the server may take it later."""
 
 
 class _Dropped(Exception):
@@ -138,6 +149,8 @@ class EmailSender(SenderBase):
                 return connection.transmit(prepared)
             except Refused as exc:
                 return SendOutcome(accepted=False, error=str(exc))
+            except _Deferred as exc:
+                return SendOutcome(accepted=False, deferred=True, error=str(exc))
 
     # --- Composition ---------------------------------------------------------------------------
 
@@ -249,7 +262,8 @@ class SmtpConnection:
         try:
             return self._hand_over(composed)
         except _Dropped as exc:
-            raise EmailTransientError(f"SMTP connection to {self._where} lost: {exc.__cause__ or exc}") from exc
+            raise EmailTransientError(f"SMTP server at {self._where} dropped the connection: "
+                                      f"{exc.__cause__ or exc}") from exc
 
     def _hand_over(self, composed: _Composed) -> SendOutcome:
         client = self._client or self.connect()
@@ -259,6 +273,9 @@ class SmtpConnection:
         raw = composed.message.as_bytes(policy=WIRE_POLICY)
         try:
             code, reply = client.data(raw)
+        except smtplib.SMTPResponseException as exc:  # DATA itself refused: no content was sent
+            self._check(exc.smtp_code, exc.smtp_error, "DATA")
+            raise
         except OSError as exc:
             self._drop()
             raise EmailOutcomeUnknown(f"SMTP connection lost during DATA: {exc}") from exc
@@ -278,9 +295,6 @@ class SmtpConnection:
         if not expect_reply:
             return
         code, reply = answer
-        if code == 421:  # "closing the channel": the same as a dropped connection at this point
-            self._drop()
-            raise _Dropped(f"{stage}: 421")
         self._check(code, reply, stage)
 
     def _check(self, code: int, reply: bytes | str, stage: str) -> None:
@@ -288,15 +302,17 @@ class SmtpConnection:
             return
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
         detail = f"{stage} answered {code} {text}".strip()
-        self._reset(closing=code == 421)
+        if code == 421:  # "closing the channel": the message was not taken; a fresh session may
+            self._drop()
+            raise _Dropped(detail)
+        self._reset()
         if code >= 500:
             raise Refused(detail)
-        raise EmailTransientError(detail)
+        raise _Deferred(detail)
 
-    def _reset(self, closing: bool) -> None:
+    def _reset(self) -> None:
         """Clear the refused transaction so the session can carry the next message."""
-        if closing or self._client is None:
-            self._drop()
+        if self._client is None:
             return
         try:
             self._client.rset()

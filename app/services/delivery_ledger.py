@@ -97,15 +97,16 @@ class ClaimedDelivery:
     contact_id: uuid.UUID | None
     address: str
     contact: ClaimedContact | None  # None: the contact was deleted after launch
+    attempts: int = 0  # times the provider deferred it before
 
 
 @dataclass(frozen=True)
 class Outcome:
     delivery_id: uuid.UUID
-    status: str  # sent | delivered | failed | unknown | queued (handed back: rate limited)
+    status: str  # sent | delivered | failed | unknown | queued (handed back: rate limited or deferred)
     provider_message_id: str | None = None
     error: str | None = None
-    retry_after: float | None = None  # the provider asked to wait this long (not stored)
+    retry_in: float | None = None  # deferred: claimable again after this many seconds (a try counted)
 
 
 # One statement, one round trip, on a connection without a transaction (each statement commits
@@ -116,7 +117,7 @@ _SETTLE = sa.text(
     """
     WITH outcome AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-            AS o(id uuid, status text, "providerMessageId" text, error text)
+            AS o(id uuid, status text, "providerMessageId" text, error text, "retryIn" float8)
     ),
     moved AS (
         UPDATE deliveries AS d SET
@@ -124,6 +125,8 @@ _SETTLE = sa.text(
             "providerMessageId" = o."providerMessageId",
             error = o.error,
             "leaseExpiresAt" = NULL,
+            "notBefore" = now() + make_interval(secs => o."retryIn"),
+            attempts = d.attempts + (o."retryIn" IS NOT NULL)::int,
             "sentAt" = CASE WHEN o.status IN ('sent', 'delivered') THEN now() END,
             "deliveredAt" = CASE WHEN o.status = 'delivered' THEN now() END,
             "updatedAt" = now()
@@ -147,6 +150,7 @@ _SETTLE = sa.text(
     due AS (
         SELECT d.id FROM deliveries AS d
         WHERE d."channelId" = CAST(:channel_id AS uuid) AND d.status = 'queued'
+          AND (d."notBefore" IS NULL OR d."notBefore" <= now())
           AND EXISTS (SELECT 1 FROM campaigns AS c WHERE c.id = d."campaignId" AND c.status = 'running')
         ORDER BY d."createdAt", d.id
         LIMIT :limit
@@ -156,12 +160,12 @@ _SETTLE = sa.text(
         UPDATE deliveries AS d SET status = 'sending', "leaseExpiresAt" = now() + make_interval(secs => :lease),
                                    "updatedAt" = now()
         FROM due WHERE d.id = due.id
-        RETURNING d.id, d."contactId", d.address
+        RETURNING d.id, d."contactId", d.address, d.attempts
     )
     SELECT
         (SELECT coalesce(json_agg(h ORDER BY h."createdAt"), '[]') FROM held AS h) AS held,
         (SELECT coalesce(json_agg(x), '[]') FROM (
-            SELECT claimed.id, claimed."contactId", claimed.address, c.email, c.phone, c."firstName",
+            SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, c.email, c.phone, c."firstName",
                    c."lastName", c.attributes, c."externalIds"
             FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId") AS x) AS claimed
     """
@@ -176,7 +180,7 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
     hands anything to a provider. Receipts that beat their message ids are applied on the caller's
     session, which the caller commits."""
     rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
-             "error": (o.error or None) and o.error[:ERROR_MAX]} for o in outcomes]
+             "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
     held, claimed = db.session.execute(
         _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
                   "limit": claim_limit, "lease": lease.total_seconds()},
@@ -192,7 +196,7 @@ def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
     contact = None if row["attributes"] is None else ClaimedContact(
         contact_id, row["email"], row["phone"], row["firstName"], row["lastName"], row["attributes"],
         row["externalIds"] or {})
-    return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact)
+    return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact, row["attempts"])
 
 
 def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
@@ -282,9 +286,14 @@ def queued_by_channel(campaign_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
     )]
 
 
-def has_queued(channel_id: uuid.UUID) -> bool:
-    return bool(db.session.scalar(
-        sa.select(Delivery.id).where(Delivery.channel_id == channel_id, Delivery.status == "queued").limit(1)))
+def next_due(channel_id: uuid.UUID) -> float | None:
+    """Seconds until the channel's next queued row may be claimed (0: now); None: nothing queued."""
+    now = sa.func.timezone("UTC", sa.func.now())
+    due_in = db.session.scalar(
+        sa.select(sa.func.extract("epoch", sa.func.min(sa.func.coalesce(Delivery.not_before, now)) - now))
+        .where(Delivery.channel_id == channel_id, Delivery.status == "queued")
+    )
+    return None if due_in is None else max(0.0, float(due_in))
 
 
 def running_campaigns_without_work() -> list[uuid.UUID]:

@@ -50,12 +50,20 @@ TIME_BUDGET = 30.0
 MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an account's senders
 RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
 HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no rate limit applies
+# A recipient the provider deferred (an SMTP 4xx) is tried again after RETRY_BASE, 2×, 4×, ...
+# seconds, and fails after MAX_TRIES refusals in all.
+MAX_TRIES = 5
+MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
 # Queued rows that justify one more sender task on a channel (up to SEND_MAX_SENDERS_PER_CHANNEL).
 ROWS_PER_SENDER = 200
 
 
 def lease() -> timedelta:
     return timedelta(seconds=current_app.config["HERALD_SETTINGS"].send_lease_seconds)
+
+
+def retry_base() -> float:
+    return float(current_app.config["HERALD_SETTINGS"].send_retry_seconds)
 
 
 def senders_for(queued: int) -> int:
@@ -73,7 +81,7 @@ def send_channel(channel_id: uuid.UUID) -> int:
         return 0
     channel, campaign = found
     run = _Run(channel, campaign)
-    if ledger.has_queued(channel.id):
+    if ledger.next_due(channel.id) == 0:
         with contextlib.ExitStack() as stack:
             # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
             account = _open_account(stack, channel, campaign)
@@ -217,6 +225,8 @@ class _Run:
         if result.accepted:
             self.handed += 1
             return Outcome(row.id, "delivered" if result.delivered else "sent", result.provider_message_id)
+        if result.deferred:
+            return self._deferred(row, result.error or "Deferred by the provider.")
         if result.retry_after is not None:
             # The provider asked to slow down: this row goes back to the queue untried, and every
             # sender of the account waits as asked (bounded) before claiming more.
@@ -224,6 +234,13 @@ class _Run:
             self._hold_checked = 0.0  # this sender heeds it at once; the others within HOLD_CHECK_EVERY
             return Outcome(row.id, "queued", error=result.error)
         return Outcome(row.id, "failed", error=result.error or "Refused by the provider.")
+
+    def _deferred(self, row: ClaimedDelivery, error: str) -> Outcome:
+        """Only this recipient waits: the row goes back to the queue until its next try is due."""
+        tries = row.attempts + 1
+        if tries >= MAX_TRIES:
+            return Outcome(row.id, "failed", error=f"{error} (refused {tries} times; not tried again)")
+        return Outcome(row.id, "queued", error=error, retry_in=retry_base() * 2 ** row.attempts)
 
     def _stop_unavailable(self, exc: ProviderUnavailable) -> None:
         if self.unavailable is None:
@@ -259,13 +276,22 @@ class _Run:
 
 
 def _continue_or_finish(channel: CampaignChannel, campaign: Campaign) -> None:
-    """Out of time with rows still queued: a fresh task carries on. Otherwise settle the channel
-    (and the campaign, if it was the last one)."""
-    if ledger.campaign_status(campaign.id) == "running" and ledger.has_queued(channel.id):
-        enqueue_after_commit(SEND_BATCH, str(channel.id))
-    else:
+    """Rows still queued: a fresh task carries on (at once, or when the next deferred row is due).
+    Otherwise settle the channel (and the campaign, if it was the last one)."""
+    due_in = ledger.next_due(channel.id) if ledger.campaign_status(campaign.id) == "running" else None
+    if due_in is None:
         ledger.finish_done_channels(campaign.id)
+    elif due_in == 0:
+        enqueue_after_commit(SEND_BATCH, str(channel.id))
+    elif _claim_wake_up(channel.id, min(due_in, MAX_WAKE_UP)):
+        enqueue_after_commit(SEND_BATCH, str(channel.id), countdown=min(due_in, MAX_WAKE_UP))
     db.session.commit()
+
+
+def _claim_wake_up(channel_id: uuid.UUID, seconds: float) -> bool:
+    """One waiting task per channel for its deferred rows, however many senders end meanwhile."""
+    return bool(redis_client().set(f"herald:wake:channel:{channel_id}", b"1", nx=True,
+                                   px=max(1, int(seconds * 1000))))
 
 
 def reap_and_resume() -> dict[str, int]:
