@@ -88,6 +88,15 @@ def _positive_float(env: Mapping[str, str], name: str) -> float | None:
     return value
 
 
+def _optional_count(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    value = _positive_int(env, name, 0)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return value
+
+
 # Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
 MAX_IN_FLIGHT = 64
 MAX_SENDERS = 64
@@ -110,6 +119,8 @@ class Settings:
     # messages in flight), and the relay's own rate limit shared by every sender (None: none).
     smtp_max_connections: int = 4
     smtp_messages_per_second: float | None = None
+    smtp_messages_per_hour: int | None = None  # the relay's sending quotas (None: none)
+    smtp_messages_per_day: int | None = None
     # How many sender tasks may work one campaign channel at once (they share its rate limits).
     send_max_senders: int = 8
     # First wait before a recipient the provider deferred is tried again (then doubled each time).
@@ -220,6 +231,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", 4, MAX_IN_FLIGHT),
         smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
+        smtp_messages_per_hour=_optional_count(env, "SMTP_MESSAGES_PER_HOUR"),
+        smtp_messages_per_day=_optional_count(env, "SMTP_MESSAGES_PER_DAY"),
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),

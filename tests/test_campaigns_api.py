@@ -608,19 +608,19 @@ def test_stats_per_channel_and_totals(client, app_ctx):
         "channels": [
             {"channelId": email["id"], "channelType": "email", "status": "sending", "sentCount": 6,
              "deliveredCount": 4, "openedCount": 3, "clickedCount": 1,
-             "ledger": _ledger(queued=2, sending=1, sent=2, delivered=4, failed=1, skipped=3),
-             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25}},
+             "ledger": _ledger(queued=2, sending=1, sent=2, delivered=4, failed=1, skipped=3), "deferredCount": 0,
+             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25}, "problem": None},
             # Nothing confirmed delivered: opens are measured against what was sent; clicks stay 0.
             {"channelId": sms["id"], "channelType": "sms", "status": "sent", "sentCount": 3,
              "deliveredCount": 0, "openedCount": 0, "clickedCount": 1, "ledger": _ledger(sent=3, unknown=1),
-             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}},
+             "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None},
             {"channelId": push["id"], "channelType": "push", "status": "pending", "sentCount": 0,
-             "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(),
-             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}},
+             "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(), "deferredCount": 0,
+             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None},
         ],
         "totals": {"sentCount": 9, "deliveredCount": 4, "openedCount": 3, "clickedCount": 2,
                    "ledger": _ledger(queued=2, sending=1, sent=5, delivered=4, failed=1, skipped=3, unknown=1),
-                   "rates": {"delivery": 0.4444, "open": 0.75, "click": 0.5}},
+                   "deferredCount": 0, "rates": {"delivery": 0.4444, "open": 0.75, "click": 0.5}},
     }
 
 
@@ -635,7 +635,7 @@ def test_open_rate_falls_back_to_sent_without_delivery_receipts(client, app_ctx)
     assert client.get(f"{CAMPAIGNS}/{empty['id']}/stats", headers=headers).get_json() == {
         "campaignId": empty["id"], "status": "draft", "channels": [],
         "totals": {"sentCount": 0, "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(),
-                   "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}},
+                   "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}},
     }
 
 
@@ -664,7 +664,7 @@ def test_deliveries_listing_filters_and_pages(client, app_ctx):
         "id": str(delivered.id), "channelId": email["id"], "channelType": "email", "contactId": str(contact.id),
         "address": "ana@example.com", "status": "delivered", "skipReason": None, "error": None,
         "sentAt": "2025-01-01T12:00:00+00:00", "deliveredAt": "2025-01-01T12:00:05+00:00", "openedAt": None,
-        "clickedAt": None, "createdAt": "2025-01-01T12:00:00+00:00",
+        "clickedAt": None, "createdAt": "2025-01-01T12:00:00+00:00", "nextTryAt": None,
     }
     assert response.get_json()[1]["skipReason"] == "unsubscribed"
     assert response.get_json()[0]["error"] == "21211 invalid number"

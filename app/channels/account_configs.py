@@ -31,6 +31,7 @@ from app.schemas.base import no_nul, pattern_field, secret_field
 from app.schemas.contacts import E164Phone
 
 SUBJECT_MAX = 2048
+QUOTA_MAX = 1_000_000_000
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # Tokens travel in Authorization headers: visible ASCII only, so a pasted line break or space is
 # refused here rather than by the HTTP client at send time.
@@ -65,6 +66,14 @@ class _SendingLimitsSchema(Schema):
     messagesPerSecond = JsonNumber(
         allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=MESSAGES_PER_SECOND_MAX),
         metadata={"description": "Rate limit shared by every campaign sending through this account."},
+    )
+    messagesPerHour = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=QUOTA_MAX),
+        metadata={"description": "Quota per clock hour (UTC); sends past it wait for the next hour."},
+    )
+    messagesPerDay = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=QUOTA_MAX),
+        metadata={"description": "Quota per UTC day; sends past it wait for the next day."},
     )
 
 

@@ -21,15 +21,18 @@ DEFAULT_IN_FLIGHT = {"sms": 16, "whatsapp": 16, "push": 16}
 class SendAccount:
     """A provider account as the send engine uses it.
 
-    key: what every sender of this account shares (rate limits, a provider's "slow down"): the
-    platform's SMTP relay, or one merchant's Twilio / WhatsApp / VAPID account. in_flight: messages
-    each sender keeps in flight at once. messages_per_second: the account's own limit, if any.
+    key: what every sender of this account shares (rate limits, quotas, a provider's "slow
+    down"): the platform's SMTP relay, or one merchant's Twilio / WhatsApp / VAPID account.
+    in_flight: messages each sender keeps in flight at once. messages_per_second, per_hour,
+    per_day: the account's own limits, if any.
     """
 
     key: str
     sender: ChannelSender
     in_flight: int
-    messages_per_second: float | None
+    messages_per_second: float | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
 
 
 def account_for(channel_type: str, user_id: uuid.UUID) -> SendAccount:
@@ -44,14 +47,16 @@ def account_for(channel_type: str, user_id: uuid.UUID) -> SendAccount:
         return SendAccount(key=f"smtp:{relay.host}:{relay.port}",
                            sender=EmailSender(settings.smtp_url, settings.public_base_url, settings.mail_from),
                            in_flight=settings.smtp_max_connections,
-                           messages_per_second=settings.smtp_messages_per_second)
+                           messages_per_second=settings.smtp_messages_per_second,
+                           per_hour=settings.smtp_messages_per_hour, per_day=settings.smtp_messages_per_day)
     found = provider_accounts.account_for_sending(user_id, channel_type)
     if found is None:
         raise UnsupportedChannel(f"No {channel_type} provider account is configured.")
     account_id, config = found
     return SendAccount(key=f"account:{account_id}", sender=_PROVIDERS[channel_type](config, settings),
                        in_flight=min(config.get("maxInFlight") or DEFAULT_IN_FLIGHT[channel_type], MAX_IN_FLIGHT),
-                       messages_per_second=config.get("messagesPerSecond"))
+                       messages_per_second=config.get("messagesPerSecond"),
+                       per_hour=config.get("messagesPerHour"), per_day=config.get("messagesPerDay"))
 
 
 def _sms(config: dict[str, Any], settings: Settings) -> ChannelSender:

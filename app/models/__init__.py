@@ -9,7 +9,7 @@ from app.models.contacts import (
 )
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
-from app.models.deliveries import Delivery, HeldReceipt, MessageLink
+from app.models.deliveries import Delivery, HeldReceipt, MessageLink, SendProblem
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
@@ -32,6 +32,7 @@ __all__ = [
     "Delivery",
     "MessageLink",
     "HeldReceipt",
+    "SendProblem",
     "Contact",
     "ContactIdentity",
     "ContactActivity",

@@ -63,6 +63,9 @@ class Delivery(Base):
     )
     created_at: orm.Mapped[datetime] = created_at()
     updated_at: orm.Mapped[datetime] = updated_at()
+    # The error the API shows: the row's own, or for a queued row its channel's send problem
+    # (loaded by campaign_stats.deliveries_query; None elsewhere).
+    shown_error: orm.Mapped[str | None] = orm.query_expression()
 
 
 class MessageLink(Base):
@@ -95,3 +98,19 @@ class HeldReceipt(Base):
     created_at: orm.Mapped[datetime] = orm.mapped_column(
         "createdAt", sa.DateTime(), nullable=False, server_default=sa.func.now(), index=True
     )
+
+
+class SendProblem(Base):
+    """Why a campaign channel is not sending right now (the provider cannot be reached or refuses
+    the account, it asked to slow down, a quota is used up), shown in its stats until a message
+    goes out again."""
+
+    __tablename__ = "send_problems"
+
+    channel_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "channelId", sa.ForeignKey("campaign_channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    code: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    message: orm.Mapped[str] = orm.mapped_column(sa.Text(), nullable=False)
+    since: orm.Mapped[datetime] = orm.mapped_column(sa.DateTime(), nullable=False, server_default=sa.func.now())
+    updated_at: orm.Mapped[datetime] = updated_at()

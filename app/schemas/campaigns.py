@@ -134,13 +134,23 @@ class TallySchema(CamelSchema):
     opened_count = fields.Integer()
     clicked_count = fields.Integer()
     ledger = fields.Nested(LedgerSchema, metadata={"description": "Ledger rows by delivery status."})
+    deferred_count = fields.Integer(metadata={
+        "description": "Queued rows waiting for a later try: the provider refused them for now (e.g. an SMTP 4xx)."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
+
+
+class SendProblemSchema(CamelSchema):
+    code = fields.String(metadata={"description": "provider_unavailable, rate_limited or quota_reached."})
+    message = fields.String()
+    since = UtcDateTime()
 
 
 class ChannelStatsSchema(TallySchema):
     channel_id = fields.UUID()
     channel_type = fields.String()
     status = fields.String()
+    problem = fields.Nested(SendProblemSchema, allow_none=True, metadata={
+        "description": "Why the channel is not sending right now; null when nothing holds it up."})
 
 
 class CampaignStatsSchema(CamelSchema):
@@ -164,7 +174,10 @@ class DeliverySchema(CamelSchema):
     status = fields.String(metadata={"description": "queued, sending, sent, delivered, failed, skipped or unknown "
                                                     "(a crash left the send's outcome unknown)."})
     skip_reason = fields.String()
-    error = fields.String()
+    error = fields.String(attribute="shown_error", metadata={
+        "description": "Why the row failed, waits or is unknown; for a queued row, why its channel is held up."})
+    next_try_at = UtcDateTime(attribute="not_before", metadata={
+        "description": "When a row the provider deferred is tried again."})
     sent_at = UtcDateTime()
     delivered_at = UtcDateTime()
     opened_at = UtcDateTime()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from app.extensions import db
-from app.models import CampaignChannel, Delivery
+from app.models import CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services.campaigns import owned_campaign
 
@@ -26,6 +28,7 @@ class Tally:
     opened_count: int
     clicked_count: int
     ledger: dict[str, int]
+    deferred_count: int = 0  # queued rows waiting for a later try (a provider's temporary refusal)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -45,14 +48,23 @@ class Tally:
             opened_count=sum(t.opened_count for t in tallies),
             clicked_count=sum(t.clicked_count for t in tallies),
             ledger={status: sum(t.ledger[status] for t in tallies) for status in DELIVERY_STATUSES},
+            deferred_count=sum(t.deferred_count for t in tallies),
         )
 
 
 @dataclass(frozen=True)
+class Problem:
+    code: str  # provider_unavailable | rate_limited | quota_reached
+    message: str
+    since: datetime
+
+
+@dataclass(frozen=True)
 class ChannelStats(Tally):
-    channel_id: uuid.UUID
-    channel_type: str
-    status: str
+    channel_id: uuid.UUID | None = None
+    channel_type: str = ""
+    status: str = ""
+    problem: Problem | None = None  # why the channel is not sending right now, if it is held up
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,13 @@ def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
 
 def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | None = None,
                      channel_id: uuid.UUID | None = None) -> sa.Select[tuple[Delivery]]:
-    """The campaign's ledger rows, newest first (for SelectPage)."""
+    """The campaign's ledger rows, newest first (for SelectPage). A queued row with no error of its
+    own shows why its channel is held up, if it is."""
     owned_campaign(user_id, campaign_id)
-    stmt = sa.select(Delivery).where(Delivery.campaign_id == campaign_id)
+    problem = sa.select(SendProblem.message).where(SendProblem.channel_id == Delivery.channel_id).scalar_subquery()
+    shown = sa.case((Delivery.status == "queued", sa.func.coalesce(Delivery.error, problem)), else_=Delivery.error)
+    stmt = sa.select(Delivery).where(Delivery.campaign_id == campaign_id).options(
+        orm.with_expression(Delivery.shown_error, shown))
     if status is not None:
         stmt = stmt.where(Delivery.status == status)
     if channel_id is not None:
@@ -85,19 +101,23 @@ def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | N
 
 def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     # One statement for counters and ledger, so both come from the same snapshot while sends go on.
+    deferred = sa.func.count(Delivery.id).filter(Delivery.not_before > sa.func.timezone("UTC", sa.func.now()))
     rows = db.session.execute(
-        sa.select(CampaignChannel, Delivery.status, sa.func.count(Delivery.id))
+        sa.select(CampaignChannel, SendProblem, Delivery.status, sa.func.count(Delivery.id), deferred)
         .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
+        .outerjoin(SendProblem, SendProblem.channel_id == CampaignChannel.id)
         .where(CampaignChannel.campaign_id == campaign_id)
-        .group_by(CampaignChannel.id, Delivery.status)
+        .group_by(CampaignChannel.id, SendProblem.channel_id, Delivery.status)
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
-    channels: dict[uuid.UUID, CampaignChannel] = {}
+    channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
-    for channel, status, count in rows:
-        channels[channel.id] = channel
+    waiting: dict[uuid.UUID, int] = {}
+    for channel, problem, status, count, deferred_count in rows:
+        channels[channel.id] = (channel, problem)
         ledger = ledgers.setdefault(channel.id, dict.fromkeys(DELIVERY_STATUSES, 0))
+        waiting[channel.id] = waiting.get(channel.id, 0) + deferred_count
         if status is not None:  # the outer join's row for a channel without ledger rows
             ledger[status] = count
     return [
@@ -105,8 +125,10 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             channel_id=channel.id, channel_type=channel.channel_type, status=channel.status,
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
+            deferred_count=waiting[channel.id],
+            problem=Problem(problem.code, problem.message, problem.since) if problem is not None else None,
         )
-        for channel in channels.values()
+        for channel, problem in channels.values()
     ]
 
 

@@ -25,6 +25,7 @@ from app.models import (
     Delivery,
     HeldReceipt,
     PushSubscription,
+    SendProblem,
 )
 from app.services import audiences, bulk_sql
 
@@ -140,6 +141,12 @@ _SETTLE = sa.text(
             "deliveredCount" = "deliveredCount" + (SELECT count(*) FROM moved WHERE status = 'delivered'),
             "updatedAt" = now()
         WHERE id = CAST(:channel_id AS uuid) AND EXISTS (SELECT 1 FROM moved)
+    ),
+    cleared AS (
+        -- A message went out: whatever kept the channel from sending is over.
+        DELETE FROM send_problems
+        WHERE "channelId" = CAST(:channel_id AS uuid)
+          AND EXISTS (SELECT 1 FROM moved WHERE status IN ('sent', 'delivered'))
     ),
     held AS (
         DELETE FROM held_receipts AS h USING moved AS m
@@ -284,6 +291,17 @@ def queued_by_channel(campaign_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
         .where(CampaignChannel.campaign_id == campaign_id, CampaignChannel.status.in_(("pending", "sending")))
         .group_by(CampaignChannel.id).order_by(sa.func.min(CampaignChannel.created_at))
     )]
+
+
+def report_problem(channel_id: uuid.UUID, code: str, message: str) -> None:
+    """Say why the channel is not sending (`since` stays while the same problem lasts); cleared by
+    the next message that goes out. The caller commits."""
+    insert = pg_insert(SendProblem).values(channel_id=channel_id, code=code, message=message[:ERROR_MAX])
+    db.session.execute(insert.on_conflict_do_update(
+        index_elements=[SendProblem.channel_id],
+        set_={"code": code, "message": insert.excluded.message, "updatedAt": sa.func.now(),
+              "since": sa.case((SendProblem.code == code, SendProblem.since), else_=sa.func.now())},
+    ))
 
 
 def next_due(channel_id: uuid.UUID) -> float | None:

@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 
@@ -54,6 +54,19 @@ HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no ra
 # seconds, and fails after MAX_TRIES refusals in all.
 MAX_TRIES = 5
 MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
+MAX_RUN_WAIT = 5.0  # a limit that holds sending back longer ends the run instead of idling a worker
+
+
+def _resume_at(wait: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# Why a claim was held back → the problem the channel's stats show.
+PROBLEMS = {
+    "hold": ("rate_limited", lambda wait: f"The provider asked to slow down; sending resumes at {_resume_at(wait)}."),
+    "quota": ("quota_reached", lambda wait: f"The provider account's sending quota is used up; sending resumes "
+                                            f"at {_resume_at(wait)}."),
+}
 # Queued rows that justify one more sender task on a channel (up to SEND_MAX_SENDERS_PER_CHANNEL).
 ROWS_PER_SENDER = 200
 
@@ -82,14 +95,20 @@ def send_channel(channel_id: uuid.UUID) -> int:
     channel, campaign = found
     run = _Run(channel, campaign)
     if ledger.next_due(channel.id) == 0:
-        with contextlib.ExitStack() as stack:
-            # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
-            account = _open_account(stack, channel, campaign)
-            executor = stack.enter_context(ThreadPoolExecutor(account.in_flight, thread_name_prefix="send"))
-            run.go(account, executor)
+        try:
+            with contextlib.ExitStack() as stack:
+                # Connect before claiming anything: a provider that can't be reached leaves the rows queued.
+                account = _open_account(stack, channel, campaign)
+                executor = stack.enter_context(ThreadPoolExecutor(account.in_flight, thread_name_prefix="send"))
+                run.go(account, executor)
+        except ProviderUnavailable as exc:
+            run.unavailable = exc
     if run.unavailable is not None:
+        log.warning("provider unavailable: %s", run.unavailable, extra={"channel_id": str(channel.id)})
+        ledger.report_problem(channel.id, "provider_unavailable", str(run.unavailable))
+        db.session.commit()
         raise run.unavailable  # the task retries with backoff; the rows it handed back wait in the queue
-    _continue_or_finish(channel, campaign)
+    _continue_or_finish(channel, campaign, run.blocked_for)
     return run.handed
 
 
@@ -134,12 +153,14 @@ class _Run:
         self._oldest_outcome = 0.0
         self._next_claim = 0.0
         self._hold_checked = 0.0
+        self._reported = ""  # the hold-back reason this run last reported
+        self.blocked_for = 0.0  # seconds until sending may resume, when the run ended for a limit
         self._stopping = False
 
     def go(self, account: SendAccount, executor: ThreadPoolExecutor) -> None:
         self._account, self._executor = account, executor
         self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel_id}",
-                                        self.config.get("messagesPerSecond"))
+                                        self.config.get("messagesPerSecond"), account.per_hour, account.per_day)
         slots = account.in_flight
         # Claim when an eighth of the slots are free: slots stay nearly full, claims stay few.
         refill = max(1, slots // 8)
@@ -166,13 +187,12 @@ class _Run:
         return max(0.0, min(RECORD_EVERY, self._next_claim - time.monotonic()))
 
     def _claim_and_hand_over(self, free: int) -> None:
-        granted, wait_seconds = self._take(free)
-        if not granted:
-            self._next_claim = time.monotonic() + min(wait_seconds, 1.0)
-            if self._outcomes:
-                self._record()
+        grant = self._take(free)
+        if not grant.count:
+            self._held_back(grant)
             return
-        claimed = self._record(claim=granted)  # the outcomes so far ride in the claim's statement
+        claimed = self._record(claim=grant.count)  # the outcomes so far ride in the claim's statement
+        send_rate.give_back(self._limits, grant.count - len(claimed))
         if not claimed:
             # Nothing queued, or the campaign is no longer running. A message still in flight may
             # yet come back to the queue (rate limited): look again once nothing is.
@@ -243,9 +263,7 @@ class _Run:
         return Outcome(row.id, "queued", error=error, retry_in=retry_base() * 2 ** row.attempts)
 
     def _stop_unavailable(self, exc: ProviderUnavailable) -> None:
-        if self.unavailable is None:
-            log.warning("provider unavailable: %s", exc, extra={"channel_id": str(self.channel_id)})
-            self.unavailable = exc
+        self.unavailable = self.unavailable or exc
         self._stopping = True
 
     def _settle(self, *outcomes: Outcome) -> None:
@@ -253,15 +271,33 @@ class _Run:
             self._oldest_outcome = time.monotonic()
         self._outcomes.extend(outcomes)
 
-    def _take(self, wanted: int) -> tuple[int, float]:
-        """Rate tokens, when a bucket applies; otherwise only the account's hold matters, and it is
-        looked up now and then rather than before every claim."""
+    def _take(self, wanted: int) -> send_rate.Grant:
+        """Rate tokens and quota, when any applies; otherwise only the account's hold matters, and
+        it is looked up now and then rather than before every claim."""
         now = time.monotonic()
-        if self._limits.buckets() or now >= self._hold_checked + HOLD_CHECK_EVERY:
-            granted, wait_seconds = send_rate.take(self._limits, wanted)
-            self._hold_checked = now if granted else 0.0
-            return granted, wait_seconds
-        return wanted, 0.0
+        if self._limits.counted or now >= self._hold_checked + HOLD_CHECK_EVERY:
+            grant = send_rate.take(self._limits, wanted)
+            self._hold_checked = now if grant.count else 0.0
+            return grant
+        return send_rate.Grant(wanted, 0.0, "")
+
+    def _held_back(self, grant: send_rate.Grant) -> None:
+        """Nothing may go out now. The channel's own pace is no trouble; a provider's hold or a
+        used-up quota is, and the stats say so. A long wait ends the run: a later task resumes."""
+        if self._outcomes:
+            self._record()
+        if self._in_flight:
+            # Messages still out come back first (their success would clear a problem said now).
+            self._next_claim = time.monotonic() + min(grant.wait, RECORD_EVERY)
+            return
+        if grant.reason in PROBLEMS and grant.reason != self._reported:
+            code, describe = PROBLEMS[grant.reason]
+            ledger.report_problem(self.channel_id, code, describe(grant.wait))
+            db.session.commit()
+            self._reported = grant.reason
+        if grant.wait > MAX_RUN_WAIT:
+            self.blocked_for, self._stopping = grant.wait, True
+        self._next_claim = time.monotonic() + min(grant.wait, 1.0)
 
     def _record(self, claim: int = 0) -> list[ClaimedDelivery]:
         """Record the outcomes so far and claim `claim` more rows, in one self-committing statement."""
@@ -275,10 +311,12 @@ class _Run:
         return claimed
 
 
-def _continue_or_finish(channel: CampaignChannel, campaign: Campaign) -> None:
-    """Rows still queued: a fresh task carries on (at once, or when the next deferred row is due).
-    Otherwise settle the channel (and the campaign, if it was the last one)."""
+def _continue_or_finish(channel: CampaignChannel, campaign: Campaign, blocked_for: float = 0.0) -> None:
+    """Rows still queued: a fresh task carries on (at once, or when the next deferred row is due
+    or a quota's window opens). Otherwise settle the channel (and the campaign, if it was the last)."""
     due_in = ledger.next_due(channel.id) if ledger.campaign_status(campaign.id) == "running" else None
+    if due_in is not None:
+        due_in = max(due_in, blocked_for)
     if due_in is None:
         ledger.finish_done_channels(campaign.id)
     elif due_in == 0:

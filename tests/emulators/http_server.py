@@ -73,6 +73,7 @@ class EmulatorServer:
         self.latency = 0.0
         self._active = 0
         self.peak_concurrency = 0  # the most requests it was answering at once
+        self.faults_answered: list[tuple[RecordedRequest, int]] = []  # (request, status) of each injected fault
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -170,22 +171,24 @@ class EmulatorServer:
     # -- WSGI plumbing ---------------------------------------------------------------------
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        self._record(request)
+        recorded = self._record(request)
         with self.lock:
             self._active += 1
             self.peak_concurrency = max(self.peak_concurrency, self._active)
         try:
-            response = self._respond(request)
+            response = self._respond(request, recorded)
         finally:
             with self.lock:
                 self._active -= 1
         return response(environ, start_response)
 
-    def _respond(self, request: Request) -> Response:
+    def _respond(self, request: Request, recorded: RecordedRequest) -> Response:
         if self.latency:
             time.sleep(self.latency)
         fault = self._take_fault()
         if fault is not None:
+            with self.lock:
+                self.faults_answered.append((recorded, fault.status))
             if fault.retry_after is not None:
                 return self.rate_limited_response(fault.retry_after)
             return self.server_error_response(fault.status)
@@ -198,7 +201,7 @@ class EmulatorServer:
                 self.server_errors.append(error)
             return json_response({"error": "emulator crashed", "detail": error}, 500)
 
-    def _record(self, request: Request) -> None:
+    def _record(self, request: Request) -> RecordedRequest:
         body = request.get_data(cache=True)
         recorded = RecordedRequest(
             method=request.method,
@@ -212,6 +215,7 @@ class EmulatorServer:
         )
         with self.lock:
             self._requests.append(recorded)
+        return recorded
 
 
 def _seconds(value: float) -> str:
