@@ -271,10 +271,12 @@ def test_an_outage_costs_the_rows_in_flight_and_the_rest_wait(ctx, twilio):
     campaign, channel = _sms_campaign(user)
     with pytest.raises(ProviderUnavailable):
         sending.send_channel(channel.id)
-    # A 5xx may hide a created message: the rows that were in flight are unknown, never resent.
-    # After a few of those in a row the sender stops handing messages over: the rest wait.
+    # A 5xx may hide a created message: the rows that went out are unknown, never resent. After a
+    # few of those in a row the sender stops handing messages over: the rest wait. What went out is
+    # what was in flight, plus what refilled the slots of the first answers before the limit.
     ledger = _ledger(campaign)
-    assert sms.UNKNOWN_IN_A_ROW_LIMIT <= ledger["unknown"] <= 4 and ledger["queued"] == 40 - ledger["unknown"]
+    most = 4 + sms.UNKNOWN_IN_A_ROW_LIMIT - 1
+    assert sms.UNKNOWN_IN_A_ROW_LIMIT <= ledger["unknown"] <= most and ledger["queued"] == 40 - ledger["unknown"]
     assert len(twilio.requests_to("/Messages.json", "POST")) == ledger["unknown"]
     twilio.clear_faults()  # Twilio is back: only the queued rows go
     assert sending.send_channel(channel.id) == ledger["queued"]
