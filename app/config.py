@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.channels.catalogue import CHANNELS
+
 AUTOCOMMIT_BIND = "autocommit"
 ENGINE_OPTIONS: dict[str, Any] = {
     # No pre-ping: it would add a round trip to every request. A connection found dead
@@ -229,7 +231,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
         proxy_count=proxy_count,
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
-        smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", 4, MAX_IN_FLIGHT),
+        smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", CHANNELS["email"].in_flight, MAX_IN_FLIGHT),
         smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
         smtp_messages_per_hour=_optional_count(env, "SMTP_MESSAGES_PER_HOUR"),
         smtp_messages_per_day=_optional_count(env, "SMTP_MESSAGES_PER_DAY"),

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app.channels.registry import DEFAULT_IN_FLIGHT
+from app.channels.catalogue import spec
 from app.extensions import db
 from app.models import Campaign, CampaignChannel, Contact, Delivery, PushSubscription, User
 from app.services import campaign_lifecycle as lifecycle
@@ -134,7 +134,7 @@ def test_every_channel_keeps_messages_in_flight_and_reaches_each_recipient_once(
     assert set(_ledger(app, campaign_id)) <= {"sent", "delivered"}
     # One sender worked the channel, with many messages at the provider at once, not one by one.
     in_flight = app.config["HERALD_SETTINGS"].smtp_max_connections if channel_type == "email" \
-        else DEFAULT_IN_FLIGHT[channel_type]
+        else spec(channel_type).in_flight
     assert in_flight // 2 <= _peak(channel_type, providers, smtp_sink) <= in_flight
     with app.app_context():
         channel = db.session.get(CampaignChannel, channel_id)
@@ -178,7 +178,7 @@ def test_a_worker_killed_at_full_concurrency_sends_nothing_twice(app, providers)
     # Every recipient is sent or reported unknown; unknown is at most what the killed pool
     # processes had in flight (two processes, 16 each).
     assert ledger["sent"] <= len(reached) <= ledger["sent"] + ledger["unknown"]
-    assert ledger["unknown"] <= 2 * DEFAULT_IN_FLIGHT["sms"]
+    assert ledger["unknown"] <= 2 * spec("sms").in_flight
     with app.app_context():
         assert db.session.get(CampaignChannel, channel_id).sent_count == ledger["sent"]
         db.session.remove()

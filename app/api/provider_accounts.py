@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.api.blueprint import ApiBlueprint, SelectPage
-from app.models.provider_accounts import PROVIDER_CHANNELS
+from app.channels.catalogue import ACCOUNT_CHANNELS
 from app.schemas.provider_accounts import (
     ProviderAccountPutSchema,
     ProviderAccountSchema,
@@ -14,7 +14,7 @@ blp = ApiBlueprint("provider_accounts", __name__, url_prefix="/api/v1/provider-a
                    description="The merchant's SMS, WhatsApp and web push provider accounts")
 
 # Any other channel type is not a route at all: 404, like a missing account.
-CHANNEL_PATH = f"/<any({', '.join(PROVIDER_CHANNELS)}):channel_type>"
+CHANNEL_PATH = f"/<any({', '.join(ACCOUNT_CHANNELS)}):channel_type>"
 
 
 @blp.route("", methods=["GET"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Response, request
 from flask_smorest import Blueprint
 
-from app.channels import sms
+from app.services import receipts
 from app.extensions import limiter
 
 blp = Blueprint("twilio_hooks", __name__, url_prefix="/hooks/twilio",
@@ -22,6 +22,6 @@ limiter.exempt(blp)
 def message_status() -> Response:
     """A message status callback (form-encoded, `X-Twilio-Signature`): `delivered` counts the
     delivery once; `undelivered` and `failed` record the error; other statuses change nothing."""
-    sms.record_status_callback(list(request.form.items(multi=True)), request.headers.get("X-Twilio-Signature"))
+    receipts.twilio_status_callback(list(request.form.items(multi=True)), request.headers.get("X-Twilio-Signature"))
     # An empty TwiML document: what Twilio expects from a webhook that has nothing to say.
     return Response("<Response/>", mimetype="application/xml")

@@ -12,6 +12,7 @@ from app.channels import whatsapp
 from app.config import Settings
 from app.errors import Forbidden
 from app.extensions import limiter
+from app.services import receipts
 
 blp = Blueprint("whatsapp_hooks", __name__, url_prefix="/hooks/whatsapp",
                 description="WhatsApp Cloud API webhook (public, signed by Meta)")
@@ -39,6 +40,6 @@ def verify_subscription() -> Response:
 def message_statuses() -> Response:
     """Message statuses (`sent`, `delivered`, `read`, `failed`); a repeated callback counts once."""
     raw = request.get_data(cache=False)  # the signature covers these exact bytes
-    whatsapp.receive_status_webhook(raw, request.headers.get("X-Hub-Signature-256"),
-                                    _settings().whatsapp_app_secret)
+    receipts.whatsapp_status_webhook(raw, request.headers.get("X-Hub-Signature-256"),
+                                     _settings().whatsapp_app_secret)
     return Response(status=200)

@@ -41,7 +41,7 @@ from app.models import (
     DataSource,
     utcnow,
 )
-from app.models.campaigns import CHANNEL_TYPES
+from app.channels.catalogue import CHANNEL_TYPES
 from app.schemas.audiences import (
     DEFINITION_DOC,
     AudienceCreateSchema,

@@ -25,6 +25,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from app.channels.catalogue import ACCOUNT_CHANNELS, require_every_channel
 from app.channels.configs import MESSAGES_PER_SECOND_MAX, JsonNumber
 from app.config import MAX_IN_FLIGHT
 from app.schemas.base import no_nul, pattern_field, secret_field
@@ -201,6 +202,7 @@ ACCOUNT_CONFIG_SCHEMAS: dict[str, type[Schema]] = {
     "push": PushAccountSchema,
 }
 
+require_every_channel(ACCOUNT_CONFIG_SCHEMAS, "ACCOUNT_CONFIG_SCHEMAS", ACCOUNT_CHANNELS)
 SECRET_FIELDS: dict[str, tuple[str, ...]] = {
     channel_type: tuple(name for name, field in schema().fields.items() if field.metadata.get("secret"))
     for channel_type, schema in ACCOUNT_CONFIG_SCHEMAS.items()

@@ -68,6 +68,20 @@ class SendOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """A provider's later word on a message it accepted, parsed from its (verified) callback.
+
+    status: `delivered`, `read` (an open, which implies delivery) or `failed` (after acceptance).
+    opted_out: the provider says the recipient stopped this sender's messages on the channel.
+    """
+
+    message_id: str
+    status: str
+    error: str | None = None
+    opted_out: bool = False
+
+
 class Refused(Exception):
     """This message cannot be sent to this contact (a template that fails for their data, an
     address the provider cannot take, a body too large): the row fails, the run goes on."""

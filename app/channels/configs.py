@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from app.channels.catalogue import require_every_channel
 from app.schemas.base import fields_marked, load_by_kind, no_nul
 from app.services.rendering import template_error
 
@@ -129,6 +130,7 @@ CONFIG_SCHEMAS: dict[str, type[Schema]] = {
     "whatsapp": WhatsappConfigSchema,
 }
 
+require_every_channel(CONFIG_SCHEMAS, "CONFIG_SCHEMAS")
 TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = fields_marked(CONFIG_SCHEMAS, "template")
 
 

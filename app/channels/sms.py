@@ -3,7 +3,8 @@ status callbacks.
 
 What `send` says about a message (`POST /2010-04-01/Accounts/{sid}/Messages.json`):
 - 200/201: `SendOutcome(accepted=True)` with the Message SID; delivery is confirmed later by a
-  status callback (`record_status_callback`).
+  status callback (verified by `callback_signed`, read by `parse_status_callback`,
+  applied by app.services.receipts).
 - 429 (or 21611, the sender's queue is full): `SendOutcome(accepted=False, retry_after=...)`. The
   engine hands the row back to the queue and waits before taking more.
 - 400 with 21610 (the recipient texted STOP): not accepted, `opted_out=True`: the contact's SMS
@@ -28,12 +29,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from flask import current_app
 
 from app.channels.base import (
     HttpSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Receipt,
     Refused,
     SendOutcome,
     UnsupportedChannel,
@@ -41,10 +42,7 @@ from app.channels.base import (
     retry_after,
 )
 from app.config import Settings
-from app.errors import Forbidden
-from app.services import delivery_ledger, provider_accounts
 from app.services.rendering import render
-from app.services.transactions import transaction
 
 STATUS_CALLBACK_PATH = "/hooks/twilio/status"
 TIMEOUTS = (5.0, 20.0)  # (connect, read) seconds: Twilio answers a create in well under a second
@@ -177,23 +175,20 @@ def request_signature(auth_token: str, url: str, params: Iterable[tuple[str, str
     return base64.b64encode(hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
 
 
-def record_status_callback(params: list[tuple[str, str]], signature: str | None) -> None:
-    """Apply a signed status callback to the ledger (exactly once, however often it comes).
+def callback_signed(auth_token: str | None, url: str, params: Iterable[tuple[str, str]], signature: str | None) -> bool:
+    """Whether a callback is signed with this auth token over the URL we gave Twilio."""
+    if not (auth_token and signature):
+        return False
+    expected = request_signature(auth_token, url, params).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
 
-    Raises Forbidden unless it is signed with the auth token of the account its AccountSid names,
-    over the URL we gave Twilio (PUBLIC_BASE_URL's, never the Host header a caller chooses)."""
-    form = dict(params)
-    account = provider_accounts.account_by_ref("sms", form.get("AccountSid", ""))
-    token = account[1].get("authToken") if account else None
-    url = status_callback_url(current_app.config["HERALD_SETTINGS"])
-    expected = request_signature(token, url, params).encode() if token else b""
-    if not (expected and signature and hmac.compare_digest(expected, signature.encode("utf-8", "replace"))):
-        raise Forbidden("The request is not signed by the Twilio account it names.")
+
+def parse_status_callback(form: Mapping[str, str]) -> list[Receipt]:
+    """The receipt a status callback carries (queued, accepted, sending, sent, ... carry none)."""
     status = form.get("MessageStatus", "")
     receipt, message_sid = RECEIPTS.get(status), form.get("MessageSid") or form.get("SmsSid")
     if receipt is None or not message_sid:
-        return
+        return []
     code = form.get("ErrorCode")
     error = f"Twilio error {code}: message {status}" if code else f"Twilio: message {status}"
-    with transaction():
-        delivery_ledger.apply_provider_status("sms", message_sid, receipt, error if receipt == "failed" else None)
+    return [Receipt(message_sid, receipt, error if receipt == "failed" else None)]

@@ -6,7 +6,8 @@ v21.0), "businessAccountId"?}`. Messages go to `POST {WHATSAPP_API_BASE_URL}/{ap
 
 What `send` says about a message (Graph error codes from Meta's "Cloud API error codes" page):
 - accepted, not delivered: Meta took it; `provider_message_id` is its wamid. Delivery and reads
-  arrive later as status webhooks (`apply_status_webhook`).
+  arrive later as status webhooks (`signature_valid`, `parse_status_webhook`; applied by
+  app.services.receipts).
 - not accepted, `retry_after` set: throttled (codes 4, 80007, 130429, 131056, or HTTP 429). Nothing
   was sent; the engine puts the row back in the queue and holds this sender for the wait itself
   (app/services/sending.py sleeps `retry_after`, bounded), so the sender only computes the wait:
@@ -31,12 +32,12 @@ from urllib.parse import quote
 
 import orjson
 import requests
-import sqlalchemy as sa
 
 from app.channels.base import (
     HttpSender,
     OutgoingMessage,
     ProviderUnavailable,
+    Receipt,
     Refused,
     SendOutcome,
     UnsupportedChannel,
@@ -44,13 +45,8 @@ from app.channels.base import (
     retry_after,
 )
 from app.config import Settings
-from app.errors import Forbidden, HeraldError
-from app.extensions import db
-from app.models import Delivery
-from app.services import contacts
-from app.services import delivery_ledger as ledger
+from app.errors import HeraldError
 from app.services.rendering import render
-from app.services.transactions import transaction
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v21.0"
@@ -226,17 +222,14 @@ def subscription_valid(mode: str | None, verify_token: str | None, configured: s
     return hmac.compare_digest(configured.encode(), verify_token.encode("utf-8", "replace"))
 
 
-def receive_status_webhook(raw_body: bytes, signature: str | None, app_secret: str) -> None:
-    """Verify a webhook before reading it, then apply every message status it carries."""
-    if not signature_valid(raw_body, signature, app_secret):
-        raise Forbidden("The X-Hub-Signature-256 header does not match the body.")
+def parse_status_webhook(raw_body: bytes) -> list[Receipt]:
+    """Every message status the (verified) webhook carries; raises HeraldError for a body that is
+    not JSON. `sent` adds nothing: the row is `sent` from the moment the Cloud API accepted it."""
     try:
         payload = orjson.loads(raw_body)
     except orjson.JSONDecodeError as exc:
         raise HeraldError("The body is not valid JSON.") from exc
-    with transaction():
-        for status in _statuses(payload):
-            _apply_status(status)
+    return [receipt for status in _statuses(payload) if (receipt := _receipt(status)) is not None]
 
 
 def _objects(value: Any) -> list[dict[str, Any]]:
@@ -252,27 +245,16 @@ def _statuses(payload: Any) -> Iterator[dict[str, Any]]:
             yield from _objects(value.get("statuses"))
 
 
-def _apply_status(status: dict[str, Any]) -> None:
+def _receipt(status: dict[str, Any]) -> Receipt | None:
     message_id, state = status.get("id"), status.get("status")
     if not isinstance(message_id, str) or not 0 < len(message_id) <= MESSAGE_ID_MAX:
-        return
+        return None
     if state in ("delivered", "read"):
-        ledger.apply_provider_status("whatsapp", message_id, state)
-    elif state == "failed":
-        errors = _objects(status.get("errors"))
-        first = errors[0] if errors else {}
-        error = describe_error(first.get("code", "unknown"), first.get("title") or first.get("message"),
-                               _details(first))
-        ledger.apply_provider_status("whatsapp", message_id, "failed", error)
-        if any(e.get("code") in OPTED_OUT_CODES for e in errors):
-            _record_opt_out(message_id)
-    # `sent` adds nothing: the row is `sent` from the moment the Cloud API accepted the message.
-
-
-def _record_opt_out(message_id: str) -> None:
-    """Meta mostly reports 131050 (marketing stopped) after accepting the message, by webhook."""
-    contact_id = db.session.scalar(
-        sa.select(Delivery.contact_id).where(Delivery.channel_type == "whatsapp",
-                                             Delivery.provider_message_id == message_id).limit(1))
-    if contact_id is not None:
-        contacts.record_opt_out(contact_id, ["whatsapp"], source="provider")
+        return Receipt(message_id, state)
+    if state != "failed":
+        return None
+    errors = _objects(status.get("errors"))
+    first = errors[0] if errors else {}
+    error = describe_error(first.get("code", "unknown"), first.get("title") or first.get("message"), _details(first))
+    # Meta mostly reports 131050 (marketing stopped) after accepting the message, by webhook.
+    return Receipt(message_id, "failed", error, opted_out=any(e.get("code") in OPTED_OUT_CODES for e in errors))

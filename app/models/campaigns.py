@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from app.models.users import User
 
 CAMPAIGN_STATUSES = ("draft", "scheduled", "running", "paused", "completed")
-CHANNEL_TYPES = ("email", "sms", "push", "whatsapp")
 CHANNEL_STATUSES = ("pending", "sending", "sent", "failed")
 # The seed's channel statuses: sent and failed are final.
 FINAL_CHANNEL_STATUSES = ("sent", "failed")

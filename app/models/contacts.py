@@ -11,7 +11,6 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app.models.base import Base, created_at, updated_at, uuid_pk
 
-CHANNELS = ("email", "sms", "push", "whatsapp")
 CONSENT_VALUES = ("subscribed", "unsubscribed", "bounced", "complained")
 # Who last set a channel's consent. An unsubscribe by the contact themself is never overwritten by
 # the merchant's imports or by synced data.

@@ -11,7 +11,6 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app.models.base import Base, created_at, updated_at, uuid_pk
 
-PROVIDER_CHANNELS = ("sms", "whatsapp", "push")
 
 
 class ProviderAccount(Base):

@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
-from app.models.campaigns import CAMPAIGN_STATUSES, CHANNEL_TYPES
+from app.channels.catalogue import CHANNEL_TYPES
+from app.models.campaigns import CAMPAIGN_STATUSES
 from app.models.deliveries import DELIVERY_STATUSES
 from app.schemas.base import CamelSchema, UtcDateTime, name_field, no_nul, postgres_json
 

@@ -13,7 +13,8 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.errors import HeraldError, ValidationFailed
-from app.models.contacts import CHANNELS, CONSENT_VALUES
+from app.channels.catalogue import CHANNEL_TYPES
+from app.models.contacts import CONSENT_VALUES
 from app.schemas.base import CamelSchema, UtcDateTime, no_nul, postgres_json
 from app.sources.normalize import EXTERNAL_ID_KEYS, normalize_email, normalize_phone
 
@@ -129,7 +130,7 @@ class ContactUpdateSchema(CamelSchema):
         values=fields.String(validate=[validate.Length(min=1, max=EXTERNAL_ID_MAX), no_nul]),
     )
     consent = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(CHANNELS)),
+        keys=fields.String(validate=validate.OneOf(CHANNEL_TYPES)),
         values=fields.String(validate=validate.OneOf(CONSENT_VALUES)),
     )
     push_subscriptions = fields.List(
@@ -148,7 +149,7 @@ class ContactCreateSchema(ContactUpdateSchema):
 
 class UnsubscribeSchema(CamelSchema):
     channels = fields.List(
-        fields.String(validate=validate.OneOf(CHANNELS)),
+        fields.String(validate=validate.OneOf(CHANNEL_TYPES)),
         validate=validate.Length(min=1),
         metadata={"description": "Channels to opt out of; every channel when omitted."},
     )
@@ -161,14 +162,14 @@ class _ContactQueryBase(CamelSchema):
 
     @post_load
     def group_consent(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        consent = {channel: data.pop(f"consent_{channel}") for channel in CHANNELS if f"consent_{channel}" in data}
+        consent = {channel: data.pop(f"consent_{channel}") for channel in CHANNEL_TYPES if f"consent_{channel}" in data}
         return {**data, "consent": consent} if consent else data
 
 
 # One `consent.<channel>` filter per channel, e.g. `?consent.email=subscribed`.
 ContactQuerySchema = type("ContactQuerySchema", (_ContactQueryBase,), {
     f"consent_{channel}": fields.String(data_key=f"consent.{channel}", validate=validate.OneOf(CONSENT_VALUES))
-    for channel in CHANNELS
+    for channel in CHANNEL_TYPES
 })
 
 
@@ -250,8 +251,8 @@ def _csv_columns(header: list[str]) -> list[tuple[str | None, str]]:
             columns.append((None, _CSV_PROFILE_COLUMNS[squashed]))
         elif squashed.startswith("consent."):
             channel = squashed.removeprefix("consent.")
-            if channel not in CHANNELS:
-                raise ValidationFailed(f"Unknown consent column {name!r}; channels are {', '.join(CHANNELS)}.")
+            if channel not in CHANNEL_TYPES:
+                raise ValidationFailed(f"Unknown consent column {name!r}; channels are {', '.join(CHANNEL_TYPES)}.")
             columns.append(("consent", channel))
         else:
             columns.append(("attributes", name))

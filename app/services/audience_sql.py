@@ -28,7 +28,9 @@ import sqlalchemy as sa
 
 from app.errors import ValidationFailed
 from app.models import Contact, ContactActivity, PushSubscription
-from app.models.contacts import CHANNELS, CONSENT_VALUES
+from app.channels import catalogue
+from app.channels.catalogue import CHANNEL_TYPES
+from app.models.contacts import CONSENT_VALUES
 from app.sources.normalize import NORMALIZED_TYPES
 
 MATCHES = ("all", "any")
@@ -116,7 +118,7 @@ _FIELDS: dict[str, dict[str, Rule]] = {
               "negate": _boolean, "where": _anything},
     "attribute": {"type": _anything, "field": lambda value: _text_problem(value, KEY_MAX),
                   "op": _one_of(ATTRIBUTE_OPS), "value": _anything},
-    "consent": {"type": _anything, "channel": _one_of(CHANNELS), "status": _one_of(CONSENT_VALUES)},
+    "consent": {"type": _anything, "channel": _one_of(CHANNEL_TYPES), "status": _one_of(CONSENT_VALUES)},
     "group": {"type": _anything, "match": _one_of(MATCHES), "conditions": _anything},
 }
 _REQUIRED = {"event": ("event",), "attribute": ("field", "op"), "consent": ("channel",), "group": ("conditions",)}
@@ -307,10 +309,22 @@ class _Compiler:
         return sa.and_(stated, _has_address(channel)) if status == SUBSCRIBED else stated
 
 
+def contact_address(channel_type: str) -> sa.ColumnElement[Any]:
+    """What a contact is reached at on the channel (NULL: they cannot be): the email address, the
+    phone number, or for push the word "push" when they have a browser subscription (the sender
+    reads the subscriptions themselves). Unknown channels raise (catalogue.UnknownChannel)."""
+    kind = catalogue.spec(channel_type).address
+    if kind == "push":
+        subscribed = sa.exists().where(PushSubscription.contact_id == Contact.id).correlate(Contact)
+        return sa.case((subscribed, "push"), else_=None)
+    return {"email": Contact.email, "phone": Contact.phone}[kind]
+
+
 def _has_address(channel: str) -> sa.ColumnElement[bool]:
-    if channel == "push":
+    kind = catalogue.spec(channel).address
+    if kind == "push":
         return sa.exists().where(PushSubscription.contact_id == Contact.id).correlate(Contact)
-    return (Contact.email if channel == "email" else Contact.phone).is_not(None)
+    return contact_address(channel).is_not(None)
 
 
 def _utc_now() -> sa.ColumnElement[Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.models.contacts import CHANNELS, CONSENT_VALUES
+from app.channels.catalogue import CHANNEL_TYPES, reachable_channels
+from app.models.contacts import CONSENT_VALUES
 
 SUBSCRIBED = "subscribed"
 # Sources whose non-subscribed answer stands against the merchant's data.
@@ -26,7 +27,7 @@ def merge_consent(
     """The consent and its sources after `source` states `incoming`; refused changes are dropped."""
     consent, sources = dict(current), dict(current_sources)
     for channel, value in incoming.items():
-        if channel not in CHANNELS or value not in CONSENT_VALUES:
+        if channel not in CHANNEL_TYPES or value not in CONSENT_VALUES:
             raise ValueError(f"unknown consent {channel}={value}")
         held_by_contact = sources.get(channel) in AUTHORITATIVE_SOURCES and consent.get(channel) != SUBSCRIBED
         if held_by_contact and source in WEAK_SOURCES:
@@ -36,14 +37,7 @@ def merge_consent(
 
 
 def addressable_channels(email: str | None, phone: str | None, has_push: bool) -> set[str]:
-    channels = set()
-    if email:
-        channels.add("email")
-    if phone:
-        channels.update({"sms", "whatsapp"})
-    if has_push:
-        channels.add("push")
-    return channels
+    return reachable_channels(email=bool(email), phone=bool(phone), push=has_push)
 
 
 def with_default_consent(

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, PushSubscription
-from app.models.contacts import CHANNELS
+from app.channels.catalogue import CHANNEL_TYPES
 from app.services.consent import (
     addressable_channels,
     merge_consent,
@@ -110,7 +110,7 @@ def unsubscribe(user_id: uuid.UUID, contact_id: uuid.UUID, channels: Collection[
     """
     with transaction():
         contact = get_contact(user_id, contact_id, lock=True)
-        _merge_opt_out(contact, CHANNELS if channels is None else channels, CONTACT)
+        _merge_opt_out(contact, CHANNEL_TYPES if channels is None else channels, CONTACT)
     return contact
 
 

@@ -24,12 +24,10 @@ from app.models import (
     Contact,
     Delivery,
     HeldReceipt,
-    PushSubscription,
     SendProblem,
 )
-from app.services import audiences, bulk_sql
+from app.services import audience_sql, audiences, bulk_sql
 
-ADDRESS_COLUMNS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}
 ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
 
@@ -47,7 +45,7 @@ def snapshot(campaign: Campaign) -> int:
     ).all()
     total = 0
     for channel in channels:
-        address = _address(channel.channel_type)
+        address = audience_sql.contact_address(channel.channel_type)
         consent = Contact.consent[channel.channel_type].astext
         reason = sa.case((address.is_(None), "no_address"),
                          (sa.func.coalesce(consent, "none") != "subscribed",
@@ -63,13 +61,6 @@ def snapshot(campaign: Campaign) -> int:
         total += db.session.execute(insert).rowcount
         channel.status = "sending"
     return total
-
-
-def _address(channel_type: str) -> sa.ColumnElement:
-    if channel_type == "push":
-        has_subscription = sa.select(PushSubscription.id).where(PushSubscription.contact_id == Contact.id).exists()
-        return sa.case((has_subscription, "push"), else_=None)
-    return ADDRESS_COLUMNS[channel_type]
 
 
 def skip_queued(campaign_id: uuid.UUID, reason: str) -> int:

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.channels.account_configs import SECRET_FIELDS, load_account_config
+from app.channels.catalogue import ACCOUNT_CHANNELS, ACCOUNT_REF_FIELDS
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.models import ProviderAccount
-from app.models.provider_accounts import PROVIDER_CHANNELS
 from app.security.secret_box import (
     REDACTED,
     decrypt_fields,
@@ -27,8 +27,6 @@ from app.security.secret_box import (
 from app.services.sealed_configs import sealed_config
 from app.services.transactions import transaction
 
-# The config field a provider's callbacks name the account by.
-ACCOUNT_REF_FIELDS: dict[str, str] = {"sms": "accountSid", "whatsapp": "phoneNumberId"}
 
 
 @dataclass(frozen=True)
@@ -137,8 +135,8 @@ def _views() -> sa.Select:
 
 
 def _known_channel(channel_type: str) -> None:
-    if channel_type not in PROVIDER_CHANNELS:
-        raise NotFound(f"Provider accounts exist for {', '.join(PROVIDER_CHANNELS)} only.")
+    if channel_type not in ACCOUNT_CHANNELS:
+        raise NotFound(f"Provider accounts exist for {', '.join(ACCOUNT_CHANNELS)} only.")
 
 
 def _advisory_lock(key: str) -> None:
