@@ -7,6 +7,8 @@ import os
 
 from kombu import Queue
 
+from app import task_names as tasks
+
 broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 broker_connection_retry_on_startup = True
 
@@ -47,44 +49,44 @@ task_send_sent_event = True
 worker_hijack_root_logger = False
 
 beat_schedule = {
-    "maintenance.purge_token_blacklist": {
-        "task": "maintenance.purge_token_blacklist",
+    tasks.PURGE_TOKEN_BLACKLIST: {
+        "task": tasks.PURGE_TOKEN_BLACKLIST,
         "schedule": 3600.0,
     },
-    "maintenance.purge_dedupe_keys": {
-        "task": "maintenance.purge_dedupe_keys",
+    tasks.PURGE_DEDUPE_KEYS: {
+        "task": tasks.PURGE_DEDUPE_KEYS,
         "schedule": 86400.0,
     },
-    "maintenance.purge_held_receipts": {
-        "task": "maintenance.purge_held_receipts",
+    tasks.PURGE_HELD_RECEIPTS: {
+        "task": tasks.PURGE_HELD_RECEIPTS,
         "schedule": 86400.0,
     },
-    "campaigns.launch_due": {
-        "task": "campaigns.launch_due",
+    tasks.LAUNCH_DUE: {
+        "task": tasks.LAUNCH_DUE,
         "schedule": 5.0,
     },
-    "campaigns.reap_stalled": {
-        "task": "campaigns.reap_stalled",
+    tasks.REAP_STALLED: {
+        "task": tasks.REAP_STALLED,
         "schedule": 30.0,
     },
-    "events.process_pending": {
-        "task": "events.process_pending",
+    tasks.PROCESS_PENDING: {
+        "task": tasks.PROCESS_PENDING,
         "schedule": 10.0,
     },
-    "accounts.send_pending_verifications": {
-        "task": "accounts.send_pending_verifications",
+    tasks.SEND_PENDING_VERIFICATIONS: {
+        "task": tasks.SEND_PENDING_VERIFICATIONS,
         "schedule": 60.0,
     },
-    "sources.sync_all": {
-        "task": "sources.sync_all",
+    tasks.SYNC_ALL: {
+        "task": tasks.SYNC_ALL,
         "schedule": 300.0,
     },
-    "sources.reap_stale_syncs": {
-        "task": "sources.reap_stale_syncs",
+    tasks.REAP_STALE_SYNCS: {
+        "task": tasks.REAP_STALE_SYNCS,
         "schedule": 60.0,
     },
-    "assistant.reply_pending": {
-        "task": "assistant.reply_pending",
+    tasks.ASSISTANT_REPLY_PENDING: {
+        "task": tasks.ASSISTANT_REPLY_PENDING,
         "schedule": 60.0,
     },
 }

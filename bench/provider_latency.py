@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database  # noqa: E402
+from bench.harness import bench_app, celery_worker, free_port, prepare_database  # noqa: E402
 
 RECIPIENTS = 2000
 LATENCY = 0.1

@@ -16,14 +16,26 @@ from flask import Flask
 
 from app.channels.catalogue import spec
 from app.extensions import db
-from app.models import Campaign, CampaignChannel, Contact, Delivery, PushSubscription, User
+from app.models import (
+    Campaign,
+    CampaignChannel,
+    Contact,
+    Delivery,
+    PushSubscription,
+    User,
+)
 from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from tests.emulators.push_service import PushServiceEmulator, vapid_keys
 from tests.emulators.twilio import TwilioEmulator
 from tests.emulators.whatsapp import DEFAULT_PHONE_NUMBER_ID, WhatsAppEmulator
 from tests.support import processes
-from tests.support.campaigns import EMAIL_CONFIG, add_contacts, campaign_on, verified_merchant
+from tests.support.campaigns import (
+    EMAIL_CONFIG,
+    add_contacts,
+    campaign_on,
+    verified_merchant,
+)
 from tests.support.providers import add_provider_account
 
 LATENCY = 0.1  # seconds each provider takes to answer

@@ -21,7 +21,12 @@ from app.services import campaign_stats, sending
 from tests.conftest import TEST_REDIS_URL
 from tests.emulators.twilio import TwilioEmulator
 from tests.support import processes
-from tests.support.campaigns import add_contacts, campaign_on, email_campaign, verified_merchant
+from tests.support.campaigns import (
+    add_contacts,
+    campaign_on,
+    email_campaign,
+    verified_merchant,
+)
 from tests.support.providers import add_provider_account
 from tests.support.smtp_sink import SmtpSink
 

@@ -31,6 +31,20 @@ def test_each_kind_of_work_has_its_queue(app):
     assert router.route({}, "misc")["queue"].name == "default"
 
 
+def test_every_task_name_is_registered_on_a_declared_queue_and_beat_names_only_those(app):
+    import workers  # noqa: F401 (registers the tasks, as `celery -A workers` does)
+    from app import task_names
+
+    celery_app = app.extensions["celery"]
+    celery_app.loader.import_default_modules()
+    assert set(task_names.ALL) <= set(celery_app.tasks)
+    assert {name for name in celery_app.tasks if not name.startswith("celery.")} == set(task_names.ALL)
+    for name in task_names.ALL:
+        assert celery_app.amqp.router.route({}, name)["queue"].name in celeryconfig.QUEUES
+    assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= set(task_names.ALL)
+    assert set(celeryconfig.beat_schedule) == {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+
+
 def test_limits_are_consistent():
     assert celeryconfig.task_soft_time_limit < celeryconfig.task_time_limit
     assert celeryconfig.broker_transport_options["visibility_timeout"] > celeryconfig.task_time_limit

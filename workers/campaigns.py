@@ -1,14 +1,15 @@
 """Campaign tasks: launching due campaigns and keeping running ones moving (queue `campaigns`)."""
 from celery import shared_task
 
+from app import task_names as tasks
 from app.services import campaign_lifecycle, sending
 
 
-@shared_task(name="campaigns.launch_due")
+@shared_task(name=tasks.LAUNCH_DUE)
 def launch_due() -> int:
     return len(campaign_lifecycle.launch_due())
 
 
-@shared_task(name="campaigns.reap_stalled")
+@shared_task(name=tasks.REAP_STALLED)
 def reap_stalled() -> dict[str, int]:
     return sending.reap_and_resume()

@@ -1,20 +1,21 @@
 """Maintenance tasks (queue `maintenance`)."""
 from celery import shared_task
 
+from app import task_names as tasks
 from app.services import maintenance
 
 
-@shared_task(name="maintenance.purge_token_blacklist")
+@shared_task(name=tasks.PURGE_TOKEN_BLACKLIST)
 def purge_token_blacklist() -> dict[str, int]:
     result = maintenance.purge_expired_tokens()
     return {"blacklistedTokens": result.blacklisted_tokens, "sessions": result.sessions}
 
 
-@shared_task(name="maintenance.purge_dedupe_keys")
+@shared_task(name=tasks.PURGE_DEDUPE_KEYS)
 def purge_dedupe_keys() -> int:
     return maintenance.purge_dedupe_keys()
 
 
-@shared_task(name="maintenance.purge_held_receipts")
+@shared_task(name=tasks.PURGE_HELD_RECEIPTS)
 def purge_held_receipts() -> int:
     return maintenance.purge_held_receipts()

@@ -3,6 +3,7 @@ import uuid
 
 from celery import Task, shared_task
 
+from app import task_names as tasks
 from app.services import source_syncs
 from app.sources.http import TransientProviderError
 
@@ -11,7 +12,7 @@ MAX_RETRIES = 5
 
 # A provider outage is retried a few times with growing, jittered delays (never more than two
 # minutes: no long ETAs); after the last one the run is failed so the next schedule starts afresh.
-@shared_task(bind=True, name="sources.sync", acks_late=True, autoretry_for=(TransientProviderError,),
+@shared_task(bind=True, name=tasks.SYNC, acks_late=True, autoretry_for=(TransientProviderError,),
              retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
 def sync(self: Task, run_id: str) -> None:
     try:
@@ -23,13 +24,13 @@ def sync(self: Task, run_id: str) -> None:
         raise
 
 
-@shared_task(name="sources.sync_all")
+@shared_task(name=tasks.SYNC_ALL)
 def sync_all() -> int:
     """Beat: start a sync for every active source that has none running."""
     return source_syncs.schedule_all()
 
 
-@shared_task(name="sources.reap_stale_syncs")
+@shared_task(name=tasks.REAP_STALE_SYNCS)
 def reap_stale_syncs() -> int:
     """Beat: fail runs whose worker was lost, so their sources can sync again."""
     return source_syncs.reap_stale_syncs()

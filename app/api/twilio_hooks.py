@@ -9,8 +9,8 @@ from __future__ import annotations
 from flask import Response, request
 from flask_smorest import Blueprint
 
-from app.services import receipts
 from app.extensions import limiter
+from app.services import receipts
 
 blp = Blueprint("twilio_hooks", __name__, url_prefix="/hooks/twilio",
                 description="Twilio message status callbacks (public, signed)")

@@ -27,6 +27,7 @@ from marshmallow import (
 )
 
 from app.assistant.backend import ToolCall
+from app.channels.catalogue import CHANNEL_TYPES
 from app.channels.configs import load_channel_config
 from app.errors import HeraldError
 from app.extensions import db
@@ -41,7 +42,6 @@ from app.models import (
     DataSource,
     utcnow,
 )
-from app.channels.catalogue import CHANNEL_TYPES
 from app.schemas.audiences import (
     DEFINITION_DOC,
     AudienceCreateSchema,

@@ -24,13 +24,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import SSLError as TlsError
+
+from app.sources.http import parse_retry_after
 
 
 @dataclass(frozen=True)
@@ -212,14 +212,7 @@ def never_reached(exc: requests.RequestException) -> bool:
 
 
 def retry_after(headers: Any, default: float | None) -> float | None:
-    """Retry-After (RFC 9110 §10.2.3) as seconds from now: delay-seconds or an HTTP date; `default`
-    when absent or unreadable."""
-    value = (headers.get("Retry-After") or "").strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return default
+    """A provider's Retry-After header as seconds from now (the one parse every outbound client
+    shares, app.sources.http); `default` when absent or unreadable."""
+    seconds = parse_retry_after(headers.get("Retry-After"))
+    return default if seconds is None else seconds

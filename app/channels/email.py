@@ -40,8 +40,8 @@ from app.channels.base import (
     OutgoingMessage,
     ProviderUnavailable,
     Refused,
-    SendOutcome,
     SenderBase,
+    SendOutcome,
 )
 from app.channels.smtp import open_smtp, parse_smtp_url
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer

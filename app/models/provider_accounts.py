@@ -12,7 +12,6 @@ from sqlalchemy.dialects import postgresql as pg
 from app.models.base import Base, created_at, updated_at, uuid_pk
 
 
-
 class ProviderAccount(Base):
     """One per merchant and channel type; `config` holds the provider's settings with its secrets
     encrypted (app.security.secret_box), never returned in clear."""

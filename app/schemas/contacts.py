@@ -12,8 +12,8 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
-from app.errors import HeraldError, ValidationFailed
 from app.channels.catalogue import CHANNEL_TYPES
+from app.errors import HeraldError, ValidationFailed
 from app.models.contacts import CONSENT_VALUES
 from app.schemas.base import CamelSchema, UtcDateTime, no_nul, postgres_json
 from app.sources.normalize import EXTERNAL_ID_KEYS, normalize_email, normalize_phone

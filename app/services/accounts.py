@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from app import task_names as tasks
 from app.errors import HeraldError, NotFound, TooManyRequests, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 VERIFICATION_TTL = timedelta(hours=48)
 # A verification the immediate task has not sent after this long is picked up by the beat sweep.
 VERIFICATION_SWEEP_GRACE = timedelta(minutes=1)
-SEND_VERIFICATION = "accounts.send_verification_email"
-NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
 # Between two verification mails to one account (registration counts): no mail-bombing an inbox.
 RESEND_INTERVAL = timedelta(minutes=1)
 
@@ -60,7 +59,7 @@ def register(email: str, password: str, **profile: Any) -> User:
             _queue_verification(user)
             db.session.commit()
             return user
-    enqueue_after_commit(NOTIFY_DUPLICATE, str(existing.id))
+    enqueue_after_commit(tasks.NOTIFY_DUPLICATE, str(existing.id))
     db.session.commit()
     now = utcnow()
     return User(id=uuid.uuid4(), email=email, is_verified=False, created_at=now, updated_at=now, **profile)
@@ -69,7 +68,7 @@ def register(email: str, password: str, **profile: Any) -> User:
 def _queue_verification(user: User) -> None:
     verification = EmailVerification(id=uuid.uuid4(), user_id=user.id)
     db.session.add(verification)
-    enqueue_after_commit(SEND_VERIFICATION, str(verification.id))
+    enqueue_after_commit(tasks.SEND_VERIFICATION, str(verification.id))
 
 
 def request_verification(user_id: uuid.UUID) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import orm
 
+from app import task_names as tasks
 from app.assistant.backend import (
     Backend,
     BackendError,
@@ -102,7 +103,7 @@ def reply_pending() -> int:
     ).all()
     db.session.commit()
     for message_id in pending:
-        enqueue_after_commit("assistant.reply", str(message_id))
+        enqueue_after_commit(tasks.ASSISTANT_REPLY, str(message_id))
     return len(pending)
 
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.errors import ValidationFailed
-from app.models import Contact, ContactActivity, PushSubscription
 from app.channels import catalogue
 from app.channels.catalogue import CHANNEL_TYPES
+from app.errors import ValidationFailed
+from app.models import Contact, ContactActivity, PushSubscription
 from app.models.contacts import CONSENT_VALUES
 from app.sources.normalize import NORMALIZED_TYPES
 

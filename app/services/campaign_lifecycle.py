@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app import task_names as tasks
 from app.errors import Conflict, Forbidden, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
@@ -133,4 +134,4 @@ def _enqueue_senders(campaign_id: uuid.UUID) -> None:
     """As many sender tasks per open channel as its queued work calls for (they share its limits)."""
     for channel_id, queued in delivery_ledger.queued_by_channel(campaign_id):
         for _ in range(sending.senders_for(queued)):
-            enqueue_after_commit(sending.SEND_BATCH, str(channel_id))
+            enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))

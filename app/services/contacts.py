@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
+from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, PushSubscription
-from app.channels.catalogue import CHANNEL_TYPES
 from app.services.consent import (
     addressable_channels,
     merge_consent,

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app import task_names as tasks
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.jobs import enqueue_after_commit
@@ -87,7 +88,7 @@ def post_message(user_id: uuid.UUID, conversation_id: uuid.UUID, content: str) -
     db.session.add(message)
     conversation.updated_at = sa.func.now()
     db.session.flush()
-    enqueue_after_commit("assistant.reply", str(message.id))
+    enqueue_after_commit(tasks.ASSISTANT_REPLY, str(message.id))
     db.session.commit()
     return message
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from app import task_names as tasks
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
@@ -29,7 +30,6 @@ from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
 
 log = logging.getLogger(__name__)
 
-PROCESS_PENDING = "events.process_pending"
 BATCH_SIZE = 500
 MAX_ATTEMPTS = 3
 PROCESS_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
@@ -85,7 +85,7 @@ def hint_processing() -> None:
     """Ask a worker to process soon. Debounced: under load, one message covers many requests."""
     try:
         if redis_client().set("herald:hint:events.process_pending", b"1", nx=True, px=HINT_DEBOUNCE_MS):
-            enqueue_after_commit(PROCESS_PENDING)
+            enqueue_after_commit(tasks.PROCESS_PENDING)
     except redis.RedisError:
         pass  # the beat sweep processes what arrived; callers must not fail on a hint
 

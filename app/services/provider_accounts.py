@@ -28,7 +28,6 @@ from app.services.sealed_configs import sealed_config
 from app.services.transactions import transaction
 
 
-
 @dataclass(frozen=True)
 class AccountView:
     """What the API shows of an account: the config with its secrets masked, never decrypted."""

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+
 def _blank_none(value: Any) -> Any:
     # A contact without a first name reads "Hi ," rather than "Hi None,".
     return "" if value is None else value

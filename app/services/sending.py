@@ -24,12 +24,13 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 
+from app import task_names as tasks
 from app.channels.base import (
     OutgoingMessage,
     ProviderUnavailable,
     Refused,
-    SendOutcome,
     SenderBase,
+    SendOutcome,
     UnsupportedChannel,
 )
 from app.channels.registry import SendAccount, account_for
@@ -43,7 +44,6 @@ from app.services.rendering import contact_context
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH = "sends.send_batch"
 # Seconds a sender task works before a fresh task carries on: senders rotate through the queue, so
 # a worker that joins later (or another campaign) gets its turn within this long.
 TIME_BUDGET = 30.0
@@ -320,9 +320,9 @@ def _continue_or_finish(channel: CampaignChannel, campaign: Campaign, blocked_fo
     if due_in is None:
         ledger.finish_done_channels(campaign.id)
     elif due_in == 0:
-        enqueue_after_commit(SEND_BATCH, str(channel.id))
+        enqueue_after_commit(tasks.SEND_BATCH, str(channel.id))
     elif _claim_wake_up(channel.id, min(due_in, MAX_WAKE_UP)):
-        enqueue_after_commit(SEND_BATCH, str(channel.id), countdown=min(due_in, MAX_WAKE_UP))
+        enqueue_after_commit(tasks.SEND_BATCH, str(channel.id), countdown=min(due_in, MAX_WAKE_UP))
     db.session.commit()
 
 
@@ -341,7 +341,7 @@ def reap_and_resume() -> dict[str, int]:
     resumed = 0
     for campaign_id, channel_id, _ in ledger.unsettled_channels():
         if _claim_restart(channel_id):
-            enqueue_after_commit(SEND_BATCH, str(channel_id))
+            enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
             resumed += 1
     campaigns |= set(ledger.running_campaigns_without_work())
     for campaign_id in campaigns:

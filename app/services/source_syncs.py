@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql as pg
 
+from app import task_names as tasks
 from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.jobs import enqueue_after_commit
@@ -38,7 +39,6 @@ from app.sources.http import (
 
 log = logging.getLogger(__name__)
 
-SYNC_TASK = "sources.sync"
 LEASE = timedelta(minutes=10)  # renewed every page; far longer than one page with all its retries
 # Seconds of pulling per task, then the run continues in a fresh task. With the default retry policy's
 # worst page (attempts x timeouts + waits) it stays inside the 240 s soft time limit.
@@ -79,7 +79,7 @@ def request_sync(user_id: uuid.UUID, source_id: uuid.UUID) -> SyncRun:
             .returning(_TABLE.c.id)
         )
         if inserted is not None:
-            enqueue_after_commit(SYNC_TASK, str(inserted))
+            enqueue_after_commit(tasks.SYNC, str(inserted))
         run_id = inserted or db.session.scalar(
             sa.select(SyncRun.id).where(SyncRun.data_source_id == source.id, SyncRun.status == "running"))
         if run_id is not None:
@@ -99,7 +99,7 @@ def schedule_all() -> int:
         .returning(_TABLE.c.id)
     ).all()
     for run_id in run_ids:
-        enqueue_after_commit(SYNC_TASK, str(run_id))
+        enqueue_after_commit(tasks.SYNC, str(run_id))
     db.session.commit()
     return len(run_ids)
 
@@ -235,7 +235,7 @@ def _save_progress(claim: Claim, events_created: int = 0) -> bool:
 def _continue_later(claim: Claim) -> None:
     # The time budget is spent: hand the rest to a fresh task so no task nears its time limit.
     if _save_progress(claim):
-        enqueue_after_commit(SYNC_TASK, str(claim.run_id))
+        enqueue_after_commit(tasks.SYNC, str(claim.run_id))
         db.session.commit()
 
 

@@ -1,0 +1,24 @@
+"""Every Celery task's name, in one place: the task decorators (workers/), every enqueue
+(app.jobs.enqueue_after_commit from services) and beat's schedule (celeryconfig) use these.
+
+Names are `<kind>.<action>`; the kind is the task's queue (celeryconfig routes `<kind>.*` there).
+"""
+SEND_VERIFICATION = "accounts.send_verification_email"
+SEND_PENDING_VERIFICATIONS = "accounts.send_pending_verifications"
+NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
+ASSISTANT_REPLY = "assistant.reply"
+ASSISTANT_REPLY_PENDING = "assistant.reply_pending"
+LAUNCH_DUE = "campaigns.launch_due"
+REAP_STALLED = "campaigns.reap_stalled"
+PROCESS_PENDING = "events.process_pending"
+PURGE_TOKEN_BLACKLIST = "maintenance.purge_token_blacklist"
+PURGE_DEDUPE_KEYS = "maintenance.purge_dedupe_keys"
+PURGE_HELD_RECEIPTS = "maintenance.purge_held_receipts"
+SEND_BATCH = "sends.send_batch"
+SYNC = "sources.sync"
+SYNC_ALL = "sources.sync_all"
+REAP_STALE_SYNCS = "sources.reap_stale_syncs"
+
+ALL = (SEND_VERIFICATION, SEND_PENDING_VERIFICATIONS, NOTIFY_DUPLICATE, ASSISTANT_REPLY, ASSISTANT_REPLY_PENDING,
+       LAUNCH_DUE, REAP_STALLED, PROCESS_PENDING, PURGE_TOKEN_BLACKLIST, PURGE_DEDUPE_KEYS, PURGE_HELD_RECEIPTS,
+       SEND_BATCH, SYNC, SYNC_ALL, REAP_STALE_SYNCS)
