@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 TIME_BUDGET = 30.0
 MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an account's senders
 RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
+CLAIM_EVERY = 0.025  # seconds between claims while some slots are still busy
 HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no rate limit applies
 # A recipient the provider deferred (an SMTP 4xx) is tried again after RETRY_BASE, 2×, 4×, ...
 # seconds, and fails after MAX_TRIES refusals in all.
@@ -151,7 +152,8 @@ class _Run:
         self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
         self._opted_out: list[uuid.UUID] = []
         self._oldest_outcome = 0.0
-        self._next_claim = 0.0
+        self._next_claim = 0.0  # not before: a rate limit's or a hold's wait
+        self._last_claim = -CLAIM_EVERY
         self._hold_checked = 0.0
         self._reported = ""  # the hold-back reason this run last reported
         self.blocked_for = 0.0  # seconds until sending may resume, when the run ended for a limit
@@ -162,29 +164,37 @@ class _Run:
         self._limits = send_rate.Limits(account.key, account.messages_per_second, f"channel:{self.channel_id}",
                                         self.config.get("messagesPerSecond"), account.per_hour, account.per_day)
         slots = account.in_flight
-        # Claim when an eighth of the slots are free: slots stay nearly full, claims stay few.
-        refill = max(1, slots // 8)
         deadline = time.monotonic() + TIME_BUDGET
         while True:
             # Outcomes not yet recorded still hold their rows `sending`, but the claim records them
-            # in its own transaction, so the rows a crash could leave `sending` never exceed `slots`.
+            # in its own statement, so the rows a crash could leave `sending` never exceed `slots`.
             free = slots - len(self._in_flight)
             now = time.monotonic()
             if now >= deadline:
                 self._stopping = True
-            if not self._stopping and free >= refill and now >= self._next_claim:
+            if not self._stopping and self._may_claim(free, slots, now):
+                self._last_claim = now
                 self._claim_and_hand_over(free)
             elif self._outcomes and (now - self._oldest_outcome >= RECORD_EVERY or not self._in_flight):
                 self._record()
             if self._stopping and not self._in_flight:
                 break
-            self._collect(self._wait_time(free >= refill))
+            self._collect(self._wait_time(free))
         self._record()
 
-    def _wait_time(self, may_claim: bool) -> float:
-        if not may_claim or self._stopping:
+    def _may_claim(self, free: int, slots: int, now: float) -> bool:
+        """Claim when an eighth of the slots are free, but at most every CLAIM_EVERY unless all
+        are: slots stay nearly full against a slow provider, and a fast one still costs one claim
+        for many messages rather than one for every few."""
+        if free < max(1, slots // 8) or now < self._next_claim:
+            return False
+        return now >= self._last_claim + CLAIM_EVERY or free == slots
+
+    def _wait_time(self, free: int) -> float:
+        if self._stopping or free < 1:
             return RECORD_EVERY
-        return max(0.0, min(RECORD_EVERY, self._next_claim - time.monotonic()))
+        ready = max(self._next_claim, self._last_claim + CLAIM_EVERY)
+        return max(0.0, min(RECORD_EVERY, ready - time.monotonic()))
 
     def _claim_and_hand_over(self, free: int) -> None:
         grant = self._take(free)

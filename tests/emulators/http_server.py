@@ -86,6 +86,7 @@ class EmulatorServer:
         self._server = wsgi.Server(("127.0.0.1", 0), self._wsgi, numthreads=SERVER_THREADS,
                                    request_queue_size=SERVER_THREADS, shutdown_timeout=1)
         self._server.expiration_interval = 0.05  # how often it looks at idle connections (and stop())
+        self._server.keep_alive_conn_limit = SERVER_THREADS  # cheroot closes idle ones beyond 10 otherwise
         self._server.prepare()
         self._thread = threading.Thread(target=self._server.serve, name=type(self).__name__, daemon=True)
         self._thread.start()
