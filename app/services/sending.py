@@ -51,7 +51,7 @@ MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an accoun
 RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
 CLAIM_EVERY = 0.025  # seconds between claims while some slots are still busy
 HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no rate limit applies
-# A recipient the provider deferred (an SMTP 4xx) is tried again after RETRY_BASE, 2×, 4×, ...
+# A recipient the provider deferred (an SMTP 4xx) is tried again after SEND_RETRY_SECONDS, 2×, 4×, ...
 # seconds, and fails after MAX_TRIES refusals in all.
 MAX_TRIES = 5
 MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
