@@ -10,13 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
 
 from bench.harness import (  # noqa: E402
     BENCH_ENV,
     bench_app,
     celery_worker,
     free_port,
+    launch_and_time,
     prepare_database,
 )
 
@@ -41,23 +41,14 @@ def main() -> None:
     app = bench_app()
     sink = SmtpSink(port=port).start()
     try:
-        from app.extensions import db
-        from app.models import Campaign
-        from app.services import campaign_lifecycle
-
         with app.app_context():
             user = verified_merchant()
             add_contacts(user, RECIPIENTS)
             campaign, channel = email_campaign(user)
             user_id, campaign_id = user.id, campaign.id
         celery = app.extensions["celery"]
-        with celery_worker(celery, "campaigns,sends,default", concurrency=2), app.app_context():
-            started = time.perf_counter()
-            campaign_lifecycle.launch_now(user_id, campaign_id)
-            while db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id)) != "completed":
-                db.session.rollback()
-                time.sleep(0.05)
-            campaign_rate = RECIPIENTS / (time.perf_counter() - started)
+        with celery_worker(celery, "campaigns,sends,default", concurrency=2):
+            campaign_rate = RECIPIENTS / launch_and_time(app, user_id, campaign_id)
         received = sink.messages
         assert len(received) == RECIPIENTS and len({m.recipients for m in received}) == RECIPIENTS
         sample = [m.message for m in received]

@@ -25,9 +25,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 
-from bench.harness import bench_app, celery_worker, free_port, prepare_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    bench_app,
+    celery_worker,
+    free_port,
+    launch_and_time,
+    prepare_database,
+)
 
 RECIPIENTS = 2000
 LATENCY = 0.1
@@ -136,8 +141,7 @@ def campaign_rate(app, channel_type: str, user_id, count: int, processes: int, e
                   worker_count: int = 1) -> float:
     """Messages/s of one campaign from launch to completion, sent by `worker_count` workers."""
     from app.extensions import db
-    from app.models import Campaign, User
-    from app.services import campaign_lifecycle
+    from app.models import User
     from tests.support.campaigns import EMAIL_CONFIG, campaign_on
 
     with app.app_context():
@@ -149,13 +153,7 @@ def campaign_rate(app, channel_type: str, user_id, count: int, processes: int, e
         for index in range(worker_count):
             stack.enter_context(celery_worker(celery, "campaigns,sends,default", concurrency=processes,
                                               env=env, name=f"bench{index}", purge=index == 0))
-        with app.app_context():
-            started = time.perf_counter()
-            campaign_lifecycle.launch_now(user_id, campaign_id)
-            while db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id)) != "completed":
-                db.session.rollback()
-                time.sleep(0.05)
-            return count / (time.perf_counter() - started)
+        return count / launch_and_time(app, user_id, campaign_id)
 
 
 def replayable(emulator, path_suffix: str) -> list[tuple[str, dict[str, str], bytes]]:

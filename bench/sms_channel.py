@@ -15,9 +15,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests
-import sqlalchemy as sa
 
-from bench.harness import BENCH_ENV, bench_app, celery_worker, prepare_database
+from bench.harness import (
+    BENCH_ENV,
+    bench_app,
+    celery_worker,
+    launch_and_time,
+    prepare_database,
+)
 
 RECIPIENTS = 2000
 ACCOUNT = {"accountSid": "AC" + "be" * 16, "authToken": "bench-twilio-token", "fromNumber": "+15005550006"}
@@ -46,17 +51,8 @@ def create_campaign():
 
 
 def campaign_rate(app, user_id, campaign_id) -> float:
-    from app.extensions import db
-    from app.models import Campaign
-    from app.services import campaign_lifecycle
-
-    with celery_worker(app.extensions["celery"], "campaigns,sends,default", concurrency=2), app.app_context():
-        started = time.perf_counter()
-        campaign_lifecycle.launch_now(user_id, campaign_id)
-        while db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id)) != "completed":
-            db.session.rollback()
-            time.sleep(0.05)
-        return RECIPIENTS / (time.perf_counter() - started)
+    with celery_worker(app.extensions["celery"], "campaigns,sends,default", concurrency=2):
+        return RECIPIENTS / launch_and_time(app, user_id, campaign_id)
 
 
 def bare_loop(url: str, forms: list[dict[str, str]]) -> float:

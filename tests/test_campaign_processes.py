@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Campaign, CampaignChannel, Delivery, utcnow
 from app.services import campaign_lifecycle as lifecycle
-from app.services import sending
 from tests.support import processes
 from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
 
@@ -63,13 +62,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_nothing_twice(app, com
     assert killed_at < 2000, "the send finished before the worker could be killed"
 
     with processes.worker(celery_app, **short_lease):
-        def settled() -> bool:
-            with app.app_context():
-                sending.reap_and_resume()  # what beat does every 30 s
-                db.session.remove()
-            return _campaign_status(app, campaign_id) == "completed"
-
-        processes.wait_until(settled, timeout=120, what="the campaign to complete after the crash", interval=1)
+        processes.reap_until_completed(app, campaign_id)
 
     ledger = _ledger(app, campaign_id)
     received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)

@@ -25,7 +25,6 @@ from app.models import (
     User,
 )
 from app.services import campaign_lifecycle as lifecycle
-from app.services import sending
 from tests.emulators.push_service import PushServiceEmulator, vapid_keys
 from tests.emulators.twilio import TwilioEmulator
 from tests.emulators.whatsapp import DEFAULT_PHONE_NUMBER_ID, WhatsAppEmulator
@@ -175,13 +174,7 @@ def test_a_worker_killed_at_full_concurrency_sends_nothing_twice(app, providers)
     assert killed_at < recipients, "the send finished before the worker could be killed"
 
     with processes.worker(app.extensions["celery"], **env):
-        def settled() -> bool:
-            with app.app_context():
-                sending.reap_and_resume()  # what beat does every 30 s
-                db.session.remove()
-            return _status(app, campaign_id) == "completed"
-
-        processes.wait_until(settled, timeout=120, what="the campaign to complete after the crash", interval=1)
+        processes.reap_until_completed(app, campaign_id)
 
     ledger = _ledger(app, campaign_id)
     reached = Counter(r.form["To"] for r in texted())

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 TIME_BUDGET = 30.0
 MAX_PROVIDER_WAIT = 30.0  # the longest a provider's Retry-After holds an account's senders
 RECORD_EVERY = 0.1  # seconds an outcome may wait before it is recorded
-CLAIM_EVERY = 0.025  # seconds between claims while some slots are still busy
+CLAIM_EVERY = 0.015  # seconds between claims while some slots are still busy
 HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no rate limit applies
 # A recipient the provider deferred (an SMTP 4xx) is tried again after SEND_RETRY_SECONDS, 2×, 4×, ...
 # seconds, and fails after MAX_TRIES refusals in all.

@@ -65,3 +65,28 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.1) -> N
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def campaign_status(app, campaign_id) -> str | None:
+    from app.extensions import db
+    from app.services import delivery_ledger
+
+    with app.app_context():
+        status = delivery_ledger.campaign_status(campaign_id)
+        db.session.remove()
+        return status
+
+
+def reap_until_completed(app, campaign_id, timeout: float = 120) -> None:
+    """Do what beat does every 30 s (settle lapsed leases, restart stalled sending) until the
+    campaign completes: how a campaign recovers after its worker was killed."""
+    from app.extensions import db
+    from app.services import sending
+
+    def completed() -> bool:
+        with app.app_context():
+            sending.reap_and_resume()
+            db.session.remove()
+        return campaign_status(app, campaign_id) == "completed"
+
+    wait_until(completed, timeout=timeout, what="the campaign to complete after the crash", interval=1)
