@@ -7,8 +7,9 @@ in two steps:
 - `preload(contact_ids)`, on the engine's own thread, once per claim: read what preparing those
   contacts' messages needs in one query rather than one per message (optional).
 - `prepare(message)`, on the engine's own thread: render the templates and build the request (or
-  raise `Refused`: this message cannot be sent to this contact). Reading the database through a
-  service (tracked links) is allowed here; writing the ledger is not.
+  raise `Refused`: this message cannot be sent to this contact). Its tracked links are stored
+  through app.services.tracking (committed on their own: a link must exist before the message
+  leaves); nothing else is written, least of all the ledger.
 - `transmit(prepared)`, on any of the engine's sending threads, several at once: hand the request
   over and read the answer. It touches nothing but the network, so it needs no app context; each
   thread borrows a connection of its own from the sender's `ConnectionPool`.
@@ -62,6 +63,9 @@ class SendOutcome:
     error: str | None = None
     retry_after: float | None = None
     deferred: bool = False
+    # The recipient's addresses the provider says are gone for good (a push subscription that
+    # answered 404/410): the engine removes them, so no later message is sent to them.
+    gone: tuple[str, ...] = ()
     # The provider says the recipient opted out on this channel (e.g. Twilio error 21610): the
     # contact's consent becomes `unsubscribed`, set by the provider, which merchant imports can't undo.
     opted_out: bool = False

@@ -5,7 +5,8 @@ What `send` says about a message (one ledger row, however many browsers the cont
 - `SendOutcome(accepted=True, delivered=True)`: at least one push service answered 201 (SPEC: a 201
   counts as delivered). Subscriptions that failed alongside are listed in `details`.
 - `SendOutcome(accepted=False, error=...)`: nobody received it: every subscription was dead (404/410,
-  each one deleted as it is found), refused the message, or the account's keys are unusable.
+  each one reported in `gone` for the engine to remove), refused the message, or the account's
+  keys are unusable.
 - `SendOutcome(accepted=False, retry_after=...)`: a push service answered 429 before any subscription
   of this message took it; the engine hands the row back and waits.
 - `SendOutcome(accepted=False, error="push service unavailable: ...")`: a push service could not
@@ -25,7 +26,7 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
 from py_vapid.utils import b64urldecode
 from pywebpush import WebPushException, webpush
-from sqlalchemy import orm
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.channels.base import (
@@ -106,6 +106,7 @@ class _Attempt:
     kind: str  # delivered | accepted | dead | failed | rate_limited | unavailable | unknown
     detail: str = ""
     location: str | None = None  # the push message resource (RFC 8030 §5)
+    subscription_id: str = ""  # for a dead one: which subscription to remove
     retry_after: float = 0.0
 
 
@@ -115,7 +116,7 @@ class _Tally:
 
     locations: list[str | None] = field(default_factory=list)  # 201s
     accepted: int = 0  # other 2xx: taken, delivery not confirmed
-    removed: int = 0
+    gone: list[str] = field(default_factory=list)  # subscriptions answered 404/410
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
 
@@ -130,22 +131,23 @@ class _Tally:
         elif attempt.kind == "accepted":
             self.accepted += 1
         elif attempt.kind == "dead":
-            self.removed += 1
+            self.gone.append(attempt.subscription_id)
         elif attempt.kind == "unknown":
             self.unknown.append(attempt.detail)
         else:
             self.failed.append(attempt.detail)
 
     def outcome(self) -> SendOutcome:
-        details = {"delivered": len(self.locations), "accepted": self.accepted, "removed": self.removed,
+        details = {"delivered": len(self.locations), "accepted": self.accepted, "removed": len(self.gone),
                    "failed": self.failed, "unknown": self.unknown}
         if self.locations or self.accepted:
             first = next((location for location in self.locations if location), None)
             return SendOutcome(accepted=True, delivered=bool(self.locations), provider_message_id=first,
-                               details=details)
+                               details=details, gone=tuple(self.gone))
         if self.unknown:
             raise PushOutcomeUnknown("; ".join(self.unknown))
-        return SendOutcome(accepted=False, error="; ".join(self.failed) or NO_LIVE_SUBSCRIPTIONS, details=details)
+        return SendOutcome(accepted=False, error="; ".join(self.failed) or NO_LIVE_SUBSCRIPTIONS, details=details,
+                           gone=tuple(self.gone))
 
 
 class _NoRedirects(requests.Session):
@@ -208,8 +210,6 @@ class PushSender(HttpSender):
         self._signer = signer or link_signer()
         self._links = LinkRegistry()
         self._host_refusals: dict[str, str | None] = {}
-        # Sending threads have no app context: gone subscriptions are deleted through this engine.
-        self._engine = db.engine
         self._preloaded: dict[uuid.UUID, list[_Subscription]] = {}
 
     def _new_session(self) -> requests.Session:
@@ -273,7 +273,7 @@ class PushSender(HttpSender):
             elif attempt.kind in ("rate_limited", "unavailable") and not tally.handed_over:
                 return _hand_back(attempt)
             if attempt.kind == "dead":
-                _remove_subscription(self._engine, subscription.id)
+                attempt = replace(attempt, subscription_id=str(subscription.id))
             tally.add(attempt)
         return tally.outcome()
 
@@ -374,17 +374,3 @@ def _subscriptions_of(contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[_Sub
     for contact_id, *subscription in rows:
         found[contact_id].append(_Subscription(*subscription))
     return found
-
-
-def _remove_subscription(engine: sa.Engine, subscription_id: uuid.UUID) -> None:
-    """Delete a subscription its push service called gone.
-
-    Committed at once on a connection of its own (like tracking.store_links): the engine's session
-    records outcomes on its own schedule, and the push service's word stands whatever becomes of it.
-    """
-    try:
-        with orm.Session(engine) as session, session.begin():
-            session.execute(sa.delete(PushSubscription).where(PushSubscription.id == subscription_id))
-    except SQLAlchemyError:  # not fatal: the next send finds it gone again and retries the delete
-        log.warning("could not delete a gone push subscription", extra={"subscription_id": str(subscription_id)},
-                    exc_info=True)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
+from app.channels import catalogue
 from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
@@ -121,6 +122,14 @@ def record_opt_out(contact_id: uuid.UUID, channels: Collection[str], source: str
     contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
     if contact is not None:
         _merge_opt_out(contact, channels, source)
+
+
+def remove_gone_addresses(channel_type: str, addresses: Collection[str]) -> None:
+    """Forget addresses a provider said are gone for good, so nothing is sent to them again: for
+    push, the browser subscriptions its push service answered 404/410 for. The caller commits."""
+    if catalogue.spec(channel_type).address != "push":
+        raise ValueError(f"{channel_type} has no addresses a provider can call gone")
+    db.session.execute(sa.delete(PushSubscription).where(PushSubscription.id.in_([uuid.UUID(a) for a in addresses])))
 
 
 def _merge_opt_out(contact: Contact, channels: Collection[str], source: str) -> None:

@@ -151,6 +151,7 @@ class _Run:
         self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
         self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
         self._opted_out: list[uuid.UUID] = []
+        self._gone: list[str] = []  # addresses the provider called gone for good
         self._oldest_outcome = 0.0
         self._next_claim = 0.0  # not before: a rate limit's or a hold's wait
         self._last_claim = -CLAIM_EVERY
@@ -252,6 +253,7 @@ class _Run:
             return Outcome(row.id, "unknown", error=f"{type(exc).__name__}: {exc}")
         if result.opted_out and row.contact_id:
             self._opted_out.append(row.contact_id)
+        self._gone.extend(result.gone)
         if result.accepted:
             self.handed += 1
             return Outcome(row.id, "delivered" if result.delivered else "sent", result.provider_message_id)
@@ -313,10 +315,13 @@ class _Run:
         """Record the outcomes so far and claim `claim` more rows, in one self-committing statement."""
         outcomes, self._outcomes = self._outcomes, []
         opted_out, self._opted_out = self._opted_out, []
+        gone, self._gone = self._gone, []
         claimed = ledger.settle(self.channel_id, self.channel_type, outcomes, claim, lease()) \
             if outcomes or claim else []
         for contact_id in opted_out:
             contacts.record_opt_out(contact_id, [self.channel_type], source="provider")
+        if gone:
+            contacts.remove_gone_addresses(self.channel_type, gone)
         db.session.commit()
         return claimed
 
