@@ -222,7 +222,6 @@ class EmailSender(SenderBase):
         return url if is_trackable(url, self._base_url) else None
 
 
-
 class SmtpConnection:
     """One SMTP session, reopened when the server drops it between messages."""
 

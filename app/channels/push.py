@@ -26,7 +26,7 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,7 +106,6 @@ class _Attempt:
     kind: str  # delivered | accepted | dead | failed | rate_limited | unavailable | unknown
     detail: str = ""
     location: str | None = None  # the push message resource (RFC 8030 §5)
-    subscription_id: str = ""  # for a dead one: which subscription to remove
     retry_after: float = 0.0
 
 
@@ -130,8 +129,6 @@ class _Tally:
             self.locations.append(attempt.location)
         elif attempt.kind == "accepted":
             self.accepted += 1
-        elif attempt.kind == "dead":
-            self.gone.append(attempt.subscription_id)
         elif attempt.kind == "unknown":
             self.unknown.append(attempt.detail)
         else:
@@ -273,8 +270,9 @@ class PushSender(HttpSender):
             elif attempt.kind in ("rate_limited", "unavailable") and not tally.handed_over:
                 return _hand_back(attempt)
             if attempt.kind == "dead":
-                attempt = replace(attempt, subscription_id=str(subscription.id))
-            tally.add(attempt)
+                tally.gone.append(str(subscription.id))
+            else:
+                tally.add(attempt)
         return tally.outcome()
 
     def _retry_once(self, session: requests.Session, subscription: _Subscription, push: _Push,

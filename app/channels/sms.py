@@ -119,7 +119,7 @@ class SmsSender(HttpSender):
                 response = session.post(self._url, data=form, timeout=TIMEOUTS, allow_redirects=False)
         except requests.RequestException as exc:
             if never_reached(exc):
-                raise ProviderUnavailable(f"Cannot reach Twilio at {_netloc(self._url)}: {exc}") from exc
+                raise ProviderUnavailable(f"Cannot reach Twilio at {urlsplit(self._url).netloc}: {exc}") from exc
             self._unknown_in_a_row += 1
             raise SmsOutcomeUnknown(f"No answer from Twilio: {exc}") from exc
         if response.status_code // 100 not in (2, 4):  # a 5xx may hide a created message
@@ -127,10 +127,6 @@ class SmsSender(HttpSender):
             raise SmsOutcomeUnknown(_error(response)[1])
         self._unknown_in_a_row = 0
         return response
-
-
-def _netloc(url: str) -> str:
-    return urlsplit(url).netloc
 
 
 def _outcome(response: requests.Response) -> SendOutcome:

@@ -315,16 +315,19 @@ def contact_address(channel_type: str) -> sa.ColumnElement[Any]:
     reads the subscriptions themselves). Unknown channels raise (catalogue.UnknownChannel)."""
     kind = catalogue.spec(channel_type).address
     if kind == "push":
-        subscribed = sa.exists().where(PushSubscription.contact_id == Contact.id).correlate(Contact)
-        return sa.case((subscribed, "push"), else_=None)
+        return sa.case((_push_subscribed(), "push"), else_=None)
     return {"email": Contact.email, "phone": Contact.phone}[kind]
 
 
 def _has_address(channel: str) -> sa.ColumnElement[bool]:
-    kind = catalogue.spec(channel).address
-    if kind == "push":
-        return sa.exists().where(PushSubscription.contact_id == Contact.id).correlate(Contact)
+    # Push as a plain EXISTS rather than the CASE above: the planner makes it a semi-join.
+    if catalogue.spec(channel).address == "push":
+        return _push_subscribed()
     return contact_address(channel).is_not(None)
+
+
+def _push_subscribed() -> sa.ColumnElement[bool]:
+    return sa.exists().where(PushSubscription.contact_id == Contact.id).correlate(Contact)
 
 
 def _utc_now() -> sa.ColumnElement[Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -28,7 +27,7 @@ class Tally:
     opened_count: int
     clicked_count: int
     ledger: dict[str, int]
-    deferred_count: int = 0  # queued rows waiting for a later try (a provider's temporary refusal)
+    deferred_count: int  # queued rows waiting for a later try (a provider's temporary refusal)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -53,18 +52,11 @@ class Tally:
 
 
 @dataclass(frozen=True)
-class Problem:
-    code: str  # provider_unavailable | rate_limited | quota_reached
-    message: str
-    since: datetime
-
-
-@dataclass(frozen=True)
 class ChannelStats(Tally):
-    channel_id: uuid.UUID | None = None
-    channel_type: str = ""
-    status: str = ""
-    problem: Problem | None = None  # why the channel is not sending right now, if it is held up
+    channel_id: uuid.UUID
+    channel_type: str
+    status: str
+    problem: SendProblem | None  # why the channel is not sending right now, if it is held up
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
             deferred_count=waiting[channel.id],
-            problem=Problem(problem.code, problem.message, problem.since) if problem is not None else None,
+            problem=problem,
         )
         for channel, problem in channels.values()
     ]

@@ -56,6 +56,7 @@ HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no ra
 MAX_TRIES = 5
 MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
 MAX_RUN_WAIT = 5.0  # a limit that holds sending back longer ends the run instead of idling a worker
+RESTART_EVERY = 60.0  # beat restarts a stalled channel at most this often
 
 
 def _resume_at(wait: float) -> str:
@@ -128,8 +129,7 @@ def _open_account(stack: contextlib.ExitStack, channel: CampaignChannel, campaig
         account = account_for(channel.channel_type, campaign.user_id)
     except UnsupportedChannel as exc:
         reason = f"No provider is configured for {channel.channel_type} messages: {exc}"
-        return SendAccount(key=f"unconfigured:{channel.id}", sender=_Unconfigured(reason), in_flight=1,
-                           messages_per_second=None)
+        return SendAccount(key=f"unconfigured:{channel.id}", sender=_Unconfigured(reason), in_flight=1)
     stack.enter_context(account.sender)
     return account
 
@@ -336,14 +336,16 @@ def _continue_or_finish(channel: CampaignChannel, campaign: Campaign, blocked_fo
         ledger.finish_done_channels(campaign.id)
     elif due_in == 0:
         enqueue_after_commit(tasks.SEND_BATCH, str(channel.id))
-    elif _claim_wake_up(channel.id, min(due_in, MAX_WAKE_UP)):
+    elif _first_to_claim("wake", channel.id, min(due_in, MAX_WAKE_UP)):
         enqueue_after_commit(tasks.SEND_BATCH, str(channel.id), countdown=min(due_in, MAX_WAKE_UP))
     db.session.commit()
 
 
-def _claim_wake_up(channel_id: uuid.UUID, seconds: float) -> bool:
-    """One waiting task per channel for its deferred rows, however many senders end meanwhile."""
-    return bool(redis_client().set(f"herald:wake:channel:{channel_id}", b"1", nx=True,
+def _first_to_claim(what: str, channel_id: uuid.UUID, seconds: float) -> bool:
+    """True for the first caller in `seconds` to claim `what` for the channel: one waiting task for
+    its deferred rows however many senders end meanwhile; one restart per minute however many
+    beats tick."""
+    return bool(redis_client().set(f"herald:{what}:channel:{channel_id}", b"1", nx=True,
                                    px=max(1, int(seconds * 1000))))
 
 
@@ -355,7 +357,7 @@ def reap_and_resume() -> dict[str, int]:
     ledger.apply_matched_held_receipts()
     resumed = 0
     for campaign_id, channel_id, _ in ledger.unsettled_channels():
-        if _claim_restart(channel_id):
+        if _first_to_claim("resume", channel_id, RESTART_EVERY):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
             resumed += 1
     campaigns |= set(ledger.running_campaigns_without_work())
@@ -364,7 +366,3 @@ def reap_and_resume() -> dict[str, int]:
     db.session.commit()
     return {"campaigns": len(campaigns), "resumed": resumed}
 
-
-def _claim_restart(channel_id: uuid.UUID) -> bool:
-    """At most one restart per channel per minute, however many beats tick."""
-    return bool(redis_client().set(f"herald:resume:channel:{channel_id}", b"1", nx=True, ex=60))
