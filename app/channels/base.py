@@ -21,6 +21,7 @@ A provider is used as a context manager around a run: `__enter__` may open a fir
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,20 +144,25 @@ class SenderBase:
 T = TypeVar("T")
 
 
+# A connection idle longer than this is closed rather than reused: servers close idle keep-alive
+# connections after a few seconds (Apache after 5), and one they close just as a request goes out
+# leaves that request's outcome unknown.
+MAX_IDLE_SECONDS = 4.0
+
+
 class ConnectionPool(Generic[T]):
-    """Connections lent to one thread at a time and reused: at most as many exist as threads ever
-    used them at once (a run's messages in flight)."""
+    """Connections lent to one thread at a time and reused, most recently used first: at most as
+    many exist as threads ever used them at once (a run's messages in flight)."""
 
     def __init__(self, open_connection: Callable[[], T], close_connection: Callable[[T], None]) -> None:
         self._open, self._close = open_connection, close_connection
-        self._idle: list[T] = []
+        self._idle: list[tuple[T, float]] = []  # with the time each came back
         self._all: list[T] = []
         self._lock = threading.Lock()
 
     @contextmanager
     def connection(self) -> Iterator[T]:
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
+        connection = self._reusable()
         if connection is None:
             connection = self._open()
             with self._lock:
@@ -165,13 +171,27 @@ class ConnectionPool(Generic[T]):
             yield connection
         finally:
             with self._lock:
-                self._idle.append(connection)
+                self._idle.append((connection, time.monotonic()))
+
+    def _reusable(self) -> T | None:
+        with self._lock:
+            if not self._idle:
+                return None
+            connection, since = self._idle.pop()
+            if time.monotonic() - since <= MAX_IDLE_SECONDS:
+                return connection
+            # The most recent is stale, so all below it are: close them all.
+            stale, self._idle = [connection, *(c for c, _ in self._idle)], []
+            self._all = [c for c in self._all if all(c is not s for s in stale)]
+        for old in stale:
+            self._close(old)
+        return None
 
     def add(self, connection: T) -> None:
         """An already opened connection, lent out first."""
         with self._lock:
             self._all.append(connection)
-            self._idle.append(connection)
+            self._idle.append((connection, time.monotonic()))
 
     def close(self) -> None:
         with self._lock:
@@ -184,17 +204,13 @@ class HttpSender(SenderBase):
     """A provider reached over HTTP: one `requests.Session` per sending thread, from a pool."""
 
     def __init__(self) -> None:
-        self._sessions: ConnectionPool[requests.Session] = ConnectionPool(self._new_session, _close_session)
+        self._sessions: ConnectionPool[requests.Session] = ConnectionPool(self._new_session, requests.Session.close)
 
     def _new_session(self) -> requests.Session:
         return requests.Session()
 
     def __exit__(self, *exc_info: object) -> None:
         self._sessions.close()
-
-
-def _close_session(session: requests.Session) -> None:
-    session.close()
 
 
 # --- Rules every HTTP provider shares ----------------------------------------------------------
