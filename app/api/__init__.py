@@ -6,6 +6,7 @@ from app.extensions import api
 
 def register_blueprints(app: Flask) -> None:
     from app.api import (
+        account_pages,
         audiences,
         auth,
         campaigns,
@@ -23,5 +24,5 @@ def register_blueprints(app: Flask) -> None:
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
-                   twilio_hooks, whatsapp_hooks, provider_accounts):
+                   twilio_hooks, whatsapp_hooks, provider_accounts, account_pages):
         api.register_blueprint(module.blp)

@@ -11,41 +11,22 @@ from html import escape
 from flask import Response, redirect, request
 from flask_smorest import Blueprint
 
+from app.api.html_pages import NO_CACHE, page
 from app.errors import NotFound
 from app.extensions import limiter
 from app.services import tracking
 
 # A 1x1 transparent GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
-# The token in the URL is a credential: keep it out of Referer headers, frames and search indexes.
-PAGE_HEADERS = {
-    **NO_CACHE,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex",
-}
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}</style>
-</head><body><h1>{title}</h1>{body}</body></html>
-"""
-
 blp = Blueprint("tracking", __name__, url_prefix="/t", description="Open, click and unsubscribe links (public)")
 # Every recipient's mail client and every mailbox provider fetch these: API throttles do not apply.
 limiter.exempt(blp)
 
 
-def _page(title: str, body: str, status: int = 200) -> Response:
-    html = PAGE.format(title=escape(title), body=body)
-    return Response(html, status=status, mimetype="text/html", headers=PAGE_HEADERS)
-
-
 @blp.errorhandler(NotFound)
 def invalid_link(exc: NotFound) -> Response:
     # People land here from their inbox: a page, not a JSON error body.
-    return _page("Link not valid", f"<p>{escape(exc.message)}</p>", status=404)
+    return page("Link not valid", f"<p>{escape(exc.message)}</p>", status=404)
 
 
 @blp.route("/o/<token>", methods=["GET"])
@@ -70,11 +51,11 @@ def unsubscribe_page(token: str) -> Response:
     # No action attribute: the form posts back to this very URL, whatever proxy path it came through.
     form = ('<p>Stop receiving these messages?</p><form method="post">'
             '<button type="submit">Unsubscribe</button></form>')
-    return _page("Unsubscribe", form)
+    return page("Unsubscribe", form)
 
 
 @blp.route("/u/<token>", methods=["POST"])
 def unsubscribe(token: str) -> Response:
     """RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`), or the page's form; idempotent."""
     tracking.unsubscribe(token)
-    return _page("You are unsubscribed", "<p>You will not receive these messages any more.</p>")
+    return page("You are unsubscribed", "<p>You will not receive these messages any more.</p>")
