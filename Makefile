@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app:create_app
 PORT ?= 5000
+# In development the API listens on this machine only (the Procfile's default, for hosts, is 0.0.0.0).
+WEB_ADDRESS ?= 127.0.0.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test install services db bench clean
@@ -31,8 +33,9 @@ run: db
 	@echo "  API      http://127.0.0.1:$(PORT)/api/v1"
 	@echo "  Docs     http://127.0.0.1:$(PORT)/docs   (OpenAPI: /openapi.json)"
 	@echo "  Flower   http://127.0.0.1:$${FLOWER_PORT:-5555}   (user and password: FLOWER_BASIC_AUTH in .env)"
+	@echo "  Mail     http://127.0.0.1:$${MAIL_CATCHER_PORT:-1080}   (every email sent, verification links included)"
 	@echo ""
-	PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker beat flower
+	PORT=$(PORT) WEB_ADDRESS=$(WEB_ADDRESS) $(BIN)/honcho start --port $(PORT) web worker beat flower mail
 
 test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
