@@ -1,11 +1,21 @@
 """Operator commands registered on the `flask` CLI."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import psycopg2
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+from marshmallow import ValidationError
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
+
+from app.errors import HeraldError
+from app.schemas.users import RegisterSchema
+from app.services import accounts, demo
+
+users = AppGroup("users", help="Manage merchant accounts.")
 
 
 def create_database_if_missing(url: str) -> bool:
@@ -35,3 +45,54 @@ def register_cli(app: Flask) -> None:
         name = make_url(url).database
         created = create_database_if_missing(url)
         click.echo(f"database {name}: {'created' if created else 'exists'}")
+
+    app.cli.add_command(users)
+    app.cli.add_command(load_demo)
+
+
+def _refused(problem: str, errors: Any = None) -> click.ClickException:
+    details = "".join(f"\n  {field}: {'; '.join(map(str, messages))}" for field, messages in (errors or {}).items())
+    return click.ClickException(problem + details)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Asked for when not given (keeps it out of the shell history).")
+@click.option("--first-name")
+@click.option("--last-name")
+@click.option("--company-name")
+@click.option("--verified", is_flag=True, help="Mark the address verified: no verification mail, can launch at once.")
+def create_user(email: str, password: str, first_name: str | None, last_name: str | None,
+                company_name: str | None, verified: bool) -> None:
+    """Create a merchant account (checked like a registration)."""
+    given = {"email": email, "password": password, "firstName": first_name, "lastName": last_name,
+             "companyName": company_name}
+    try:
+        data = RegisterSchema().load({key: value for key, value in given.items() if value is not None})
+        user = accounts.create_user(verified=verified, **data)
+    except ValidationError as exc:
+        raise _refused("The account was not created.", exc.messages) from None
+    except HeraldError as exc:
+        raise _refused(exc.message, exc.errors) from None
+    state = "verified" if user.is_verified else "verification mail queued"
+    click.echo(f"created {user.email} ({state}), id {user.id}")
+
+
+@click.command("demo")
+@with_appcontext
+@click.option("--email", default=demo.DEMO_EMAIL, show_default=True, help="The demo merchant's login.")
+@click.option("--password", help="The demo merchant's password (default: a new random one, printed).")
+def load_demo(email: str, password: str | None) -> None:
+    """Load a demo merchant: verified account, pixel source with events, contacts, a draft campaign."""
+    if current_app.config["HERALD_SETTINGS"].env == "production":
+        raise click.ClickException("Demo data is for development: HERALD_ENV is production.")
+    try:
+        loaded = demo.load_demo_merchant(email, password)
+    except HeraldError as exc:
+        raise _refused(exc.message, exc.errors) from None
+    click.echo(f"""demo merchant loaded
+  login        {loaded.email}  password {loaded.password}
+  contacts     {loaded.contacts}, with {loaded.events} pixel events over the past six days
+  data source  {loaded.source_id}  (facebook_pixel; ingest key {loaded.ingest_key})
+  campaign     {loaded.campaign_id}  (draft: an email to everyone subscribed; launch it to send)""")
