@@ -48,6 +48,14 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 
+# Beat's sweeps are backstops: the work they find was normally handed to a worker already (each task
+# is published after its commit). An idle platform sends about 75 sweeps in 9 minutes (Flower lists
+# each one), so each runs only as often as the delay it bounds is worth:
+#   launch_due       when a scheduled campaign starts: within 15 s of its scheduledAt
+#   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 120 s) and restarts stalled channels
+#   process_pending  events every ingest already hinted; a lost hint waits at most a minute
+#   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
+#   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -63,7 +71,7 @@ beat_schedule = {
     },
     tasks.LAUNCH_DUE: {
         "task": tasks.LAUNCH_DUE,
-        "schedule": 5.0,
+        "schedule": 15.0,
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,
@@ -71,11 +79,11 @@ beat_schedule = {
     },
     tasks.PROCESS_PENDING: {
         "task": tasks.PROCESS_PENDING,
-        "schedule": 10.0,
+        "schedule": 60.0,
     },
     tasks.SEND_PENDING_VERIFICATIONS: {
         "task": tasks.SEND_PENDING_VERIFICATIONS,
-        "schedule": 60.0,
+        "schedule": 120.0,
     },
     tasks.SYNC_ALL: {
         "task": tasks.SYNC_ALL,
@@ -83,10 +91,10 @@ beat_schedule = {
     },
     tasks.REAP_STALE_SYNCS: {
         "task": tasks.REAP_STALE_SYNCS,
-        "schedule": 60.0,
+        "schedule": 300.0,
     },
     tasks.ASSISTANT_REPLY_PENDING: {
         "task": tasks.ASSISTANT_REPLY_PENDING,
-        "schedule": 60.0,
+        "schedule": 120.0,
     },
 }

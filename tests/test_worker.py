@@ -51,6 +51,15 @@ def test_limits_are_consistent():
     assert celeryconfig.beat_schedule[PURGE]["schedule"] == 3600.0
 
 
+def test_an_idle_platform_sends_few_sweeps():
+    # Flower lists every task beat sends: an idle platform once showed 220 sweeps in 9 minutes.
+    nine_minutes = 540.0
+    assert sum(nine_minutes / entry["schedule"] for entry in celeryconfig.beat_schedule.values()) < 80
+    # Still often enough for what each one bounds: a scheduled launch's delay, a lapsed send lease.
+    assert celeryconfig.beat_schedule["campaigns.launch_due"]["schedule"] <= 15
+    assert celeryconfig.beat_schedule["campaigns.reap_stalled"]["schedule"] < 120  # SEND_LEASE_SECONDS default
+
+
 def test_task_is_published_only_after_commit(app_ctx, broker):
     db.session.add(User(email="a@example.com", password_hash="x"))
     enqueue_after_commit(PURGE)
