@@ -52,11 +52,42 @@ class TooManyRequests(HeraldError):
     status, code = 429, "too_many_requests"
 
 
+MAX_REPORTED_ERRORS = 20
+
+
 def error_body(status: int, code: str, message: str, errors: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if errors:
-        body["errors"] = errors
+        body["errors"], omitted = _first_errors(errors, MAX_REPORTED_ERRORS)
+        if omitted:
+            body["omittedErrors"] = omitted  # a bounded answer, whatever the size of the input
     return body
+
+
+def _first_errors(errors: Any, room: int) -> tuple[Any, int]:
+    """The first `room` error messages of a nested report, in its shape, and how many were left out."""
+    if isinstance(errors, dict):
+        kept: dict[Any, Any] = {}
+        omitted = 0
+        for key, inner in errors.items():
+            if room <= 0:
+                omitted += _count(inner)
+                continue
+            kept[key], left_out = _first_errors(inner, room)
+            room -= _count(kept[key])
+            omitted += left_out
+        return kept, omitted
+    if isinstance(errors, list) and all(isinstance(item, str) for item in errors):
+        return errors[:max(room, 1)], max(len(errors) - max(room, 1), 0)
+    return errors, 0
+
+
+def _count(errors: Any) -> int:
+    if isinstance(errors, dict):
+        return sum(_count(inner) for inner in errors.values())
+    if isinstance(errors, list) and all(isinstance(item, str) for item in errors):
+        return len(errors)
+    return 1
 
 
 def _field_errors(exc: HTTPException) -> Any:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from app.extensions import db
-from app.models import DataEvent
+from app.models import DataEvent, EventFailure
 from tests.conftest import TEST_REDIS_URL
 from tests.support.sources import (
     capi_event,
@@ -202,3 +202,55 @@ def test_ingest_hints_processing_after_commit(client, pixel):
                 headers={"X-Ingest-Key": key})
     assert broker.llen("events") == 1  # debounced: one hint for the burst
     broker.close()
+
+
+def _quarantined(source_id) -> dict[str, str]:
+    """eventType → the quarantine reason, for the source's quarantined events."""
+    rows = db.session.execute(
+        sa.select(DataEvent.event_type, EventFailure.last_error)
+        .join(EventFailure, EventFailure.data_event_id == DataEvent.id)
+        .where(DataEvent.data_source_id == source_id, EventFailure.quarantined_at.is_not(None),
+               DataEvent.processed_at.is_not(None))
+    ).all()
+    return {row.event_type: row.last_error for row in rows}
+
+
+def test_one_event_with_a_nul_is_quarantined_and_its_batch_stored(client, pixel):
+    source, key = pixel
+    batch = [capi_event("ViewContent", f"e{i}") for i in range(999)]
+    batch.append(capi_event("Search", "s1", custom_data={"search_string": "shoes\u0000red"}))
+    response = client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": batch}, headers={"X-Ingest-Key": key})
+    assert response.status_code == 202 and response.get_json() == {"accepted": 1000, "duplicates": 0}
+    stored = _events(source.id)
+    assert len(stored) == 1000 and sum(e.processed_at is None for e in stored) == 999
+    (search,) = [e for e in stored if e.event_type == "Search"]
+    assert search.event_data["custom_data"]["search_string"] == "shoes\ufffdred"
+    assert "custom_data.search_string" in _quarantined(source.id)["Search"]
+    replay = client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": batch}, headers={"X-Ingest-Key": key})
+    assert replay.get_json() == {"accepted": 1000, "duplicates": 1000}
+
+
+def test_lone_surrogates_and_nul_in_ga4_and_shopify_events_are_quarantined(client, gtm, app_ctx):
+    source, key = gtm
+    raw = (b'{"client_id": "c1", "events": [{"name": "page_view", "params": {"page_title": "ok"}},'
+           b' {"name": "search", "params": {"search_term": "caf\\ud800"}}]}')
+    response = client.post(f"/ingest/gtm/{source.id}", data=raw, content_type="application/json",
+                           headers={"X-Ingest-Key": key})
+    assert response.status_code == 202 and response.get_json() == {"accepted": 2, "duplicates": 0}
+    assert set(_quarantined(source.id)) == {"search"} and "surrogate" in _quarantined(source.id)["search"]
+    shop, _ = make_source(make_merchant(), "shopify")
+    body = dumps({**shopify_order(), "note": "gift\u0000wrap"})
+    response = client.post(f"/ingest/shopify/{shop.id}", data=body, headers=shopify_headers(body))
+    assert response.status_code == 202
+    (order,) = _events(shop.id)
+    assert order.event_data["note"] == "gift\ufffdwrap" and set(_quarantined(shop.id)) == {"orders/create"}
+
+
+@pytest.mark.parametrize("raw", [b'{"data": [' + b"[" * 5000 + b"]" * 5000 + b"]}", b'{"data": "\xff"}',
+                                 b'{"data": [' + b",".join([b'{"event_name": 1}'] * 200_000) + b"]}"])
+def test_hostile_batches_are_refused_cheaply(client, pixel, raw):
+    source, key = pixel
+    response = client.post(f"/ingest/facebook-pixel/{source.id}", data=raw, content_type="application/json",
+                           headers={"X-Ingest-Key": key})
+    assert response.status_code == 422 and len(response.get_data()) < 4096
+    assert _events(source.id) == []

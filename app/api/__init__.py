@@ -5,6 +5,9 @@ from app.extensions import api
 
 
 def register_blueprints(app: Flask) -> None:
+    from app.api.blueprint import JsonProvider
+
+    app.json = JsonProvider(app)
     from app.api import (
         account_pages,
         audiences,

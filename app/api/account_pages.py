@@ -8,12 +8,12 @@ from __future__ import annotations
 from html import escape
 
 from flask import Response, request
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import page
 from app.services import accounts
 
-blp = Blueprint("account_pages", __name__, description="The page verification mail links to (public)")
+blp = HeraldBlueprint("account_pages", __name__, description="The page verification mail links to (public)")
 
 INVALID = "This verification link is invalid, expired or already used."
 ASK_AGAIN = ("Log in and ask for a new link (<code>POST /api/v1/auth/verify-email/resend</code>); "

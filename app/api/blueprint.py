@@ -5,15 +5,54 @@ from typing import Any, Callable
 
 import flask_smorest
 import sqlalchemy as sa
+from flask.json.provider import DefaultJSONProvider
 from flask_jwt_extended import jwt_required
 from flask_smorest import Page
+from marshmallow import missing
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 from app.extensions import db
+from app.schemas.json_input import JsonRejected, parse
 
 BEARER_SECURITY = [{"bearerAuth": []}]
+# Beyond any real listing; a larger OFFSET would overflow PostgreSQL's bigint (a page past the end
+# is simply empty).
+MAX_OFFSET = 2**40
 
 
-class ApiBlueprint(flask_smorest.Blueprint):
+class JsonBodyParser(FlaskParser):
+    """Request bodies parsed by app.schemas.json_input: invalid JSON or nesting past its bound is a
+    400, text PostgreSQL cannot store a 422 naming where it is."""
+
+    def _raw_load_json(self, req):
+        if not is_json_request(req):
+            return missing
+        raw = req.get_data(cache=True)
+        if not raw.strip():
+            return missing
+        try:
+            return parse(raw)
+        except JsonRejected as exc:
+            if exc.path is None:
+                abort(400, messages={"json": [exc.message]})
+            errors: Any = [exc.message]
+            for part in reversed(exc.path):  # nested by field, as schema errors are
+                errors = {part: errors}
+            abort(422, messages={"json": errors})
+
+
+class JsonProvider(DefaultJSONProvider):
+    """`request.get_json()` parses as the blueprints do (rate-limit keys read bodies that way)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return parse(s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s)
+
+
+class HeraldBlueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = JsonBodyParser()
+
+
+class ApiBlueprint(HeraldBlueprint):
     def authenticated(self, view: Callable[..., Any]) -> Callable[..., Any]:
         """Require a live access token (401 otherwise) and document it in the OpenAPI spec."""
         return self.doc(security=BEARER_SECURITY)(jwt_required()(view))
@@ -24,6 +63,8 @@ class SelectPage(Page):
 
     @property
     def items(self) -> list[Any]:
+        if self.page_params.first_item > MAX_OFFSET:
+            return []
         stmt = self.collection.offset(self.page_params.first_item).limit(self.page_params.page_size)
         return list(db.session.scalars(stmt))
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.services import readiness
 
-blp = Blueprint("health", __name__, description="Process liveness and dependency readiness")
+blp = HeraldBlueprint("health", __name__, description="Process liveness and dependency readiness")
 
 
 @blp.route("/healthz")

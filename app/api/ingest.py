@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import uuid
 
-import orjson
 from flask import request
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.errors import ValidationFailed
+from app.schemas import json_input
 from app.schemas.ingest import AcceptedSchema, CapiBatchSchema, Ga4BatchSchema
 from app.services import ingestion
 
 MAX_INGEST_BODY = 5 * 1024 * 1024
 
-blp = Blueprint("ingest", __name__, url_prefix="/ingest", description="Event ingestion (public, provider-authenticated)")
+blp = HeraldBlueprint("ingest", __name__, url_prefix="/ingest", description="Event ingestion (public, provider-authenticated)")
 
 
 @blp.before_request
@@ -22,10 +22,11 @@ def allow_larger_bodies() -> None:
 
 
 def _json_object(raw: bytes) -> dict:
+    # Text PostgreSQL cannot store does not fail the batch: the event holding it is quarantined.
     try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed("The body is not valid JSON.") from exc
+        payload = json_input.parse(raw, lenient_text=True)
+    except json_input.JsonRejected as exc:
+        raise ValidationFailed(f"The body is not valid JSON: {exc.message}") from None
     if not isinstance(payload, dict):
         raise ValidationFailed("The body must be a JSON object.")
     return payload

@@ -9,8 +9,8 @@ import base64
 from html import escape
 
 from flask import Response, redirect, request
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import NO_CACHE, page
 from app.errors import NotFound
 from app.extensions import limiter
@@ -18,7 +18,7 @@ from app.services import tracking
 
 # A 1x1 transparent GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-blp = Blueprint("tracking", __name__, url_prefix="/t", description="Open, click and unsubscribe links (public)")
+blp = HeraldBlueprint("tracking", __name__, url_prefix="/t", description="Open, click and unsubscribe links (public)")
 # Every recipient's mail client and every mailbox provider fetch these: API throttles do not apply.
 limiter.exempt(blp)
 

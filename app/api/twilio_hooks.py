@@ -7,12 +7,12 @@ unknown account: 403 and nothing changes.
 from __future__ import annotations
 
 from flask import Response, request
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.extensions import limiter
 from app.services import receipts
 
-blp = Blueprint("twilio_hooks", __name__, url_prefix="/hooks/twilio",
+blp = HeraldBlueprint("twilio_hooks", __name__, url_prefix="/hooks/twilio",
                 description="Twilio message status callbacks (public, signed)")
 # Twilio calls back once per status change of every message a campaign sends: API throttles don't apply.
 limiter.exempt(blp)

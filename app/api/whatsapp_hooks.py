@@ -6,15 +6,15 @@ Public: Meta authenticates itself with the platform app's verify token (handshak
 from __future__ import annotations
 
 from flask import Response, current_app, request
-from flask_smorest import Blueprint
 
+from app.api.blueprint import HeraldBlueprint
 from app.channels import whatsapp
 from app.config import Settings
 from app.errors import Forbidden
 from app.extensions import limiter
 from app.services import receipts
 
-blp = Blueprint("whatsapp_hooks", __name__, url_prefix="/hooks/whatsapp",
+blp = HeraldBlueprint("whatsapp_hooks", __name__, url_prefix="/hooks/whatsapp",
                 description="WhatsApp Cloud API webhook (public, signed by Meta)")
 # Meta delivers every status of every merchant's messages from a few addresses: throttling them
 # would lose receipts (Meta gives up on a webhook after its retries run out).

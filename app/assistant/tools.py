@@ -48,7 +48,7 @@ from app.schemas.audiences import (
     AudiencePreviewRequestSchema,
     AudiencePreviewSchema,
 )
-from app.schemas.base import CamelSchema, UtcDateTime
+from app.schemas.base import BoundedList, CamelSchema, UtcDateTime
 from app.schemas.campaigns import (
     CHANNEL_CONFIG_DOC,
     NAME_MAX,
@@ -110,8 +110,8 @@ class DraftCampaignArguments(CampaignCreateSchema):
     """The API's campaign, channel and audience schemas, composed; `config` and `conversationId` are
     excluded when loading (the conversation is the one being answered)."""
 
-    channels = fields.List(fields.Nested(ChannelCreateSchema), required=True,
-                           validate=validate.Length(min=1, max=len(CHANNEL_TYPES)))
+    channels = BoundedList(fields.Nested(ChannelCreateSchema), required=True, min_length=1,
+                           max_length=len(CHANNEL_TYPES))
     audience = fields.Nested(AudienceCreateSchema, required=True)
     proposed_schedule_at = UtcDateTime()
 

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.channels.catalogue import require_every_channel
-from app.schemas.base import fields_marked, load_by_kind, no_nul
+from app.schemas.base import BoundedList, fields_marked, load_by_kind, no_nul
 from app.services.rendering import template_error
 
 EMAIL_MAX = 254
@@ -115,10 +115,10 @@ class WhatsappConfigSchema(_ChannelConfigSchema):
         validate=validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="Must be a language code such as en or en_US."),
     )
     # The template's body variables {{1}}, {{2}}, ... in order; each is itself a template over the contact.
-    parameters = fields.List(
+    parameters = BoundedList(
         _template(WHATSAPP_PARAMETER_MAX),
         load_default=list,
-        validate=validate.Length(max=WHATSAPP_PARAMETERS_MAX),
+        max_length=WHATSAPP_PARAMETERS_MAX,
         metadata={"template": True},
     )
 

@@ -61,6 +61,21 @@ def postgres_json(value: Any) -> None:
             raise ValidationError("Must not contain NUL characters.")
 
 
+class BoundedList(fields.List):
+    """A list whose length is checked before any element is: a body of 500,000 elements costs one
+    comparison and one error, not 500,000 validations and their report."""
+
+    def __init__(self, cls_or_instance: Any, *, min_length: int = 0, max_length: int, **kwargs: Any) -> None:
+        super().__init__(cls_or_instance, **kwargs)
+        self.min_length, self.max_length = min_length, max_length
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, list) and not self.min_length <= len(value) <= self.max_length:
+            raise ValidationError(f"Must hold between {self.min_length} and {self.max_length} items."
+                                  if self.min_length else f"Must hold at most {self.max_length} items.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def name_field(maximum: int, **kwargs: Any) -> fields.String:
     """A required display name: 1..maximum characters, not blank."""
     return fields.String(

@@ -15,7 +15,7 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import HeraldError, ValidationFailed
 from app.models.contacts import CONSENT_VALUES
-from app.schemas.base import CamelSchema, UtcDateTime, no_nul, postgres_json
+from app.schemas.base import BoundedList, CamelSchema, UtcDateTime, no_nul, postgres_json
 from app.sources.normalize import EXTERNAL_ID_KEYS, normalize_email, normalize_phone
 
 EMAIL_MAX = 254
@@ -133,9 +133,8 @@ class ContactUpdateSchema(CamelSchema):
         keys=fields.String(validate=validate.OneOf(CHANNEL_TYPES)),
         values=fields.String(validate=validate.OneOf(CONSENT_VALUES)),
     )
-    push_subscriptions = fields.List(
-        fields.Nested(PushSubscriptionInputSchema),
-        validate=[validate.Length(max=PUSH_SUBSCRIPTIONS_MAX), _distinct_endpoints],
+    push_subscriptions = BoundedList(
+        fields.Nested(PushSubscriptionInputSchema), max_length=PUSH_SUBSCRIPTIONS_MAX, validate=_distinct_endpoints,
     )
 
 
@@ -148,9 +147,9 @@ class ContactCreateSchema(ContactUpdateSchema):
 
 
 class UnsubscribeSchema(CamelSchema):
-    channels = fields.List(
+    channels = BoundedList(
         fields.String(validate=validate.OneOf(CHANNEL_TYPES)),
-        validate=validate.Length(min=1),
+        min_length=1, max_length=len(CHANNEL_TYPES),
         metadata={"description": "Channels to opt out of; every channel when omitted."},
     )
 

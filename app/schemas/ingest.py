@@ -10,6 +10,8 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates
 
+from app.schemas.base import BoundedList
+
 MAX_BATCH = 1000
 # Meta refuses events older than 7 days; a little clock skew into the future is tolerated.
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
@@ -45,7 +47,7 @@ class CapiBatchSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
-    data = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
+    data = BoundedList(fields.Dict(), required=True, min_length=1, max_length=MAX_BATCH)
 
     @validates("data")
     def _events(self, events: list[dict[str, Any]], **_: object) -> None:
@@ -72,7 +74,7 @@ class Ga4BatchSchema(Schema):
     user_properties = fields.Dict(allow_none=True)
     user_data = fields.Dict(allow_none=True)
     non_personalized_ads = fields.Boolean()
-    events = fields.List(fields.Nested(Ga4EventSchema), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
+    events = BoundedList(fields.Nested(Ga4EventSchema), required=True, min_length=1, max_length=MAX_BATCH)
 
 
 class AcceptedSchema(Schema):

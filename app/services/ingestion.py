@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from app.errors import Forbidden, Unauthorized
 from app.extensions import db
 from app.models import DataSource, IngestKey
+from app.schemas import json_input
 from app.security import opaque_tokens
 from app.services import bulk_sql, data_sources
 from app.services.event_processing import hint_processing
@@ -26,20 +27,31 @@ from app.services.event_processing import hint_processing
 BAD_SIGNATURE = "Invalid webhook signature."
 BAD_KEY = "Invalid ingest key."
 
+# An event holding text PostgreSQL cannot store (`q`: why) is stored with that text replaced,
+# already processed, with a quarantine record saying why; the rest of its batch is stored as usual.
 _STORE = sa.text(
     """
-    WITH input AS (
-        SELECT DISTINCT ON (e.k) e.k, e.t, e.d
-        FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(k text, t text, d jsonb)
+    WITH input AS MATERIALIZED (
+        SELECT DISTINCT ON (e.k) uuid_generate_v4() AS id, e.k, e.t, e.d, e.q
+        FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(k text, t text, d jsonb, q text)
     ),
     fresh AS (
         INSERT INTO data_event_keys ("dataSourceId", "dedupeKey")
         SELECT CAST(:source_id AS uuid), k FROM input
         ON CONFLICT DO NOTHING
         RETURNING "dedupeKey"
+    ),
+    stored AS (
+        INSERT INTO data_events (id, "dataSourceId", "eventType", "eventData", "processedAt")
+        SELECT input.id, CAST(:source_id AS uuid), input.t, input.d, CASE WHEN input.q IS NOT NULL THEN now() END
+        FROM input JOIN fresh ON fresh."dedupeKey" = input.k
+        RETURNING id
+    ),
+    quarantined AS (
+        INSERT INTO data_event_failures ("dataEventId", attempts, "lastError", "quarantinedAt")
+        SELECT input.id, 0, input.q, now() FROM input JOIN stored ON stored.id = input.id WHERE input.q IS NOT NULL
     )
-    INSERT INTO data_events ("dataSourceId", "eventType", "eventData")
-    SELECT CAST(:source_id AS uuid), input.t, input.d FROM input JOIN fresh ON fresh."dedupeKey" = input.k
+    SELECT count(*) FROM stored
     """
 )
 
@@ -92,8 +104,21 @@ def insert_new_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> int:
     """Insert the events whose keys the source has not seen; how many were new. No commit."""
     if not events:
         return 0
-    payload = bulk_sql.to_json([{"k": e.dedupe_key, "t": e.event_type, "d": e.event_data} for e in events])
-    return db.session.execute(_STORE, {"events": payload, "source_id": str(source_id)}).rowcount
+    payload = bulk_sql.to_json([_storable(event) for event in events])
+    return db.session.execute(_STORE, {"events": payload, "source_id": str(source_id)}).scalar_one()
+
+
+def _storable(event: IncomingEvent) -> dict[str, Any]:
+    problem = json_input.first_problem(event.event_data)
+    row = {"k": event.dedupe_key, "t": event.event_type, "d": event.event_data, "q": None}
+    if problem is None and json_input.first_problem([event.dedupe_key, event.event_type]) is None:
+        return row
+    path, why = problem or ((), "The event name or id cannot be stored.")
+    where = ".".join(str(part) for part in path)
+    digest = hashlib.sha256(event.dedupe_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return {"k": f"unstorable:sha256:{digest}", "t": json_input.storable_text(event.event_type),
+            "d": json_input.storable_copy(event.event_data),
+            "q": f"Quarantined on arrival: {where + ': ' if where else ''}{why} Such characters are shown as U+FFFD."}
 
 
 def store_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> StoreResult:
@@ -108,7 +133,7 @@ def content_key(prefix: str, event: dict[str, Any]) -> str:
     """A de-duplication key for events that carry no id of their own: the same delivery, twice,
     has the same content."""
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
-    return f"{prefix}:sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+    return f"{prefix}:sha256:{hashlib.sha256(canonical.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def shopify_events(topic: str, webhook_id: str | None, payload: dict[str, Any], raw_body: bytes) -> list[IncomingEvent]:
