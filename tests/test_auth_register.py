@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import smtplib
 import re
 import time
 from datetime import timedelta
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import EmailVerification, User, utcnow
+from app.services import accounts
 from tests.support.accounts import PASSWORD, bearer, login, register, unique_email
 
 LINK = re.compile(r"https://herald\.test/verify-email\?token=([A-Za-z0-9_\-]+)")
@@ -171,3 +173,67 @@ def test_sweep_sends_what_a_lost_message_left_unsent(app, committed_db, smtp_sin
         assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
         assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 0
     assert len(smtp_sink.wait_for(1)) == 1
+
+
+def _verification_id(app, email: str):
+    with app.app_context():
+        (user,) = _users(email)
+        return db.session.scalar(sa.select(EmailVerification.id).where(EmailVerification.user_id == user.id))
+
+
+def test_a_link_used_the_moment_its_mail_arrives_works(app, live_client, smtp_sink):
+    """The link is opened while the sender still waits for the server's answer to DATA (a link
+    checker, a fast reader): the token must already be committed by then."""
+    answers = []
+
+    def open_link(mail):
+        token = LINK.search(mail.text()).group(1)
+        answers.append(live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code)
+
+    smtp_sink.on_data = open_link
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        assert accounts.send_verification_email(verification_id) is True
+    assert answers == [200]
+    with app.app_context():
+        (user,) = _users(email)
+        row = db.session.get(EmailVerification, verification_id)
+        assert user.is_verified and row.used_at is not None and row.sent_at is not None
+
+
+def test_a_refused_mail_is_sent_again_with_a_link_that_works(app, live_client, smtp_sink):
+    refusals = ["451 4.3.0 Try again later"]
+    smtp_sink.on_data = lambda mail: refusals.pop() if refusals else None
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        with pytest.raises(smtplib.SMTPDataError):
+            accounts.send_verification_email(verification_id)
+        # The failed attempt released the verification: a retry need not wait for the claim to lapse.
+        assert accounts.send_verification_email(verification_id) is True
+        assert accounts.send_verification_email(verification_id) is False  # sent: never twice
+    (mail,) = smtp_sink.wait_for(1)
+    token = LINK.search(mail.text()).group(1)
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+
+
+def test_a_verification_claimed_by_a_worker_that_died_is_sent_by_the_sweep(app, live_client, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        # What a worker killed between committing the token and recording the mail leaves behind.
+        db.session.execute(sa.update(EmailVerification).values(
+            token_hash="minted-by-a-dead-worker", expires_at=utcnow() + accounts.VERIFICATION_TTL,
+            created_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()
+        assert accounts.send_verification_email(verification_id) is False  # its claim still holds
+        db.session.execute(sa.update(EmailVerification).values(
+            expires_at=EmailVerification.expires_at - accounts.VERIFICATION_CLAIM_LEASE))
+        db.session.commit()
+        assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
+    token = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
