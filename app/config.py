@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +99,26 @@ def _optional_count(env: Mapping[str, str], name: str) -> int | None:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1")
     return value
+
+
+# One address: a local part and a domain, neither with spaces, angle brackets, commas or a second @.
+_ADDR_SPEC = re.compile(r"[^\s<>@,;\"]+@[^\s<>@,;\"]+")
+
+
+def _mail_from(value: str) -> str:
+    """MAIL_FROM as one well-formed header value: `Name <address>` or a bare address.
+
+    Everything before the angle address is the display name, commas included; the header written
+    back quotes it where it must, so "Herald, Inc. <no-reply@x>" stays one sender.
+    """
+    text = value.strip()
+    if text.endswith(">") and "<" in text:
+        name, _, address = text[:-1].rpartition("<")
+    else:
+        name, address = "", text
+    if not _ADDR_SPEC.fullmatch(address.strip()):
+        raise ConfigError("MAIL_FROM must be one email address, optionally with a name: Name <user@example.com>")
+    return str(Address(display_name=name.strip().strip('"'), addr_spec=address.strip()))
 
 
 # Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
@@ -228,7 +250,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_encryption_keys=_fernet_keys(env["DATA_ENCRYPTION_KEY"]),
         public_base_url=public_base_url,
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
-        mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
+        mail_from=_mail_from(env.get("MAIL_FROM", "Herald <no-reply@localhost>")),
         proxy_count=proxy_count,
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", CHANNELS["email"].in_flight, MAX_IN_FLIGHT),

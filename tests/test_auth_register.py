@@ -5,7 +5,8 @@ import logging
 import smtplib
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import EmailVerification, User, utcnow
 from app.services import accounts
+from tests.conftest import make_app
 from tests.support.accounts import PASSWORD, bearer, login, register, unique_email
 
 LINK = re.compile(r"https://herald\.test/verify-email\?token=([A-Za-z0-9_\-]+)")
@@ -237,3 +239,33 @@ def test_a_verification_claimed_by_a_worker_that_died_is_sent_by_the_sweep(app, 
         assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
     token = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
     assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+
+
+def test_invalid_registrations_do_not_use_up_the_limit(committed_db):
+    client = make_app(REGISTER_RATE_LIMIT_IP="2 per hour").test_client()
+    for _ in range(3):
+        invalid = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": "short"})
+        assert invalid.status_code == 422 and "Retry-After" not in invalid.headers
+    for _ in range(2):
+        created = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": PASSWORD})
+        assert created.status_code == 201 and "Retry-After" not in created.headers
+    refused = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": PASSWORD})
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 3600
+
+
+def test_account_mail_is_dated_and_from_one_well_formed_sender(committed_db, smtp_sink):
+    # A display name with a comma: written unquoted it would make two senders, one without a domain.
+    app = make_app(MAIL_FROM="Herald, Inc. <no-reply@herald.test>")
+    client = app.test_client()
+    email = unique_email()
+    register(client, email)
+    register(client, email)
+    with app.app_context():
+        assert accounts.send_verification_email(_verification_id(app, email))
+        accounts.notify_duplicate_registration(_users(email)[0].id)
+    for mail in smtp_sink.wait_for(2):
+        message = mail.message
+        (sender,) = message["From"].addresses
+        assert (sender.display_name, sender.addr_spec) == ("Herald, Inc.", "no-reply@herald.test")
+        assert abs(parsedate_to_datetime(message["Date"]) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+        assert message["Message-ID"].endswith("@herald.test>")

@@ -42,6 +42,13 @@ def test_malformed_values_are_refused(value, message):
         load_settings({**TEST_ENV, value: "short"})
 
 
+@pytest.mark.parametrize("value", ["", "Herald", "Herald <>", "a@b.test, c@d.test", "Herald <no reply@herald.test>",
+                                   "Herald <no-reply@>"])
+def test_a_mail_from_that_is_not_one_address_is_refused(value):
+    with pytest.raises(ConfigError, match="MAIL_FROM"):
+        load_settings({**TEST_ENV, "MAIL_FROM": value})
+
+
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
 def test_database_url_forms_use_psycopg2(scheme):
     rest = TEST_DATABASE_URL.split("://", 1)[1]

@@ -41,6 +41,11 @@ def _failed(response) -> bool:
     return response.status_code == 401
 
 
+def _created(response) -> bool:
+    # Invalid input (422) costs nothing and creates nothing: it must not use up a client's registrations.
+    return response.status_code == 201
+
+
 def _login_account_key() -> str:
     """Throttle key for the account being tried, whoever tries it (hashed: no addresses in Redis)."""
     body = request.get_json(silent=True)
@@ -50,7 +55,7 @@ def _login_account_key() -> str:
 
 
 @blp.route("/register", methods=["POST"])
-@limiter.limit(_limit("REGISTER_RATE_LIMIT_IP"))
+@limiter.limit(_limit("REGISTER_RATE_LIMIT_IP"), deduct_when=_created)
 @blp.arguments(RegisterSchema)
 @blp.response(201, UserSchema)
 def register(data):
