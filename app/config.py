@@ -16,6 +16,8 @@ from email.headerregistry import Address
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
+
 from app.channels.catalogue import CHANNELS
 
 AUTOCOMMIT_BIND = "autocommit"
@@ -121,6 +123,16 @@ def _mail_from(value: str) -> str:
     return str(Address(display_name=name.strip().strip('"'), addr_spec=address.strip()))
 
 
+def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
+    found = {name: env.get(name) or default for name, default in RATE_LIMIT_DEFAULTS.items()}
+    for name, value in found.items():
+        try:
+            limits.parse_many(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must read like \"5 per minute; 20 per hour\", got {value!r}") from exc
+    return found
+
+
 # Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
 MAX_IN_FLIGHT = 64
 MAX_SENDERS = 64
@@ -195,6 +207,8 @@ class Settings:
             "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
             "RATELIMIT_STORAGE_URI": self.redis_url,
             "RATELIMIT_HEADERS_ENABLED": True,
+            # No reset at a clock boundary: "10 per hour" means any 60 minutes, never 20 across two.
+            "RATELIMIT_STRATEGY": "moving-window",
             "RATELIMIT_KEY_PREFIX": "herald",
             # Redis down: degrade to per-process limits instead of failing every request.
             "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
@@ -204,11 +218,15 @@ class Settings:
 
 
 # Throttles, in flask-limiter's notation ("5 per minute; 20 per hour"). Failed logins count against
-# both the account (whatever IP tries it) and the client IP (whatever accounts it tries).
+# the account and client together, the client IP, and the account as a whole (a ceiling past which
+# every client is slowed to LOGIN_RATE_LIMIT_ACCOUNT_SLOWED on it): see app.services.throttles.
 RATE_LIMIT_DEFAULTS = {
-    "LOGIN_RATE_LIMIT_ACCOUNT": "5 per minute; 20 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT_CLIENT": "5 per minute; 20 per hour",
     "LOGIN_RATE_LIMIT_IP": "20 per minute; 200 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT": "50 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT_SLOWED": "1 per minute; 5 per hour",
     "REGISTER_RATE_LIMIT_IP": "10 per hour",
+    "INGEST_RATE_LIMIT_IP": "30 per minute; 300 per hour",
 }
 REQUIRED_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")
 # Outside APIs, each reachable through a configurable base URL so tests can use local emulators.
@@ -261,7 +279,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
-        rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
+        rate_limits=_rate_limits(env),
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
         llm_api_key=env.get("LLM_API_KEY", ""),
         llm_model=env.get("LLM_MODEL", "") or "gpt-4o-mini",
