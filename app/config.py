@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -123,6 +124,15 @@ def _mail_from(value: str) -> str:
     return str(Address(display_name=name.strip().strip('"'), addr_spec=address.strip()))
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated networks or single addresses: "127.0.0.1, 10.0.0.0/8"."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False)
+                     for item in env.get(name, "").split(",") if item.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated IP addresses or networks (10.0.0.0/8)") from exc
+
+
 def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
     found = {name: env.get(name) or default for name, default in RATE_LIMIT_DEFAULTS.items()}
     for name, value in found.items():
@@ -163,6 +173,9 @@ class Settings:
     send_retry_seconds: int = 60
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
     # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
+    # Networks push endpoints may resolve to although not public (local push emulators); empty:
+    # only public addresses, over https.
+    push_allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
     rate_limits: dict[str, str] = field(default_factory=dict)
@@ -277,6 +290,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_messages_per_day=_optional_count(env, "SMTP_MESSAGES_PER_DAY"),
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
+        push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         rate_limits=_rate_limits(env),

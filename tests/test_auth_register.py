@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-import smtplib
 import re
+import smtplib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -267,5 +267,5 @@ def test_account_mail_is_dated_and_from_one_well_formed_sender(committed_db, smt
         message = mail.message
         (sender,) = message["From"].addresses
         assert (sender.display_name, sender.addr_spec) == ("Herald, Inc.", "no-reply@herald.test")
-        assert abs(parsedate_to_datetime(message["Date"]) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+        assert abs(parsedate_to_datetime(message["Date"]) - datetime.now(UTC)) < timedelta(minutes=1)
         assert message["Message-ID"].endswith("@herald.test>")

@@ -36,7 +36,7 @@ def test_development_defaults_point_at_localhost():
 @pytest.mark.parametrize(
     "value, message",
     [("JWT_SECRET_KEY", "at least 32"), ("DATA_ENCRYPTION_KEY", "32 bytes"), ("PROXY_COUNT", "integer"),
-     ("LOGIN_RATE_LIMIT_ACCOUNT", "5 per minute")],
+     ("LOGIN_RATE_LIMIT_ACCOUNT", "5 per minute"), ("PUSH_ALLOWED_PRIVATE_NETWORKS", "IP addresses or networks")],
 )
 def test_malformed_values_are_refused(value, message):
     with pytest.raises(ConfigError, match=message):

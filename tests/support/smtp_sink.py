@@ -6,9 +6,9 @@ import email
 import email.policy
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from collections.abc import Callable
 from functools import cached_property
 
 from aiosmtpd.controller import Controller
