@@ -14,7 +14,7 @@ from app.api import register_blueprints
 from app.cli import register_cli
 from app.config import load_settings
 from app.errors import register_error_handlers
-from app.extensions import api, db, jwt, limiter, migrate
+from app.extensions import api, db, jwt, limiter, migrate, retry_after_only_when_refused
 from app.jobs import celery_init_app
 from app.request_log import configure_logging, register_request_id
 from app.security.access_tokens import register_jwt_handlers
@@ -48,6 +48,8 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     jwt.init_app(app)
     register_jwt_handlers(jwt)
+    # Before the limiter: after-request hooks run last-registered first, so this one sees its headers.
+    app.after_request(retry_after_only_when_refused)
     limiter.init_app(app)
     api.init_app(app)
     app.extensions["redis"] = redis.Redis.from_url(

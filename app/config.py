@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from typing import Any
 from urllib.parse import urlsplit
+
+import limits
 
 from app.channels.catalogue import CHANNELS
 
@@ -99,6 +104,45 @@ def _optional_count(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
+# One address: a local part and a domain, neither with spaces, angle brackets, commas or a second @.
+_ADDR_SPEC = re.compile(r"[^\s<>@,;\"]+@[^\s<>@,;\"]+")
+
+
+def _mail_from(value: str) -> str:
+    """MAIL_FROM as one well-formed header value: `Name <address>` or a bare address.
+
+    Everything before the angle address is the display name, commas included; the header written
+    back quotes it where it must, so "Herald, Inc. <no-reply@x>" stays one sender.
+    """
+    text = value.strip()
+    if text.endswith(">") and "<" in text:
+        name, _, address = text[:-1].rpartition("<")
+    else:
+        name, address = "", text
+    if not _ADDR_SPEC.fullmatch(address.strip()):
+        raise ConfigError("MAIL_FROM must be one email address, optionally with a name: Name <user@example.com>")
+    return str(Address(display_name=name.strip().strip('"'), addr_spec=address.strip()))
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated networks or single addresses: "127.0.0.1, 10.0.0.0/8"."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False)
+                     for item in env.get(name, "").split(",") if item.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated IP addresses or networks (10.0.0.0/8)") from exc
+
+
+def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
+    found = {name: env.get(name) or default for name, default in RATE_LIMIT_DEFAULTS.items()}
+    for name, value in found.items():
+        try:
+            limits.parse_many(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must read like \"5 per minute; 20 per hour\", got {value!r}") from exc
+    return found
+
+
 # Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
 MAX_IN_FLIGHT = 64
 MAX_SENDERS = 64
@@ -129,6 +173,9 @@ class Settings:
     send_retry_seconds: int = 60
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
     # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
+    # Networks push endpoints may resolve to although not public (local push emulators); empty:
+    # only public addresses, over https.
+    push_allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
     rate_limits: dict[str, str] = field(default_factory=dict)
@@ -173,6 +220,8 @@ class Settings:
             "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
             "RATELIMIT_STORAGE_URI": self.redis_url,
             "RATELIMIT_HEADERS_ENABLED": True,
+            # No reset at a clock boundary: "10 per hour" means any 60 minutes, never 20 across two.
+            "RATELIMIT_STRATEGY": "moving-window",
             "RATELIMIT_KEY_PREFIX": "herald",
             # Redis down: degrade to per-process limits instead of failing every request.
             "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
@@ -182,11 +231,15 @@ class Settings:
 
 
 # Throttles, in flask-limiter's notation ("5 per minute; 20 per hour"). Failed logins count against
-# both the account (whatever IP tries it) and the client IP (whatever accounts it tries).
+# the account and client together, the client IP, and the account as a whole (a ceiling past which
+# every client is slowed to LOGIN_RATE_LIMIT_ACCOUNT_SLOWED on it): see app.services.throttles.
 RATE_LIMIT_DEFAULTS = {
-    "LOGIN_RATE_LIMIT_ACCOUNT": "5 per minute; 20 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT_CLIENT": "5 per minute; 20 per hour",
     "LOGIN_RATE_LIMIT_IP": "20 per minute; 200 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT": "50 per hour",
+    "LOGIN_RATE_LIMIT_ACCOUNT_SLOWED": "1 per minute; 5 per hour",
     "REGISTER_RATE_LIMIT_IP": "10 per hour",
+    "INGEST_RATE_LIMIT_IP": "30 per minute; 300 per hour",
 }
 REQUIRED_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")
 # Outside APIs, each reachable through a configurable base URL so tests can use local emulators.
@@ -228,7 +281,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_encryption_keys=_fernet_keys(env["DATA_ENCRYPTION_KEY"]),
         public_base_url=public_base_url,
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
-        mail_from=env.get("MAIL_FROM", "Herald <no-reply@localhost>"),
+        mail_from=_mail_from(env.get("MAIL_FROM", "Herald <no-reply@localhost>")),
         proxy_count=proxy_count,
         send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", CHANNELS["email"].in_flight, MAX_IN_FLIGHT),
@@ -237,9 +290,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_messages_per_day=_optional_count(env, "SMTP_MESSAGES_PER_DAY"),
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
+        push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
-        rate_limits={name: env.get(name, default) for name, default in RATE_LIMIT_DEFAULTS.items()},
+        rate_limits=_rate_limits(env),
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
         llm_api_key=env.get("LLM_API_KEY", ""),
         llm_model=env.get("LLM_MODEL", "") or "gpt-4o-mini",

@@ -3,7 +3,7 @@ import orjson
 import psycopg2.extras
 import redis
 import sqlalchemy as sa
-from flask import current_app
+from flask import Response, current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -20,6 +20,14 @@ jwt = JWTManager()
 api = Api()
 # Default key is the client address as the proxy-aware request sees it (see ProxyFix in create_app).
 limiter = Limiter(get_remote_address)
+
+
+def retry_after_only_when_refused(response: Response) -> Response:
+    """flask-limiter puts Retry-After on every answer of a limited route; it means "come back
+    later" (RFC 9110 §10.2.3), so only a 429 or a 503 carries it. The X-RateLimit-* headers stay."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
 
 # psycopg2 parses json/jsonb with the standard library by default; orjson is several times faster
 # on the event payloads and contact records the workers read in bulk.

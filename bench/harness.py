@@ -30,6 +30,7 @@ BENCH_ENV = {
     "PUBLIC_BASE_URL": "http://127.0.0.1",
     "REGISTER_RATE_LIMIT_IP": "100000 per hour",
     "LOGIN_RATE_LIMIT_IP": "100000 per minute",
+    "PUSH_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",  # the push-service emulator
 }
 
 

@@ -44,6 +44,8 @@ TEST_ENV = {
     "MAIL_FROM": "Herald <no-reply@herald.test>",
     # Many tests register from 127.0.0.1; the throttles themselves are tested with tight limits.
     "REGISTER_RATE_LIMIT_IP": "10000 per hour",
+    # The provider emulators listen on 127.0.0.1: the one private address push endpoints may use here.
+    "PUSH_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",
     "WHATSAPP_APP_SECRET": "test-whatsapp-app-secret",
     "WHATSAPP_VERIFY_TOKEN": "test-whatsapp-verify-token",
 }

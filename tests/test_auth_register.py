@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import logging
 import re
+import smtplib
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import EmailVerification, User, utcnow
+from app.services import accounts
+from tests.conftest import make_app
 from tests.support.accounts import PASSWORD, bearer, login, register, unique_email
 
 LINK = re.compile(r"https://herald\.test/verify-email\?token=([A-Za-z0-9_\-]+)")
@@ -171,3 +175,97 @@ def test_sweep_sends_what_a_lost_message_left_unsent(app, committed_db, smtp_sin
         assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
         assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 0
     assert len(smtp_sink.wait_for(1)) == 1
+
+
+def _verification_id(app, email: str):
+    with app.app_context():
+        (user,) = _users(email)
+        return db.session.scalar(sa.select(EmailVerification.id).where(EmailVerification.user_id == user.id))
+
+
+def test_a_link_used_the_moment_its_mail_arrives_works(app, live_client, smtp_sink):
+    """The link is opened while the sender still waits for the server's answer to DATA (a link
+    checker, a fast reader): the token must already be committed by then."""
+    answers = []
+
+    def open_link(mail):
+        token = LINK.search(mail.text()).group(1)
+        answers.append(live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code)
+
+    smtp_sink.on_data = open_link
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        assert accounts.send_verification_email(verification_id) is True
+    assert answers == [200]
+    with app.app_context():
+        (user,) = _users(email)
+        row = db.session.get(EmailVerification, verification_id)
+        assert user.is_verified and row.used_at is not None and row.sent_at is not None
+
+
+def test_a_refused_mail_is_sent_again_with_a_link_that_works(app, live_client, smtp_sink):
+    refusals = ["451 4.3.0 Try again later"]
+    smtp_sink.on_data = lambda mail: refusals.pop() if refusals else None
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        with pytest.raises(smtplib.SMTPDataError):
+            accounts.send_verification_email(verification_id)
+        # The failed attempt released the verification: a retry need not wait for the claim to lapse.
+        assert accounts.send_verification_email(verification_id) is True
+        assert accounts.send_verification_email(verification_id) is False  # sent: never twice
+    (mail,) = smtp_sink.wait_for(1)
+    token = LINK.search(mail.text()).group(1)
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+
+
+def test_a_verification_claimed_by_a_worker_that_died_is_sent_by_the_sweep(app, live_client, smtp_sink):
+    email = unique_email()
+    register(live_client, email)
+    verification_id = _verification_id(app, email)
+    with app.app_context():
+        # What a worker killed between committing the token and recording the mail leaves behind.
+        db.session.execute(sa.update(EmailVerification).values(
+            token_hash="minted-by-a-dead-worker", expires_at=utcnow() + accounts.VERIFICATION_TTL,
+            created_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()
+        assert accounts.send_verification_email(verification_id) is False  # its claim still holds
+        db.session.execute(sa.update(EmailVerification).values(
+            expires_at=EmailVerification.expires_at - accounts.VERIFICATION_CLAIM_LEASE))
+        db.session.commit()
+        assert app.extensions["celery"].tasks["accounts.send_pending_verifications"].apply().get() == 1
+    token = LINK.search(smtp_sink.wait_for(1)[0].text()).group(1)
+    assert live_client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+
+
+def test_invalid_registrations_do_not_use_up_the_limit(committed_db):
+    client = make_app(REGISTER_RATE_LIMIT_IP="2 per hour").test_client()
+    for _ in range(3):
+        invalid = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": "short"})
+        assert invalid.status_code == 422 and "Retry-After" not in invalid.headers
+    for _ in range(2):
+        created = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": PASSWORD})
+        assert created.status_code == 201 and "Retry-After" not in created.headers
+    refused = client.post("/api/v1/auth/register", json={"email": unique_email(), "password": PASSWORD})
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 3600
+
+
+def test_account_mail_is_dated_and_from_one_well_formed_sender(committed_db, smtp_sink):
+    # A display name with a comma: written unquoted it would make two senders, one without a domain.
+    app = make_app(MAIL_FROM="Herald, Inc. <no-reply@herald.test>")
+    client = app.test_client()
+    email = unique_email()
+    register(client, email)
+    register(client, email)
+    with app.app_context():
+        assert accounts.send_verification_email(_verification_id(app, email))
+        accounts.notify_duplicate_registration(_users(email)[0].id)
+    for mail in smtp_sink.wait_for(2):
+        message = mail.message
+        (sender,) = message["From"].addresses
+        assert (sender.display_name, sender.addr_spec) == ("Herald, Inc.", "no-reply@herald.test")
+        assert abs(parsedate_to_datetime(message["Date"]) - datetime.now(UTC)) < timedelta(minutes=1)
+        assert message["Message-ID"].endswith("@herald.test>")

@@ -74,18 +74,55 @@ def test_wrong_password_and_unknown_account_look_the_same(client, app_ctx):
     assert ratio > 0.3
 
 
-def test_login_is_throttled_per_account(client, app_ctx):
+def _login_from(client, address: str, email: str, password: str):
+    return client.post("/api/v1/auth/login", json={"email": email, "password": password},
+                       environ_base={"REMOTE_ADDR": address})
+
+
+def test_the_owner_logs_in_while_an_attackers_guesses_are_throttled(client, app_ctx):
     email = unique_email()
     register(client, email)
     for _ in range(5):
-        assert client.post("/api/v1/auth/login", json={"email": email, "password": "nope nope nope"}).status_code == 401
-    blocked = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+        guess = _login_from(client, "198.51.100.7", email, "nope nope nope")
+        assert guess.status_code == 401 and "Retry-After" not in guess.headers
+    blocked = _login_from(client, "198.51.100.7", email, "another guess!")
+    assert blocked.status_code == 429 and 0 < int(blocked.headers["Retry-After"]) <= 60
     assert blocked.get_json()["code"] == "too_many_requests"
-    # Another account from the same address is not affected by this account's lock.
+    # Past the limit not even the right password is tried from there: guessing on learns nothing.
+    assert _login_from(client, "198.51.100.7", email, PASSWORD).status_code == 429
+
+    owner = _login_from(client, "203.0.113.20", email, PASSWORD)
+    assert owner.status_code == 200 and "Retry-After" not in owner.headers
+    # The attacker's address may still log in to another account.
     other = unique_email()
     register(client, other)
-    assert client.post("/api/v1/auth/login", json={"email": other, "password": PASSWORD}).status_code == 200
+    assert _login_from(client, "198.51.100.7", other, PASSWORD).status_code == 200
+
+
+def test_many_addresses_guessing_one_account_are_slowed_and_the_owner_still_gets_in(app, committed_db):
+    client = make_app(LOGIN_RATE_LIMIT_ACCOUNT="6 per hour").test_client()
+    email = unique_email()
+    register(client, email)
+    for attacker in range(6):
+        assert _login_from(client, f"198.51.100.{attacker}", email, "guess guess guess").status_code == 401
+    # The account is past its ceiling: every address now gets one try a minute on it, not five.
+    assert _login_from(client, "198.51.100.0", email, "guess guess guess").status_code == 429
+    assert _login_from(client, "198.51.100.99", email, "guess guess guess").status_code == 401
+    slowed = _login_from(client, "198.51.100.99", email, "guess guess guess")
+    assert slowed.status_code == 429 and 0 < int(slowed.headers["Retry-After"]) <= 60
+    # The owner, arriving from an address of their own, is let in at the first try.
+    assert _login_from(client, "203.0.113.20", email, PASSWORD).status_code == 200
+
+
+def test_a_successful_login_forgives_the_owners_own_typos(client, app_ctx):
+    email = unique_email()
+    register(client, email)
+    for _ in range(4):
+        assert _login_from(client, "203.0.113.20", email, "typo typo typo").status_code == 401
+    assert _login_from(client, "203.0.113.20", email, PASSWORD).status_code == 200
+    for _ in range(5):
+        assert _login_from(client, "203.0.113.20", email, "typo typo typo").status_code == 401
+    assert _login_from(client, "203.0.113.20", email, PASSWORD).status_code == 429
 
 
 def test_login_is_throttled_per_ip(app):
@@ -96,6 +133,14 @@ def test_login_is_throttled_per_ip(app):
         assert response.status_code == 401
     response = client.post("/api/v1/auth/login", json={"email": unique_email(), "password": "whatever12345"})
     assert response.status_code == 429 and "Retry-After" in response.headers
+
+
+def test_logins_go_on_while_the_throttles_redis_is_down(app, committed_db):
+    client = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
+    email = unique_email()
+    register(client, email)
+    assert client.post("/api/v1/auth/login", json={"email": email, "password": "wrong wrong"}).status_code == 401
+    assert client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code == 200
 
 
 @pytest.mark.parametrize("proxy_count, expected", [("0", "127.0.0.1"), ("1", "203.0.113.9")])

@@ -35,11 +35,19 @@ def test_development_defaults_point_at_localhost():
 
 @pytest.mark.parametrize(
     "value, message",
-    [("JWT_SECRET_KEY", "at least 32"), ("DATA_ENCRYPTION_KEY", "32 bytes"), ("PROXY_COUNT", "integer")],
+    [("JWT_SECRET_KEY", "at least 32"), ("DATA_ENCRYPTION_KEY", "32 bytes"), ("PROXY_COUNT", "integer"),
+     ("LOGIN_RATE_LIMIT_ACCOUNT", "5 per minute"), ("PUSH_ALLOWED_PRIVATE_NETWORKS", "IP addresses or networks")],
 )
 def test_malformed_values_are_refused(value, message):
     with pytest.raises(ConfigError, match=message):
         load_settings({**TEST_ENV, value: "short"})
+
+
+@pytest.mark.parametrize("value", ["", "Herald", "Herald <>", "a@b.test, c@d.test", "Herald <no reply@herald.test>",
+                                   "Herald <no-reply@>"])
+def test_a_mail_from_that_is_not_one_address_is_refused(value):
+    with pytest.raises(ConfigError, match="MAIL_FROM"):
+        load_settings({**TEST_ENV, "MAIL_FROM": value})
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])

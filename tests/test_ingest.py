@@ -11,7 +11,7 @@ from sqlalchemy import event as sa_event
 
 from app.extensions import db
 from app.models import DataEvent, EventFailure
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, make_app
 from tests.support.sources import (
     capi_event,
     dumps,
@@ -254,3 +254,33 @@ def test_hostile_batches_are_refused_cheaply(client, pixel, raw):
                            headers={"X-Ingest-Key": key})
     assert response.status_code == 422 and len(response.get_data()) < 4096
     assert _events(source.id) == []
+def test_ingest_key_guessing_is_throttled_per_client(committed_db):
+    app = make_app(INGEST_RATE_LIMIT_IP="3 per minute")
+    client = app.test_client()
+    with app.app_context():
+        source, key = make_source(make_merchant(), "facebook_pixel")
+        source_id = source.id
+    url, body = f"/ingest/facebook-pixel/{source_id}", {"data": [capi_event(event_id="g1")]}
+
+    def post(address: str, ingest_key: str):
+        return client.post(url, json=body, headers={"X-Ingest-Key": ingest_key}, environ_base={"REMOTE_ADDR": address})
+
+    for guess in range(3):
+        assert post("198.51.100.7", f"hik_guess{guess}").status_code == 401
+    refused = post("198.51.100.7", "hik_guess3")
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    # Past the limit not even the right key is tried from there: guessing on learns nothing.
+    assert post("198.51.100.7", key).status_code == 429
+    # The merchant's gateway, elsewhere, is not held up by someone else's guesses.
+    assert post("203.0.113.20", key).status_code == 202
+    with app.app_context():
+        assert len(_events(source_id)) == 1
+
+
+def test_valid_ingest_keys_write_nothing_to_the_throttle(client, pixel):
+    source, key = pixel
+    for n in range(3):
+        response = client.post(f"/ingest/facebook-pixel/{source.id}", json={"data": [capi_event(event_id=f"v{n}")]},
+                               headers={"X-Ingest-Key": key})
+        assert response.status_code == 202
+    assert redis_lib.Redis.from_url(TEST_REDIS_URL).keys("herald:failures:*") == []

@@ -3,22 +3,26 @@ aes128gcm-encrypted pushes that the emulator decrypts with each subscription's k
 round trip), tracked click URLs, dead subscriptions pruned, 429s and outages without loss or repeats."""
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
 from app.channels.base import OutgoingMessage
+from app.channels.endpoint_guard import EndpointGuard, PinnedAdapter
 from app.channels.push import NO_LIVE_SUBSCRIPTIONS, PushSender
+from app.config import load_settings
 from app.extensions import db
 from app.models import (
     Audience,
@@ -36,6 +40,7 @@ from tests.conftest import TEST_ENV
 from tests.emulators.push_service import PushServiceEmulator, b64url_decode, vapid_keys
 from tests.support.campaigns import EVERYONE, add_contacts, verified_merchant
 from tests.support.providers import add_provider_account
+from tests.support.tls import server_certificate
 
 BASE = TEST_ENV["PUBLIC_BASE_URL"]
 SUBJECT = "mailto:ops@shop.test"
@@ -308,20 +313,72 @@ def test_an_oversized_notification_is_refused_before_any_request(ctx, push, keys
     assert not outcome.accepted and "at most" in outcome.error and push.requests == []
 
 
-def test_production_calls_only_public_https_endpoints(ctx, push, keys):
+@pytest.mark.parametrize("herald_env", ["development", "production"])
+def test_without_an_allowed_network_only_public_https_endpoints_are_called(ctx, push, keys, herald_env):
     user = verified_merchant()
-    plain_http, loopback = _push_contacts(user, 2)
+    plain_http, loopback_name, loopback = _push_contacts(user, 3)
     _subscribe(push, plain_http, keys[1])
-    browser = push.new_subscription()
-    db.session.add(PushSubscription(contact_id=loopback.id, endpoint=f"https://localhost:{push.port}/push/x",
-                                    **browser["keys"]))
+    for contact, host in ((loopback_name, "localhost"), (loopback, "127.0.0.1")):
+        browser = push.new_subscription()
+        db.session.add(PushSubscription(contact_id=contact.id, endpoint=f"https://{host}:{push.port}/push/x",
+                                        **browser["keys"]))
     db.session.commit()
-    production = replace(ctx.config["HERALD_SETTINGS"], env="production")
-    with PushSender({"vapidPrivateKey": keys[0], "subject": SUBJECT}, production) as sender:
-        refused = [sender.send(_message(user, contact)) for contact in (plain_http, loopback)]
-    assert [outcome.accepted for outcome in refused] == [False, False]
-    assert "not an https URL" in refused[0].error and "not a public address" in refused[1].error
+    # The guard needs no setting to be on: HERALD_ENV left at its default refuses just the same.
+    env = {name: value for name, value in TEST_ENV.items() if name != "PUSH_ALLOWED_PRIVATE_NETWORKS"}
+    settings = load_settings({**env, "HERALD_ENV": herald_env})
+    with PushSender({"vapidPrivateKey": keys[0], "subject": SUBJECT}, settings) as sender:
+        refused = [sender.send(_message(user, contact)) for contact in (plain_http, loopback_name, loopback)]
+    assert [outcome.accepted for outcome in refused] == [False, False, False]
+    assert "not an https URL" in refused[0].error
+    assert "localhost is not a public address" in refused[1].error
+    assert "127.0.0.1 is not a public address" in refused[2].error
     assert push.requests == []
+
+
+def test_the_push_goes_to_the_address_that_was_checked(ctx, push, keys, monkeypatch):
+    """DNS rebinding: the endpoint's name answers an allowed address when it is checked and another
+    one afterwards. (The name is answered here, as no test can steer a real DNS server.)"""
+    real_getaddrinfo, lookups = socket.getaddrinfo, []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.push.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"  # nothing listens on .2
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    user = _merchant(keys)
+    (contact,) = _push_contacts(user, 1)
+    browser = push.new_subscription(application_server_key=keys[1])
+    endpoint = browser["endpoint"].replace("127.0.0.1", "rebind.push.test")
+    db.session.add(PushSubscription(contact_id=contact.id, endpoint=endpoint, **browser["keys"]))
+    db.session.commit()
+    with PushSender({"vapidPrivateKey": keys[0], "subject": SUBJECT}, ctx.config["HERALD_SETTINGS"]) as sender:
+        outcome = sender.send(_message(user, contact))
+    assert outcome.accepted and outcome.delivered, outcome.error
+    assert lookups == ["rebind.push.test"]  # looked up once, to check it; connected to that answer
+    (request,) = push.requests
+    assert request.header("Host") == f"rebind.push.test:{push.port}"
+    assert len(push.received_for(browser)) == 1
+
+
+def test_a_pinned_https_connection_checks_the_certificate_of_the_name(tmp_path):
+    ca_bundle, certificate, key = server_certificate(tmp_path, "localhost")
+    emulator = PushServiceEmulator()
+    emulator.tls_files = (certificate, key)
+    with emulator:
+        port = emulator.port
+        url = f"https://localhost:{port}/push/unknown"
+        session = requests.Session()
+        session.mount("https://", PinnedAdapter(EndpointGuard([ipaddress.ip_network("127.0.0.1/32")])))
+        response = session.post(url, data=b"x", verify=ca_bundle)
+        # The certificate names localhost only: the connection to 127.0.0.1 was verified for the name,
+        # as a plain connection to the address shows.
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.post(f"https://127.0.0.1:{port}/push/unknown", data=b"x", verify=ca_bundle)
+        (request,) = emulator.requests
+    assert response.status_code == 404 and request.header("Host") == f"localhost:{port}"
 
 
 def test_an_endpoint_that_is_no_url_fails_that_browser_only(ctx, push, keys):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import uuid
 
-from flask import request
+from flask import Response, request
 
 from app.api.blueprint import HeraldBlueprint
 from app.errors import ValidationFailed
 from app.schemas import json_input
 from app.schemas.ingest import AcceptedSchema, CapiBatchSchema, Ga4BatchSchema
-from app.services import ingestion
+from app.services import ingestion, throttles
 
 MAX_INGEST_BODY = 5 * 1024 * 1024
 
@@ -19,6 +19,19 @@ blp = HeraldBlueprint("ingest", __name__, url_prefix="/ingest", description="Eve
 @blp.before_request
 def allow_larger_bodies() -> None:
     request.max_content_length = MAX_INGEST_BODY
+
+
+@blp.before_request
+def refuse_clients_that_keep_failing() -> None:
+    # Before any key or signature is checked: past the limit, guessing on learns nothing.
+    throttles.admit_ingest(request.remote_addr)
+
+
+@blp.after_request
+def count_failed_authentication(response: Response) -> Response:
+    if response.status_code == 401:
+        throttles.ingest_failed(request.remote_addr)
+    return response
 
 
 def _json_object(raw: bytes) -> dict:

@@ -1,5 +1,7 @@
 """Web push: VAPID-signed (RFC 8292), aes128gcm-encrypted (RFC 8291) messages to every push
-subscription of a contact, through pywebpush and one HTTP session per batch.
+subscription of a contact, through pywebpush and one HTTP session per batch. Endpoints are merchant
+input: each is called over https, at a public address checked once and then connected to
+(app.channels.endpoint_guard).
 
 What `send` says about a message (one ledger row, however many browsers the contact subscribed):
 - `SendOutcome(accepted=True, delivered=True)`: at least one push service answered 201 (SPEC: a 201
@@ -20,10 +22,8 @@ whole message would reach that browser twice.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ from app.channels.base import (
     retry_after,
 )
 from app.channels.configs import TEMPLATE_FIELDS
+from app.channels.endpoint_guard import EndpointGuard, EndpointRefused, PinnedAdapter
 from app.config import Settings
 from app.extensions import db
 from app.models import PushSubscription
@@ -202,15 +203,19 @@ class PushSender(HttpSender):
         except Refused as exc:
             self._vapid, self._subject, self._account_error = None, "", str(exc)
         self._base_url = settings.public_base_url.rstrip("/")
-        # Endpoints are merchant input: in production they may only point at public https hosts.
-        self._public_only = settings.env == "production"
+        # Endpoints are merchant input: only public https hosts, at the address that was checked.
+        self._guard = EndpointGuard(settings.push_allowed_private_networks)
         self._signer = signer or link_signer()
         self._links = LinkRegistry()
-        self._host_refusals: dict[str, str | None] = {}
         self._preloaded: dict[uuid.UUID, list[_Subscription]] = {}
 
     def _new_session(self) -> requests.Session:
-        return _NoRedirects()
+        session = _NoRedirects()
+        session.trust_env = False  # no proxy from the environment: it would look the host up again
+        adapter = PinnedAdapter(self._guard)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
 
     def preload(self, contact_ids: list[uuid.UUID]) -> None:
         self._preloaded = _subscriptions_of(contact_ids)
@@ -283,9 +288,6 @@ class PushSender(HttpSender):
         return self._push(session, subscription, push)
 
     def _push(self, session: requests.Session, subscription: _Subscription, push: _Push) -> _Attempt:
-        refusal = self._endpoint_refusal(subscription.endpoint)
-        if refusal is not None:
-            return _Attempt("failed", refusal)
         try:
             response = webpush(
                 subscription.info(), data=push.payload, vapid_private_key=self._vapid,
@@ -294,6 +296,8 @@ class PushSender(HttpSender):
                 # RFC 8030 §5.4: a copy of the same delivery still waiting replaces the earlier one.
                 headers={"Topic": push.delivery_id.hex},
             )
+        except EndpointRefused as exc:
+            return _Attempt("failed", str(exc))
         except WebPushException as exc:
             if exc.response is None:
                 return _Attempt("failed", f"invalid push subscription: {exc.message}")
@@ -308,17 +312,6 @@ class PushSender(HttpSender):
             return _Attempt("failed", "invalid push subscription keys")
         kind = "delivered" if response.status_code == 201 else "accepted"
         return _Attempt(kind, location=response.headers.get("Location"))
-
-    def _endpoint_refusal(self, endpoint: str) -> str | None:
-        """Why this endpoint must not be called (production only: https, public addresses)."""
-        if not self._public_only:
-            return None
-        parts = urlsplit(endpoint)
-        if parts.scheme != "https" or not parts.hostname:
-            return "push endpoint is not an https URL"
-        if parts.hostname not in self._host_refusals:
-            self._host_refusals[parts.hostname] = _private_address_refusal(parts.hostname, parts.port or 443)
-        return self._host_refusals[parts.hostname]
 
 
 def _hand_back(attempt: _Attempt) -> SendOutcome:
@@ -348,16 +341,6 @@ def _answered(response: requests.Response) -> _Attempt:
 def _host(url: str) -> str:
     # Errors name the push service's host only: endpoint paths are per-browser secrets.
     return urlsplit(url).netloc or "push service"
-
-
-def _private_address_refusal(host: str, port: int) -> str | None:
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-    except OSError:
-        return None  # the push itself fails to connect and says so
-    if all(ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses):
-        return None
-    return f"push endpoint host {host} is not a public address"
 
 
 def _subscriptions_of(contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[_Subscription]]:

@@ -89,8 +89,9 @@ class TokenBlacklist(Base):
 class EmailVerification(Base):
     """One verification mail for an account: sent by a worker, used at most once, expires in 48 h.
 
-    `tokenHash` is NULL until the worker mints the token it mails; `sentAt` NULL means a sweep must
-    (re)send it.
+    `tokenHash` is NULL until a worker mints the token it mails, and is committed before the mail
+    goes out (minting is the worker's claim; `expiresAt` tells when it was made). `sentAt` NULL with
+    no live claim means a sweep must (re)send it.
     """
 
     __tablename__ = "email_verifications"

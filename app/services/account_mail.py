@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import urlencode
 
 from flask import current_app
@@ -48,10 +48,12 @@ def compose_duplicate_registration_notice(user: User) -> EmailMessage:
 def _base_message(to: str, subject: str) -> EmailMessage:
     settings = _settings()
     message = EmailMessage()
-    message["From"] = settings.mail_from
+    message["From"] = settings.mail_from  # one address, checked and quoted where needed at start-up
     message["To"] = to
     message["Subject"] = subject
-    message["Message-ID"] = make_msgid(domain="herald")
+    # RFC 5322 requires Date; relays that add a missing one are not to be relied on.
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=parseaddr(settings.mail_from)[1].rpartition("@")[2])
     return message
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 VERIFICATION_TTL = timedelta(hours=48)
 # A verification the immediate task has not sent after this long is picked up by the beat sweep.
 VERIFICATION_SWEEP_GRACE = timedelta(minutes=1)
+# How long a worker may take between minting a verification's token and recording its mail sent
+# (SMTP's own timeout is 30 s) before another may send it instead.
+VERIFICATION_CLAIM_LEASE = timedelta(minutes=5)
 # Between two verification mails to one account (registration counts): no mail-bombing an inbox.
 RESEND_INTERVAL = timedelta(minutes=1)
 
@@ -98,36 +101,78 @@ def request_verification(user_id: uuid.UUID) -> None:
 def send_verification_email(verification_id: uuid.UUID) -> bool:
     """Mint the token, mail the link, record it sent — once, however often the task runs.
 
-    The row stays locked while the mail goes out, so two workers never both send it; if the commit
-    after sending is lost, the sweep sends a fresh link and the unrecorded one never worked anyway.
+    Three transactions on purpose: the token's hash is committed before the mail goes out, so the
+    link works the moment it arrives; the mail is sent with no transaction open; then it is recorded
+    sent. Minting the token is also the claim that keeps a second worker from sending the same mail:
+    it lapses after VERIFICATION_CLAIM_LEASE (a worker that died mid-send) and a refused send
+    releases it at once, so the retry mails a fresh link.
     """
-    verification = db.session.scalar(
-        sa.select(EmailVerification)
-        .where(EmailVerification.id == verification_id, EmailVerification.sent_at.is_(None),
-               EmailVerification.used_at.is_(None))
-        .with_for_update(skip_locked=True)
-    )
-    if verification is None:
+    token = opaque_tokens.new_secret()
+    token_hash = opaque_tokens.hash_secret(token)
+    user = _claim_verification(verification_id, token_hash)
+    if user is None:
         db.session.rollback()
         return False
-    user = db.session.get(User, verification.user_id)
-    token = opaque_tokens.new_secret()
-    verification.token_hash = opaque_tokens.hash_secret(token)
-    verification.expires_at = utcnow() + VERIFICATION_TTL
-    account_mail.deliver(account_mail.compose_verification(user, token))
-    verification.sent_at = utcnow()
+    message = account_mail.compose_verification(user, token)
+    db.session.commit()
+    try:
+        account_mail.deliver(message)
+    except Exception:
+        _release_verification(verification_id, token_hash)
+        db.session.commit()
+        raise
+    db.session.execute(
+        sa.update(EmailVerification)
+        .where(EmailVerification.id == verification_id, EmailVerification.token_hash == token_hash)
+        .values(sent_at=utcnow())
+    )
     db.session.commit()
     return True
 
 
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """Not sent, not used, and either never claimed or claimed longer ago than the lease.
+
+    A claim is the minting of the token: `expiresAt` is set VERIFICATION_TTL after it.
+    """
+    return sa.and_(
+        EmailVerification.sent_at.is_(None),
+        EmailVerification.used_at.is_(None),
+        sa.or_(EmailVerification.token_hash.is_(None),
+               EmailVerification.expires_at < now + VERIFICATION_TTL - VERIFICATION_CLAIM_LEASE),
+    )
+
+
+def _claim_verification(verification_id: uuid.UUID, token_hash: str) -> User | None:
+    """Give the verification this token, if no live claim holds it; its user. No commit."""
+    now = utcnow()
+    user_id = db.session.scalar(
+        sa.update(EmailVerification)
+        .where(EmailVerification.id == verification_id, _claimable(now))
+        .values(token_hash=token_hash, expires_at=now + VERIFICATION_TTL)
+        .returning(EmailVerification.user_id),
+        execution_options={"synchronize_session": False},
+    )
+    return None if user_id is None else db.session.get(User, user_id)
+
+
+def _release_verification(verification_id: uuid.UUID, token_hash: str) -> None:
+    """Undo a claim whose mail was refused, so a retry sends at once. No commit."""
+    db.session.execute(
+        sa.update(EmailVerification)
+        .where(EmailVerification.id == verification_id, EmailVerification.token_hash == token_hash,
+               EmailVerification.sent_at.is_(None))
+        .values(token_hash=None, expires_at=None)
+    )
+
+
 def pending_verification_ids(limit: int = 500) -> list[uuid.UUID]:
     """Verifications whose mail a lost message or a crash left unsent."""
-    cutoff = utcnow() - VERIFICATION_SWEEP_GRACE
+    now = utcnow()
     return list(
         db.session.scalars(
             sa.select(EmailVerification.id)
-            .where(EmailVerification.sent_at.is_(None), EmailVerification.used_at.is_(None),
-                   EmailVerification.created_at < cutoff)
+            .where(_claimable(now), EmailVerification.created_at < now - VERIFICATION_SWEEP_GRACE)
             .order_by(EmailVerification.created_at)
             .limit(limit)
         )
@@ -136,8 +181,11 @@ def pending_verification_ids(limit: int = 500) -> list[uuid.UUID]:
 
 def notify_duplicate_registration(user_id: uuid.UUID) -> None:
     user = db.session.get(User, user_id)
-    if user is not None:
-        account_mail.deliver(account_mail.compose_duplicate_registration_notice(user))
+    if user is None:
+        return
+    message = account_mail.compose_duplicate_registration_notice(user)
+    db.session.rollback()  # nothing to write: no transaction stays open while SMTP answers
+    account_mail.deliver(message)
 
 
 def verify_email(token: str) -> User:

@@ -14,6 +14,7 @@ from app.extensions import autocommit_engine, db
 from app.models import TokenBlacklist, User, UserSession, utcnow
 from app.security import opaque_tokens, passwords
 from app.security.access_tokens import ACCESS_TOKEN_TTL, issue_access_token
+from app.services import throttles
 from app.services.prepared_statements import PreparedStatement
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,17 @@ def find_user_by_email(email: str) -> User | None:
 
 
 def login(email: str, password: str, client: ClientInfo) -> IssuedTokens:
+    """Tokens for a correct password; 401 otherwise, and 429 (before the password is even checked)
+    for a client that failed too often on this account or from its address (app.services.throttles)."""
+    attempt = throttles.LoginAttempt(email, client.ip_address)
+    attempt.admit()
     user = find_user_by_email(email)
     if user is None:
         passwords.burn_verification_time(password)
+        attempt.failed()
         raise Unauthorized(BAD_CREDENTIALS)
     if not passwords.verify_password(user.password_hash, password):
+        attempt.failed()
         raise Unauthorized(BAD_CREDENTIALS)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
@@ -58,6 +65,7 @@ def login(email: str, password: str, client: ClientInfo) -> IssuedTokens:
     tokens = _issue(session, user, client)
     db.session.add(session)
     db.session.commit()
+    attempt.succeeded()
     return tokens
 
 

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class EmulatorServer:
         self._active = 0
         self.peak_concurrency = 0  # the most requests it was answering at once
         self.faults_answered: list[tuple[RecordedRequest, int]] = []  # (request, status) of each injected fault
+        # (certificate file, key file) to answer over TLS instead of plain HTTP; set before start().
+        self.tls_files: tuple[str, str] | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -87,6 +90,8 @@ class EmulatorServer:
                                    request_queue_size=SERVER_THREADS, shutdown_timeout=1)
         self._server.expiration_interval = 0.05  # how often it looks at idle connections (and stop())
         self._server.keep_alive_conn_limit = SERVER_THREADS  # cheroot closes idle ones beyond 10 otherwise
+        if self.tls_files:
+            self._server.ssl_adapter = BuiltinSSLAdapter(*self.tls_files)
         self._server.prepare()
         self._thread = threading.Thread(target=self._server.serve, name=type(self).__name__, daemon=True)
         self._thread.start()
@@ -115,8 +120,8 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """`http://127.0.0.1:<port>` with no trailing slash."""
-        return f"http://127.0.0.1:{self.port}"
+        """`http://127.0.0.1:<port>` (https with `tls_files`) with no trailing slash."""
+        return f"{'https' if self.tls_files else 'http'}://127.0.0.1:{self.port}"
 
     # -- request log -----------------------------------------------------------------------
     @property

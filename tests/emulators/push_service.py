@@ -235,7 +235,8 @@ class PushServiceEmulator(EmulatorServer):
                 return push_error(401, 109, "Missing vapid authentication", {"WWW-Authenticate": "vapid"})
             return None
         try:
-            claims, key = verify_vapid(header, self.base_url)
+            # The audience is the origin the request was addressed to (its Host), as at a real service.
+            claims, key = verify_vapid(header, request.host_url.rstrip("/"))
         except VapidError as exc:
             return push_error(403, 109, f"Invalid vapid authentication: {exc}")
         if sub.application_server_key is not None and key != sub.application_server_key:

@@ -6,6 +6,7 @@ import email
 import email.policy
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import cached_property
@@ -42,6 +43,9 @@ class _Collector:
         self.data_latency = 0.0
         self.active = 0
         self.peak_concurrency = 0  # the most messages it was taking at once
+        # Called with each message before the server answers its DATA (the sender is still waiting);
+        # a returned SMTP reply ("451 ...") refuses the message instead of keeping it.
+        self.on_data: Callable[[ReceivedMail], str | None] | None = None
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
         self.active += 1  # one event loop: no lock needed between handlers
@@ -54,8 +58,14 @@ class _Collector:
         finally:
             self.active -= 1
         raw = envelope.original_content or envelope.content
+        mail = ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), raw, session.peer)
+        if self.on_data is not None:
+            # On a thread: the hook may block (make HTTP requests) while other sessions go on.
+            refusal = await asyncio.get_running_loop().run_in_executor(None, self.on_data, mail)
+            if refusal:
+                return refusal
         with self.lock:
-            self.messages.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), raw, session.peer))
+            self.messages.append(mail)
         return "250 Message accepted for delivery"
 
 
@@ -87,6 +97,14 @@ class SmtpSink:
             return list(self._collector.messages)
 
     @property
+    def on_data(self) -> Callable[[ReceivedMail], str | None] | None:
+        return self._collector.on_data
+
+    @on_data.setter
+    def on_data(self, hook: Callable[[ReceivedMail], str | None] | None) -> None:
+        self._collector.on_data = hook
+
+    @property
     def peak_concurrency(self) -> int:
         return self._collector.peak_concurrency
 
@@ -95,6 +113,7 @@ class SmtpSink:
             self._collector.messages.clear()
         self._collector.peak_concurrency = 0
         self._collector.data_latency = 0.0
+        self._collector.on_data = None
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[ReceivedMail]:
         deadline = time.monotonic() + timeout
