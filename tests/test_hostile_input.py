@@ -6,6 +6,7 @@ JSON from hypothesis (NULs, lone surrogates, deep nesting, huge numbers, long li
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -110,3 +111,21 @@ def test_arbitrary_json_never_fails_the_server(client, routes, data):
     body = data.draw(st.one_of(_json, st.dictionaries(_keys, _json, max_size=6)))
     raw = json.dumps(body, ensure_ascii=True, allow_nan=True).encode()
     _check(client, method, url, headers, data=raw, content_type="application/json")
+
+
+def test_chunked_bodies_over_the_limit_are_413(client, app_ctx):
+    """No Content-Length (chunked, as gunicorn passes it on with `wsgi.input_terminated`)."""
+    from tests.support.sources import make_merchant, make_source
+
+    _, headers = signed_in(client)
+    source, key = make_source(make_merchant(), "gtm")
+    chunked = {"Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    for url, size, extra in (("/api/v1/campaigns", 2 * 1024 * 1024, headers),
+                             (f"/ingest/gtm/{source.id}", 6 * 1024 * 1024, {"X-Ingest-Key": key})):
+        body = b'{"name": "' + b"x" * size + b'"}'
+        response = client.post(url, headers={**extra, **chunked}, input_stream=io.BytesIO(body),
+                               environ_overrides={"wsgi.input_terminated": True})
+        assert response.status_code == 413, (url, response.get_json())
+    small = client.post("/api/v1/campaigns", headers={**headers, **chunked}, input_stream=io.BytesIO(b'{"name": "ok"}'),
+                        environ_overrides={"wsgi.input_terminated": True})
+    assert small.status_code == 201

@@ -5,9 +5,10 @@ from app.extensions import api
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api.blueprint import JsonProvider
+    from app.api.blueprint import BoundedRequest, JsonProvider
 
     app.json = JsonProvider(app)
+    app.request_class = BoundedRequest
     from app.api import (
         account_pages,
         audiences,

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import flask_smorest
 import sqlalchemy as sa
+from flask import Request
 from flask.json.provider import DefaultJSONProvider
 from flask_jwt_extended import jwt_required
 from flask_smorest import Page
@@ -46,6 +47,18 @@ class JsonProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return parse(s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s)
+
+
+class BoundedRequest(Request):
+    """A chunked body (no Content-Length) is cut at the size limit by werkzeug without an error, which
+    would surface as "invalid JSON"; reading one byte past the limit raises the 413 it deserves."""
+
+    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False):  # type: ignore[override]
+        data = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and len(data) >= limit:
+            self.stream.read(1)
+        return data.decode(errors="replace") if as_text else data
 
 
 class HeraldBlueprint(flask_smorest.Blueprint):
