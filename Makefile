@@ -38,6 +38,7 @@ run: db
 	PORT=$(PORT) WEB_ADDRESS=$(WEB_ADDRESS) $(BIN)/honcho start --port $(PORT) web worker beat flower mail
 
 test: install services
+	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install services

@@ -1,8 +1,8 @@
 """Herald's Flask application factory. It only wires: configuration, extensions, routes, handlers."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import redis
 from dotenv import load_dotenv

@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
+import requests
 
-from bench.harness import prepare_database, web_server, wrk_requests_per_second  # noqa: E402
+from bench.harness import prepare_database, web_server, wrk_requests_per_second
 
 SECONDS = 8
 

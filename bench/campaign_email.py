@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     BENCH_ENV,
     bench_app,
     celery_worker,

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
+import requests
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import free_port
 
 MESSAGES, HTTP_IN_FLIGHT, SMTP_CONNECTIONS = 2000, 32, 8
 SID, TOKEN = "AC" + "be" * 16, "bench-twilio-token"

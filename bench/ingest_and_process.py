@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import requests
+import sqlalchemy as sa
 
-from bench.harness import bench_app, celery_worker, prepare_database, web_server  # noqa: E402
+from bench.harness import bench_app, celery_worker, prepare_database, web_server
 
 BATCHES = 20
 BATCH = 500

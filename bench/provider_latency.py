@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
+import requests
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     bench_app,
     celery_worker,
     free_port,

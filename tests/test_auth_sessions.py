@@ -6,7 +6,7 @@ import json
 import statistics
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt as pyjwt
 import pytest
@@ -187,7 +187,7 @@ def test_logout_blacklists_the_token_until_its_expiry(client, app_ctx):
     assert client.get(ME, headers=headers).status_code == 401
     claims = _claims(tokens["accessToken"])
     entry = db.session.scalar(sa.select(TokenBlacklist).where(TokenBlacklist.jti == claims["jti"]))
-    assert entry.expires_at == datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
+    assert entry.expires_at == datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None)
     assert _session(tokens["refreshToken"].split(".")[0]).is_revoked
     assert client.post("/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]}).status_code == 401
 

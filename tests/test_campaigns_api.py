@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -525,7 +525,7 @@ def test_action_routes_are_owned(client, app_ctx):
     _, owner = signed_in(client)
     _, stranger = signed_in(client)
     campaign = _create(client, owner)
-    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     for action in ("unschedule", "launch", "pause", "resume", "cancel"):
         assert client.post(f"{CAMPAIGNS}/{campaign['id']}/{action}", headers=stranger).status_code == 404
     response = client.post(f"{CAMPAIGNS}/{campaign['id']}/schedule", headers=stranger, json={"scheduledAt": future})

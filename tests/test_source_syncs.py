@@ -10,7 +10,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import celery._state
@@ -32,7 +32,7 @@ from tests.emulators import GtmEmulator, MetaGraphEmulator, ShopifyEmulator
 
 TOKEN = "shpat_test_token"
 FAST = http.RetryPolicy(base_delay=0.01, max_delay=0.05, max_wait=2.0, read_timeout=5.0)
-LONG_AGO = datetime.now(timezone.utc) - timedelta(days=2)
+LONG_AGO = datetime.now(UTC) - timedelta(days=2)
 
 
 class RecordingSleep:
@@ -126,7 +126,7 @@ def fill_shop(shop: ShopifyEmulator, customers: int = 3, orders: int = 2, checko
 # -- Shopify --------------------------------------------------------------------------------------
 def test_first_sync_backfills_every_page_and_stores_each_record_once(app_ctx, shop):
     fill_shop(shop, customers=250, orders=30, checkouts=5)
-    shop.add_customer(email="ancient@example.com", created_at=datetime.now(timezone.utc) - timedelta(days=40))
+    shop.add_customer(email="ancient@example.com", created_at=datetime.now(UTC) - timedelta(days=40))
     source = shopify_source(backfillDays=30)
 
     run = sync(source)
@@ -427,7 +427,7 @@ def test_gtm_failures_put_the_source_in_error(app_ctx, google, token, container,
 
 
 def test_retry_after_parses_decimal_seconds_and_dates():
-    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
     assert http.parse_retry_after("2.0") == 2.0
     assert http.parse_retry_after("Mon, 01 Jan 2024 00:00:03 GMT", now=now) == 3.0
     assert http.parse_retry_after("soon") is None and http.parse_retry_after(None) is None

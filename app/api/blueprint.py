@@ -1,7 +1,8 @@
 """The blueprint every API resource uses: flask-smorest's, plus bearer-token protection."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flask_smorest
 import sqlalchemy as sa

@@ -24,13 +24,14 @@ import email.policy
 import re
 import smtplib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from html import escape, unescape
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError

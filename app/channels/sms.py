@@ -89,7 +89,7 @@ class SmsSender(HttpSender):
     def prepare(self, message: OutgoingMessage) -> dict[str, str]:
         try:
             body = render(message.config.get("body") or "", message.contact)
-        except Exception as exc:  # noqa: BLE001 (one contact's data breaking the template fails that message only)
+        except Exception as exc:
             raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if not body.strip():
             raise Refused("The message body is empty for this contact.")

@@ -6,7 +6,7 @@ names constraints of Herald's own tables, so migrations can drop them by a predi
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -43,4 +43,4 @@ def updated_at() -> orm.MappedColumn[datetime]:
 
 def utcnow() -> datetime:
     """Naive UTC, the form the seed's `timestamp without time zone` columns hold."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -8,7 +8,7 @@ access token), and the jti is not blacklisted — one indexed lookup per request
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import g, jsonify
@@ -32,7 +32,7 @@ def issue_access_token(user_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, 
         identity=str(user_id), additional_claims={SESSION_CLAIM: str(session_id)}, expires_delta=ACCESS_TOKEN_TTL
     )
     claims = decode_token(token)
-    expires = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
+    expires = datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None)
     return token, claims["jti"], expires
 
 
@@ -45,7 +45,7 @@ def current_session_id() -> uuid.UUID:
 
 
 def current_token_expiry() -> datetime:
-    return datetime.fromtimestamp(get_jwt()["exp"], timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(get_jwt()["exp"], UTC).replace(tzinfo=None)
 
 
 def _unauthorized(code: str, message: str):

@@ -248,7 +248,7 @@ class _Run:
         except ProviderUnavailable as exc:
             self._stop_unavailable(exc)
             return Outcome(row.id, "queued", error=str(exc))
-        except Exception as exc:  # the provider may have taken it: never retry, report it
+        except Exception as exc:  # noqa: BLE001 — the provider may have taken it: never retry, report it
             log.error("send outcome unknown: %s: %s", type(exc).__name__, exc, extra={"delivery_id": str(row.id)})
             return Outcome(row.id, "unknown", error=f"{type(exc).__name__}: {exc}")
         if result.opted_out and row.contact_id:
@@ -356,7 +356,7 @@ def reap_and_resume() -> dict[str, int]:
     campaigns = set(ledger.reap_expired_leases())
     ledger.apply_matched_held_receipts()
     resumed = 0
-    for campaign_id, channel_id, _ in ledger.unsettled_channels():
+    for _, channel_id, _ in ledger.unsettled_channels():
         if _first_to_claim("resume", channel_id, RESTART_EVERY):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
             resumed += 1

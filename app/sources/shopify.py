@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -87,7 +87,7 @@ class Resource:
         except ValueError:
             return True  # unreadable: store it and let processing judge, rather than lose it
         if created.tzinfo is not None:
-            created = created.astimezone(timezone.utc).replace(tzinfo=None)
+            created = created.astimezone(UTC).replace(tzinfo=None)
         return created > since
 
     def dedupe_key(self, node: dict[str, Any]) -> str:

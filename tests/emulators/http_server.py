@@ -200,7 +200,7 @@ class EmulatorServer:
             return self.server_error_response(fault.status)
         try:
             return self.handle(request)
-        except Exception:  # an emulator bug must fail the test loudly, not hang the client
+        except Exception:  # noqa: BLE001 — an emulator bug must fail the test loudly, not hang the client
             error = traceback.format_exc()
             log.error("emulator %s crashed:\n%s", type(self).__name__, error)
             with self.lock:

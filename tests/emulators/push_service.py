@@ -262,7 +262,7 @@ class PushServiceEmulator(EmulatorServer):
             # receiver's private key and auth secret are needed.
             return bytes(http_ece.decrypt(body, private_key=sub.private_key, auth_secret=sub.auth_secret,
                                           version="aes128gcm"))
-        except Exception as exc:  # any failure here means the sender encrypted for someone else, or badly
+        except Exception as exc:  # noqa: BLE001 — any failure here means the sender encrypted for someone else, or badly
             return push_error(400, 110, f"Payload does not decrypt for this subscription (RFC 8291): {exc!r}")
 
     def _accept(self, request: Request, sub: _Subscription, plaintext: bytes, ttl: int,

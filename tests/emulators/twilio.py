@@ -211,7 +211,7 @@ class TwilioEmulator(EmulatorServer):
             for status in statuses:
                 time.sleep(self.callback_delay)
                 self.deliver_status(sid, status)
-        except Exception:  # a bug here must fail the test through server_errors, not vanish with the thread
+        except Exception:  # noqa: BLE001 — a bug here must fail the test through server_errors, not vanish with the thread
             with self.lock:
                 self.server_errors.append(traceback.format_exc())
 

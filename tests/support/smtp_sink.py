@@ -76,7 +76,7 @@ class SmtpSink:
         self._controller = Controller(self._collector, hostname=host, port=port)
         self.host, self.port = host, port
 
-    def start(self) -> "SmtpSink":
+    def start(self) -> SmtpSink:
         self._controller.start()
         return self
 
