@@ -2,6 +2,7 @@
 tenant isolation, validation paths, the one-query compiler, and the campaign sub-resource."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -455,9 +456,9 @@ def test_preview_is_two_statements_whatever_the_audience_size(client, app_ctx):
         result = audiences.preview(user_id, EVERYTHING, sample_size=10)
     finally:
         sa.event.remove(connection, "before_cursor_execute", record)
-    assert result["count"] == 20 and len(result["sample"]) == 10
-    assert len(statements) == 2
-    assert all("contact_activities" in statement for statement in statements)
+    assert result == {"count": 20, "estimated": False, "sample": result["sample"]} and len(result["sample"]) == 10
+    # Beside them only the statement timeout is set and reset, each query in a savepoint.
+    assert len([statement for statement in statements if "contact_activities" in statement]) == 2
 
 
 def test_compiled_definition_is_one_bound_composable_select(app_ctx):
@@ -596,3 +597,46 @@ def test_audiences_change_only_before_launch(client, app_ctx, status, editable):
         db.session.expire_all()
         assert client.get(url, headers=headers).get_json() == [created]
         assert client.post(f"{url}/{created['id']}/refresh", headers=headers).status_code == 200
+
+
+def _many_contacts(user_id: uuid.UUID, count: int) -> None:
+    """`count` contacts, every third with a checkout yesterday (set-based, as a big import would be)."""
+    db.session.execute(sa.text(
+        """INSERT INTO contacts ("userId", email, consent) SELECT CAST(:u AS uuid), 'm' || g || '@example.com',
+           '{"email": "subscribed"}' FROM generate_series(1, :n) AS g"""), {"u": str(user_id), "n": count})
+    db.session.execute(sa.text(
+        """INSERT INTO contact_activities ("userId", "contactId", "eventType", "originalName", "occurredAt")
+           SELECT "userId", id, 'checkout_started', 'checkout', timezone('UTC', now()) - interval '1 day'
+           FROM contacts WHERE "userId" = CAST(:u AS uuid) AND right(email, 13) ~ '^[0-9]*[0369]@'"""),
+        {"u": str(user_id)})
+    db.session.flush()
+
+
+CHECKED_OUT = {"conditions": [{"type": "event", "event": "checkout_started", "withinDays": 7}]}
+
+
+def test_a_count_too_slow_to_wait_for_is_estimated_and_marked(client, app_ctx, monkeypatch):
+    user_id, headers = merchant(client)
+    _many_contacts(user_id, 30_000)
+    exact = audiences.audience_size(user_id, CHECKED_OUT)
+    assert exact > 5000
+    monkeypatch.setattr(audiences, "EXACT_COUNT_SECONDS", 0.001)
+    started = time.perf_counter()
+    body = client.post(PREVIEW, headers=headers, json={"definition": CHECKED_OUT}).get_json()
+    assert time.perf_counter() - started < 1.5
+    assert body["estimated"] is True and abs(body["count"] - exact) < 0.35 * exact
+    assert len(body["sample"]) == 10
+
+
+def test_an_audience_too_big_to_count_at_once_is_counted_by_a_worker(client, app_ctx, monkeypatch):
+    user_id, headers = merchant(client)
+    _many_contacts(user_id, 30_000)
+    monkeypatch.setattr(audiences, "EXACT_COUNT_SECONDS", 0.001)
+    campaign = client.post("/api/v1/campaigns", headers=headers, json={"name": "Big"}).get_json()
+    created = client.post(f"/api/v1/campaigns/{campaign['id']}/audiences", headers=headers,
+                          json={"name": "checked out", "definition": CHECKED_OUT})
+    assert created.status_code == 201 and created.get_json()["lastSize"] is None
+    assert audiences.count_unsized_audiences() == 1
+    shown = client.get(f"/api/v1/campaigns/{campaign['id']}/audiences/{created.get_json()['id']}", headers=headers)
+    assert shown.get_json()["lastSize"] == audiences.audience_size(user_id, CHECKED_OUT)
+    assert audiences.count_unsized_audiences() == 0

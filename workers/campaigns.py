@@ -2,12 +2,17 @@
 from celery import shared_task
 
 from app import task_names as tasks
-from app.services import campaign_lifecycle, sending
+from app.services import audiences, campaign_lifecycle, sending
 
 
 @shared_task(name=tasks.LAUNCH_DUE)
 def launch_due() -> int:
     return len(campaign_lifecycle.launch_due())
+
+
+@shared_task(name=tasks.COUNT_AUDIENCES)
+def count_unsized_audiences() -> int:
+    return audiences.count_unsized_audiences()
 
 
 @shared_task(name=tasks.REAP_STALLED)

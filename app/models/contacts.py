@@ -100,7 +100,8 @@ class ContactActivity(Base):
     __tablename__ = "contact_activities"
     __table_args__ = (
         sa.Index("ix_contact_activities_contact_type_time", "contactId", "eventType", "occurredAt"),
-        sa.Index("ix_contact_activities_user_type_time", "userId", "eventType", "occurredAt"),
+        sa.Index("ix_contact_activities_user_type_time", "userId", "eventType", "occurredAt",
+                 postgresql_include=["contactId"]),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

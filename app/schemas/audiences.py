@@ -42,7 +42,8 @@ class AudienceSchema(CamelSchema):
     campaign_id = fields.UUID()
     name = fields.String()
     definition = fields.Dict()
-    last_size = fields.Integer(metadata={"description": "Matching contacts when last computed."})
+    last_size = fields.Integer(metadata={
+        "description": "Matching contacts when last computed; null while a worker counts a large audience."})
     last_computed_at = UtcDateTime()
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
@@ -72,5 +73,9 @@ class SampleContactSchema(CamelSchema):
 
 
 class AudiencePreviewSchema(CamelSchema):
-    count = fields.Integer()
+    count = fields.Integer(allow_none=True, metadata={
+        "description": "Matching contacts; an estimate when `estimated` (null if not even that could be had in time)."})
+    estimated = fields.Boolean(metadata={
+        "description": "The count is estimated from a slice of the contacts: the exact count took too long. "
+                       "An audience saved with this definition gets its exact size from a worker (`lastSize`)."})
     sample = fields.List(fields.Nested(SampleContactSchema), metadata={"description": "Newest contacts first."})

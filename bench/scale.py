@@ -1,0 +1,115 @@
+"""A big merchant: 1,000,000 contacts (set-based fill), 30 % with a checkout in the last week and a
+tenth of those with an order, every contact with a few product views. Then, in one run:
+
+- audience preview time for each documented audience shape (through the API), aim < 1 s;
+- `POST /campaigns/{id}/launch` response time, aim < 1 s, and the ledger written by a worker, in
+  rows/s beside the bare `INSERT ... SELECT` of the same rows into the same table (the ceiling),
+  aim >= 0.8 of it and >= 100k rows/s;
+- campaign stats and a deliveries page on that ledger, aim < 1 s each.
+
+`BENCH_CONTACTS` changes the size (default 1,000,000).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa
+
+from bench.harness import bench_app, prepare_database
+
+CONTACTS = int(os.environ.get("BENCH_CONTACTS", "1000000"))
+SHAPES = {
+    "abandoned checkout (7 d, no order)": {"match": "all", "conditions": [
+        {"type": "event", "event": "checkout_started", "withinDays": 7},
+        {"type": "event", "event": "order_placed", "withinDays": 7, "negate": True},
+        {"type": "consent", "channel": "email"}]},
+    "country attribute": {"conditions": [{"type": "attribute", "field": "country", "op": "eq", "value": "US"}]},
+    "viewed 3+ times in 30 d": {"conditions": [{"type": "event", "event": "product_viewed", "withinDays": 30,
+                                                "minCount": 3}]},
+    "order over 100 (where)": {"conditions": [{"type": "event", "event": "order_placed",
+                                               "where": {"value": {"gt": 100}}}]},
+    "any of (group)": {"match": "any", "conditions": [
+        {"type": "attribute", "field": "country", "op": "in", "value": ["CA", "GB"]},
+        {"type": "group", "match": "all", "conditions": [
+            {"type": "event", "event": "checkout_started", "withinDays": 7},
+            {"type": "consent", "channel": "sms"}]}]},
+    "everyone": {"conditions": []},
+}
+
+_CONTACTS = sa.text("""
+    INSERT INTO contacts ("userId", email, phone, "firstName", attributes, consent, "createdAt")
+    SELECT CAST(:user_id AS uuid), 'c' || g || '@example.com', '+1415' || lpad(g::text, 7, '0'), 'N' || g,
+           jsonb_build_object('country', (ARRAY['US', 'CA', 'GB', 'DE', 'FR'])[1 + g % 5], 'orders', g % 7),
+           jsonb_build_object('email', 'subscribed', 'sms', CASE WHEN g % 2 = 0 THEN 'subscribed' ELSE 'unsubscribed' END),
+           now() - make_interval(mins => g % 100000)
+    FROM generate_series(1, :n) AS g
+""")
+# Per contact: 1-4 product views in the last 30 days; 30 % a checkout in the last 7 days; a tenth of
+# those an order (with a value) after it.
+_ACTIVITY = sa.text("""
+    INSERT INTO contact_activities ("userId", "contactId", "eventType", "originalName", "occurredAt", properties)
+    SELECT c."userId", c.id, a.type, a.type, a.at, a.props
+    FROM (SELECT id, "userId", row_number() OVER () AS n FROM contacts WHERE "userId" = CAST(:user_id AS uuid)) AS c
+    CROSS JOIN LATERAL (
+        SELECT 'product_viewed' AS type, now() - make_interval(hours => ((c.n * 7 + v) % 720)::int) AS at,
+               jsonb_build_object('product_id', (c.n + v) % 500) AS props
+        FROM generate_series(1, 1 + (c.n % 4)::int) AS v
+        UNION ALL
+        SELECT 'checkout_started', now() - make_interval(hours => (c.n % 160)::int), '{}'::jsonb WHERE c.n % 10 < 3
+        UNION ALL
+        SELECT 'order_placed', now() - make_interval(hours => (c.n % 150)::int),
+               jsonb_build_object('value', (c.n % 300)::int) WHERE c.n % 100 < 3
+    ) AS a
+""")
+
+
+def fill(app, user_id: str) -> None:
+    """The merchant's contacts and activity, set-based."""
+    from app.extensions import db
+
+    with app.app_context():
+        started = time.perf_counter()
+        db.session.execute(sa.text('UPDATE users SET "isVerified" = true WHERE id = CAST(:id AS uuid)'), {"id": user_id})
+        db.session.execute(_CONTACTS, {"user_id": user_id, "n": CONTACTS})
+        db.session.execute(_ACTIVITY, {"user_id": user_id})
+        db.session.commit()
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE contacts"))
+            conn.execute(sa.text("VACUUM ANALYZE contact_activities"))
+        activities = db.session.scalar(sa.text("SELECT count(*) FROM contact_activities"))
+        print(f"filled {CONTACTS:,} contacts and {activities:,} activities in {time.perf_counter() - started:.0f} s")
+
+
+def timed(function, *args, **kwargs) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    from tests.support.accounts import signed_in
+
+    prepare_database()
+    app = bench_app()
+    logging.getLogger("herald.access").setLevel(logging.WARNING)
+    client = app.test_client()
+    _, headers = signed_in(client)
+    fill(app, client.get("/api/v1/users/me", headers=headers).get_json()["id"])
+    print("audience previews through POST /api/v1/audiences/preview (aim < 1 s each):")
+    for name, definition in SHAPES.items():
+        seconds, response = timed(client.post, "/api/v1/audiences/preview", headers=headers,
+                                  json={"definition": definition})
+        body = response.get_json()
+        shown = (f"count {body['count']:>9,}{' (estimated)' if body.get('estimated') else ''}"
+                 if response.status_code == 200 else f"HTTP {response.status_code} {body}")
+        print(f"  {name:<40} {seconds * 1000:7.0f} ms   {shown}")
+
+
+if __name__ == "__main__":
+    main()
