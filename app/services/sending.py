@@ -22,6 +22,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
+import redis
 from flask import current_app
 
 from app import task_names as tasks
@@ -105,6 +106,10 @@ def send_channel(channel_id: uuid.UUID) -> int:
                 run.go(account, executor)
         except ProviderUnavailable as exc:
             run.unavailable = exc
+    if run.broker_error is not None:
+        # Redis went away mid-run: what was in flight is recorded, the rest stays queued for the
+        # next sender (beat restarts the channel once Redis is back).
+        raise run.broker_error
     if run.unavailable is not None:
         log.warning("provider unavailable: %s", run.unavailable, extra={"channel_id": str(channel.id)})
         ledger.report_problem(channel.id, "provider_unavailable", str(run.unavailable))
@@ -148,6 +153,7 @@ class _Run:
         self.campaign_id, self.user_id = campaign.id, campaign.user_id
         self.handed = 0
         self.unavailable: ProviderUnavailable | None = None
+        self.broker_error: redis.RedisError | None = None
         self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
         self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
         self._opted_out: list[uuid.UUID] = []
@@ -288,7 +294,13 @@ class _Run:
         it is looked up now and then rather than before every claim."""
         now = time.monotonic()
         if self._limits.counted or now >= self._hold_checked + HOLD_CHECK_EVERY:
-            grant = send_rate.take(self._limits, wanted)
+            try:
+                grant = send_rate.take(self._limits, wanted)
+            except redis.RedisError as exc:
+                # The limits can't be read: claim nothing more, but record what is in flight.
+                log.warning("rate limits unreachable: %s", exc, extra={"channel_id": str(self.channel_id)})
+                self.broker_error, self._stopping = exc, True
+                return send_rate.Grant(0, RECORD_EVERY, "")
             self._hold_checked = now if grant.count else 0.0
             return grant
         return send_rate.Grant(wanted, 0.0, "")
