@@ -1,0 +1,79 @@
+"""Outages of what Herald stands on, with real servers killed and started again: Redis (the broker)
+under a running campaign; PostgreSQL under the API and ingest; a sender worker SIGKILLed mid-send."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from app.extensions import db
+from app.models import Delivery
+from app.services import campaign_lifecycle as lifecycle
+from tests.conftest import make_app
+from tests.support import processes
+from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
+from tests.support.servers import RedisServer
+
+
+@pytest.fixture()
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture()
+def broker_app(app: Flask, committed_db: None, redis_server: RedisServer) -> Iterator[Flask]:
+    """The app with every Redis use, the broker included, on the test's own Redis server."""
+    flask_app = make_app(REDIS_URL=redis_server.url)
+    flask_app.extensions["celery"].conf.broker_url = redis_server.url
+    yield flask_app
+    app.extensions["celery"].set_default()
+
+
+def _ledger(app: Flask, campaign_id) -> Counter:
+    with app.app_context():
+        ledger = Counter(db.session.scalars(sa.select(Delivery.status).where(Delivery.campaign_id == campaign_id)))
+        db.session.remove()
+        return ledger
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_campaign_rides_out_a_redis_restart(broker_app, redis_server, smtp_sink, tmp_path):
+    # Five sender tasks: two run, three wait reserved (unacknowledged), and the worker is still
+    # reading the queue when Redis dies, as an ordinary busy worker is.
+    recipients = 1000
+    smtp_sink.data_latency = 0.01
+    with broker_app.app_context():
+        user = verified_merchant()
+        add_contacts(user, recipients)
+        campaign, _ = email_campaign(user)
+        user_id, campaign_id = user.id, campaign.id
+        db.session.remove()
+    celery_app = broker_app.extensions["celery"]
+    env = {"REDIS_URL": redis_server.url}
+    with processes.worker(celery_app, **env) as worker, processes.beat(tmp_path / "beat", **env) as beat:
+        with broker_app.app_context():
+            lifecycle.launch_now(user_id, campaign_id)
+        smtp_sink.wait_for(200, timeout=60)
+        redis_server.kill()  # every queued message and rate-limit key is lost with it
+        killed_at = len(smtp_sink.messages)
+        time.sleep(3)
+        redis_server.start()
+
+        def completed() -> bool:
+            # The same worker and beat carry on: nobody restarts anything.
+            assert worker.poll() is None, "the worker exited"
+            assert beat.poll() is None, "beat exited"
+            return processes.campaign_status(broker_app, campaign_id) == "completed"
+
+        processes.wait_until(completed, timeout=180, what="the campaign to complete after Redis came back")
+    assert killed_at < recipients, "the campaign finished before Redis was killed"
+    received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
+    assert len(received) == recipients and set(received.values()) == {1}
+    assert _ledger(broker_app, campaign_id) == {"delivered": recipients}
