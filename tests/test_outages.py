@@ -15,8 +15,10 @@ from app.models import Delivery
 from app.services import campaign_lifecycle as lifecycle
 from tests.conftest import make_app
 from tests.support import processes
+from tests.support.accounts import signed_in
 from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
-from tests.support.servers import RedisServer
+from tests.support.servers import PostgresServer, RedisServer
+from tests.support.sources import capi_event, make_merchant, make_source
 
 
 @pytest.fixture()
@@ -77,3 +79,64 @@ def test_a_campaign_rides_out_a_redis_restart(broker_app, redis_server, smtp_sin
     received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
     assert len(received) == recipients and set(received.values()) == {1}
     assert _ledger(broker_app, campaign_id) == {"delivered": recipients}
+
+
+@pytest.fixture()
+def postgres_app(app: Flask) -> Iterator[tuple[Flask, PostgresServer]]:
+    """The app on a PostgreSQL server of the test's own, migrated."""
+    from flask_migrate import upgrade
+
+    server = PostgresServer()
+    try:
+        server.init()
+        flask_app = make_app(DATABASE_URL=server.url)
+        with flask_app.app_context():
+            upgrade()
+        yield flask_app, server
+    finally:
+        app.extensions["celery"].set_default()
+        server.destroy()
+
+
+def _assert_unavailable(response) -> None:
+    assert response.status_code == 503, response.get_json()
+    # Up to 5 s; flask-limiter rewrites it (rounded down) on rate-limited routes such as login.
+    assert 1 <= int(response.headers["Retry-After"]) <= 5
+    assert response.get_json()["code"] == "service_unavailable"
+
+
+def test_api_and_ingest_answer_503_while_postgres_is_down_then_recover(postgres_app):
+    flask_app, server = postgres_app
+    client = flask_app.test_client()
+    _, auth = signed_in(client)
+    with flask_app.app_context():
+        source, key = make_source(make_merchant(), "facebook_pixel")
+        source_id = source.id
+        db.session.remove()
+    me = lambda: client.get("/api/v1/users/me", headers=auth)
+    ingest = lambda name: client.post(f"/ingest/facebook-pixel/{source_id}", json={"data": [capi_event(name)]},
+                                      headers={"X-Ingest-Key": key})
+    assert me().status_code == 200
+    assert ingest("PageView").status_code == 202
+
+    server.stop()
+    _assert_unavailable(me())
+    _assert_unavailable(ingest("AddToCart"))
+    _assert_unavailable(client.post("/api/v1/auth/login", json={"email": "x@example.com", "password": "p" * 12}))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and int(ready.headers["Retry-After"]) > 0
+    assert ready.get_json()["checks"]["database"] == "unreachable"
+
+    server.start()  # the same web process, not restarted
+    assert me().status_code == 200
+    assert ingest("Purchase").get_json() == {"accepted": 1, "duplicates": 0}
+    assert client.get("/readyz").status_code == 200
+
+    # Restarted while no request came: the first request meets the pool's dead connections and
+    # is told to retry; the retry succeeds.
+    server.stop()
+    server.start()
+    first = me()
+    if first.status_code != 200:
+        _assert_unavailable(first)
+    assert me().status_code == 200

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,11 +62,12 @@ class RedisServer:
 class PostgresServer:
     """A PostgreSQL cluster of its own (initdb, trust auth for `postgres`), stopped and started
     with pg_ctl as an operator would. As root the server runs as the `postgres` user, which
-    PostgreSQL requires."""
+    PostgreSQL requires, in a directory of its own under the system's temporary directory (pytest's
+    are private to the user running the tests)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory, self.port = directory, free_port()
-        self.data = directory / "data"
+    def __init__(self) -> None:
+        self.directory, self.port = Path(tempfile.mkdtemp(prefix="herald-pg-")), free_port()
+        self.data = self.directory / "data"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/herald"
 
     def _run(self, *args: str) -> None:
@@ -94,3 +96,4 @@ class PostgresServer:
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
