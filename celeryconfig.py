@@ -112,7 +112,9 @@ beat_schedule = {
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,
-        "schedule": 30.0,
+        # Rows of a worker that died settle as `unknown` within a lease (SEND_LEASE_SECONDS) of its
+        # death plus this.
+        "schedule": 10.0,
     },
     tasks.PROCESS_PENDING: {
         "task": tasks.PROCESS_PENDING,

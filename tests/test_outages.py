@@ -2,6 +2,7 @@
 under a running campaign; PostgreSQL under the API and ingest; a sender worker SIGKILLed mid-send."""
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from flask import Flask
 from app.extensions import db
 from app.models import Delivery
 from app.services import campaign_lifecycle as lifecycle
+from app.services import sending
 from tests.conftest import make_app
 from tests.support import processes
 from tests.support.accounts import signed_in
@@ -140,3 +142,80 @@ def test_api_and_ingest_answer_503_while_postgres_is_down_then_recover(postgres_
     if first.status_code != 200:
         _assert_unavailable(first)
     assert me().status_code == 200
+
+
+def _rows(app: Flask, campaign_id, status: str) -> set:
+    with app.app_context():
+        rows = set(db.session.scalars(sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id,
+                                                                   Delivery.status == status)))
+        db.session.remove()
+        return rows
+
+
+def _reap(app: Flask) -> None:
+    """What beat's reaper does."""
+    with app.app_context():
+        sending.reap_and_resume()
+        db.session.remove()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_sigkilled_senders_rows_settle_as_unknown_within_about_30_s(app, committed_db, smtp_sink, tmp_path):
+    """With the default lease and beat's reaper, nothing done by hand."""
+    recipients = 300
+    smtp_sink.data_latency = 0.5  # each sender has its SMTP connections' worth of mail in flight
+    with app.app_context():
+        user = verified_merchant()
+        add_contacts(user, recipients)
+        campaign, _ = email_campaign(user)
+        user_id, campaign_id = user.id, campaign.id
+    celery_app = app.extensions["celery"]
+    with processes.beat(tmp_path / "beat"):
+        with processes.worker(celery_app) as doomed:
+            with app.app_context():
+                lifecycle.launch_now(user_id, campaign_id)
+            smtp_sink.wait_for(40, timeout=60)
+            processes.kill_group(doomed, signal.SIGKILL)
+        killed = time.monotonic()
+        in_flight = _rows(app, campaign_id, "sending")
+        assert in_flight, "nothing was in flight when the worker was killed"
+        # Another worker runs beat's reaper (and carries the campaign on).
+        with processes.worker(celery_app):
+            processes.wait_until(lambda: not in_flight & _rows(app, campaign_id, "sending"), timeout=90,
+                                 what="the killed worker's rows to settle", interval=0.5)
+            settled_after = time.monotonic() - killed
+            processes.wait_until(lambda: processes.campaign_status(app, campaign_id) == "completed",
+                                 timeout=90, what="the campaign to complete")
+    # The 30 s lease (renewed up to 10 s before the kill) plus beat's 10 s reaper interval, with
+    # room for a loaded machine.
+    assert settled_after < 50, f"the rows took {settled_after:.0f} s to settle"
+    assert _rows(app, campaign_id, "unknown") == in_flight
+    ledger = _ledger(app, campaign_id)
+    received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
+    assert set(received.values()) == {1}, "an address received two messages"
+    assert ledger == {"delivered": recipients - len(in_flight), "unknown": len(in_flight)}
+    assert ledger["delivered"] <= len(received) <= recipients
+
+
+def test_a_live_sender_slower_than_its_lease_keeps_its_rows(app, committed_db, smtp_sink):
+    """Each message takes longer than the lease; the reaper runs all along and reaps nothing."""
+    recipients = 8
+    smtp_sink.data_latency = 3.0
+    with app.app_context():
+        user = verified_merchant()
+        add_contacts(user, recipients)
+        campaign, _ = email_campaign(user)
+        user_id, campaign_id = user.id, campaign.id
+    with processes.worker(app.extensions["celery"], SEND_LEASE_SECONDS="1"):
+        with app.app_context():
+            lifecycle.launch_now(user_id, campaign_id)
+
+        def completed() -> bool:
+            _reap(app)
+            return processes.campaign_status(app, campaign_id) == "completed"
+
+        processes.wait_until(completed, timeout=90, what="the campaign to complete", interval=0.25)
+    assert _ledger(app, campaign_id) == {"delivered": recipients}
+    received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
+    assert len(received) == recipients and set(received.values()) == {1}
