@@ -4,9 +4,9 @@ Tasks are named `<kind>.<action>`; the kind is the queue, so operators can give 
 its own workers (`celery -A workers worker -Q sends`).
 """
 import os
-from urllib.parse import urlsplit
 
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES as transport_aliases
 from kombu.transport import redis as kombu_redis
 
 from app import task_names as tasks
@@ -38,8 +38,10 @@ class RedisTransport(kombu_redis.Transport):
             self._client = connection
 
 
-if urlsplit(broker_url).scheme in ("redis", "rediss"):
-    broker_transport = f"{__name__}:RedisTransport"
+# Registered under Kombu's own names for Redis URLs rather than through `broker_transport`, so
+# connections still read `redis://...` (Flower picks its broker client by that scheme). Done here,
+# before the Celery app reads its configuration and opens any connection.
+transport_aliases.update(dict.fromkeys(("redis", "rediss"), f"{__name__}:RedisTransport"))
 # Ride out a broker restart of any length: start before Redis is up, and after losing it retry
 # for ever (the default gives up after 100 tries, and the worker would exit).
 broker_connection_retry_on_startup = True
