@@ -39,8 +39,8 @@ class RedisTransport(kombu_redis.Transport):
 
 
 # Registered under Kombu's own names for Redis URLs rather than through `broker_transport`, so
-# connections still read `redis://...` (Flower picks its broker client by that scheme). Done here,
-# before the Celery app reads its configuration and opens any connection.
+# connections still read `redis://...` (Flower picks its broker client by that scheme). This module
+# is loaded when the Celery app first reads its configuration, before it opens any connection.
 transport_aliases.update(dict.fromkeys(("redis", "rediss"), f"{__name__}:RedisTransport"))
 # Ride out a broker restart of any length: start before Redis is up, and after losing it retry
 # for ever (the default gives up after 100 tries, and the worker would exit).

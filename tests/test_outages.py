@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app.extensions import db
-from app.models import Delivery
+from app.models import Delivery, User
 from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from tests.conftest import make_app
 from tests.support import processes
-from tests.support.accounts import signed_in
+from tests.support.accounts import PASSWORD, signed_in
 from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.sources import capi_event, make_merchant, make_source
@@ -81,6 +81,23 @@ def test_a_campaign_rides_out_a_redis_restart(broker_app, redis_server, smtp_sin
     received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
     assert len(received) == recipients and set(received.values()) == {1}
     assert _ledger(broker_app, campaign_id) == {"delivered": recipients}
+
+
+def test_work_committed_while_redis_is_down_is_kept_and_the_request_succeeds(app, committed_db):
+    """Registering queues a verification mail after its commit; with the broker down the message
+    can't be published, the account is kept, and beat's sweep sends the mail later."""
+    down = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    flask_app = make_app(REDIS_URL=down)
+    flask_app.extensions["celery"].conf.broker_url = down
+    try:
+        response = flask_app.test_client().post("/api/v1/auth/register",
+                                                json={"email": "down@example.com", "password": PASSWORD})
+    finally:
+        app.extensions["celery"].set_default()
+    assert response.status_code == 201, response.get_json()
+    with app.app_context():
+        assert db.session.scalar(sa.select(User.id).where(User.email == "down@example.com")) is not None
+        db.session.remove()
 
 
 @pytest.fixture()
