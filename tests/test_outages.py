@@ -132,9 +132,14 @@ def test_api_and_ingest_answer_503_while_postgres_is_down_then_recover(postgres_
         source, key = make_source(make_merchant(), "facebook_pixel")
         source_id = source.id
         db.session.remove()
-    me = lambda: client.get("/api/v1/users/me", headers=auth)
-    ingest = lambda name: client.post(f"/ingest/facebook-pixel/{source_id}", json={"data": [capi_event(name)]},
-                                      headers={"X-Ingest-Key": key})
+
+    def me():
+        return client.get("/api/v1/users/me", headers=auth)
+
+    def ingest(name: str):
+        return client.post(f"/ingest/facebook-pixel/{source_id}", json={"data": [capi_event(name)]},
+                           headers={"X-Ingest-Key": key})
+
     assert me().status_code == 200
     assert ingest("PageView").status_code == 202
 
