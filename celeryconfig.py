@@ -6,11 +6,50 @@ its own workers (`celery -A workers worker -Q sends`).
 import os
 
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES as transport_aliases
+from kombu.transport import redis as kombu_redis
 
 from app import task_names as tasks
 
 broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class RedisTransport(kombu_redis.Transport):
+    """Kombu's Redis transport, except that it keeps its connection's details once closed.
+
+    When the broker goes away, Celery's consumer (5.7) first collects the broken connection, which
+    closes its channel (that close fails half-way on the dead socket) and then drops the
+    transport's `client`; it then closes the connection again, and the channel, still open, tries
+    to requeue its unacknowledged messages through a pool built from `transport.client`, now None:
+    AttributeError, which no error handler expects, and the worker exits ("Unrecoverable error").
+    Tasks still running when the connection broke later acknowledge through the same old channel
+    and would meet the same None. With the details kept, both reach Redis like any other command:
+    they succeed once Redis is back, or fail with a connection error that Celery handles (a message
+    left unacknowledged is redelivered after the visibility timeout; tasks are safe to run twice).
+    """
+
+    @property
+    def client(self):
+        return self._client
+
+    @client.setter
+    def client(self, connection) -> None:
+        if connection is not None:  # closing drops it only to break a reference cycle
+            self._client = connection
+
+
+# Registered under Kombu's own names for Redis URLs rather than through `broker_transport`, so
+# connections still read `redis://...` (Flower picks its broker client by that scheme). This module
+# is loaded when the Celery app first reads its configuration, before it opens any connection.
+transport_aliases.update(dict.fromkeys(("redis", "rediss"), f"{__name__}:RedisTransport"))
+# Ride out a broker restart of any length: start before Redis is up, and after losing it retry
+# for ever (the default gives up after 100 tries, and the worker would exit).
 broker_connection_retry_on_startup = True
+broker_connection_retry = True
+broker_connection_max_retries = None
+# A task running when the broker connection breaks goes on: its work is in PostgreSQL, and a
+# sender cut off mid-send would leave its in-flight messages `unknown`.
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 QUEUES = ("maintenance", "sources", "events", "campaigns", "sends", "assistant", "default")
 task_queues = tuple(Queue(name) for name in QUEUES)
@@ -75,7 +114,9 @@ beat_schedule = {
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,
-        "schedule": 30.0,
+        # Rows of a worker that died settle as `unknown` within a lease (SEND_LEASE_SECONDS) of its
+        # death plus this.
+        "schedule": 10.0,
     },
     tasks.PROCESS_PENDING: {
         "task": tasks.PROCESS_PENDING,

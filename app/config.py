@@ -146,6 +146,10 @@ def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
 # Upper bounds: messages one sender keeps in flight, and senders working one channel at once.
 MAX_IN_FLIGHT = 64
 MAX_SENDERS = 64
+# How long a claimed send stays `sending` without word from its sender. A live sender renews it
+# (app.services.sending), so it only runs out for a sender that died: its rows are reported
+# `unknown` this long after, plus the reaper's interval (celeryconfig).
+SEND_LEASE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ class Settings:
     smtp_url: str
     mail_from: str
     proxy_count: int
-    send_lease_seconds: int = 120
+    send_lease_seconds: int = SEND_LEASE_SECONDS
     # The platform's SMTP relay, as one provider account: connections each sender keeps open (its
     # messages in flight), and the relay's own rate limit shared by every sender (None: none).
     smtp_max_connections: int = 4
@@ -283,7 +287,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
         mail_from=_mail_from(env.get("MAIL_FROM", "Herald <no-reply@localhost>")),
         proxy_count=proxy_count,
-        send_lease_seconds=_positive_int(env, "SEND_LEASE_SECONDS", 120),
+        send_lease_seconds=_bounded_int(env, "SEND_LEASE_SECONDS", SEND_LEASE_SECONDS, 3600),
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", CHANNELS["email"].in_flight, MAX_IN_FLIGHT),
         smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
         smtp_messages_per_hour=_optional_count(env, "SMTP_MESSAGES_PER_HOUR"),

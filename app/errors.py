@@ -8,11 +8,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg2
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the database (or, for /readyz, Redis) can't be reached: a
+# restart or failover takes seconds.
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 class HeraldError(Exception):
@@ -103,6 +109,14 @@ def _http_code(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """The database is down or the connection broke (refused, reset, shut down by an operator),
+    as opposed to a statement that failed on its own (a constraint, a bug)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)
+    return isinstance(exc, psycopg2.OperationalError)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HeraldError)
     def handle_domain_error(exc: HeraldError):
@@ -127,6 +141,17 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)
         return jsonify(error_body(status, code, message, _field_errors(exc))), status, headers
+
+    @app.errorhandler(sa.exc.DBAPIError)
+    @app.errorhandler(psycopg2.Error)
+    def handle_database_error(exc: Exception):
+        if not database_unreachable(exc):
+            return handle_unexpected(exc)
+        # SQLAlchemy has already discarded the broken connections: once the database is back, the
+        # next request connects afresh.
+        log.warning("database unreachable: %s: %s", type(exc).__name__, getattr(exc, "orig", None) or exc)
+        body = error_body(503, "service_unavailable", "The database is unreachable; try again shortly.")
+        return jsonify(body), 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

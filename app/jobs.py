@@ -8,16 +8,20 @@ anything lost), and never if it rolls back. Tasks are addressed by name so servi
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, Task
 from flask import Flask, current_app
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.extensions import db
 
 _PENDING = "herald_pending_tasks"
+
+log = logging.getLogger(__name__)
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -38,7 +42,7 @@ def enqueue_after_commit(task_name: str, *args: Any, **options: Any) -> None:
     celery_app: Celery = current_app.extensions["celery"]
     session = db.session()
     if not session.in_transaction():
-        celery_app.send_task(task_name, args=args, **options)
+        _publish(celery_app, task_name, args, options)
         return
     session.info.setdefault(_PENDING, []).append((celery_app, task_name, args, options))
 
@@ -46,7 +50,16 @@ def enqueue_after_commit(task_name: str, *args: Any, **options: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _publish_pending(session: Session) -> None:
     for celery_app, task_name, args, options in session.info.pop(_PENDING, []):
+        _publish(celery_app, task_name, args, options)
+
+
+def _publish(celery_app: Celery, task_name: str, args: tuple[Any, ...], options: dict[str, Any]) -> None:
+    # The broker is down (Celery has already retried): the work is committed and a beat sweep
+    # picks it up once the broker is back, so the caller carries on rather than failing.
+    try:
         celery_app.send_task(task_name, args=args, **options)
+    except BrokerUnreachable as exc:
+        log.warning("task not published, the broker is unreachable: %s: %s", task_name, exc)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app
 
 from app.api.blueprint import HeraldBlueprint
+from app.errors import UNAVAILABLE_RETRY_AFTER
 from app.services import readiness
 
 blp = HeraldBlueprint("health", __name__, description="Process liveness and dependency readiness")
@@ -23,4 +24,5 @@ def readyz():
     """PostgreSQL and Redis (the broker) are reachable."""
     checks = readiness.check_dependencies(current_app.config["HERALD_SETTINGS"].redis_url)
     ready = all(value == "ok" for value in checks.values())
-    return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return (body, 200) if ready else (body, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})

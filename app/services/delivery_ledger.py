@@ -208,6 +208,25 @@ def record(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome]) ->
         settle(channel_id, channel_type, outcomes)
 
 
+_RENEW = sa.text(
+    """
+    UPDATE deliveries SET "leaseExpiresAt" = now() + make_interval(secs => :lease)
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'sending'
+    """
+)
+
+
+def renew_leases(delivery_ids: list[uuid.UUID], lease: timedelta) -> int:
+    """Extend the lease of rows a live sender still has in flight, in one statement that commits
+    itself (rows already settled, or reaped, are left alone). Returns the rows renewed."""
+    if not delivery_ids:
+        return 0
+    return db.session.execute(
+        _RENEW, {"ids": [str(i) for i in delivery_ids], "lease": lease.total_seconds()},
+        bind_arguments={"bind": autocommit_engine()},
+    ).rowcount
+
+
 def reap_expired_leases() -> list[uuid.UUID]:
     """`sending` rows whose worker died: the provider may or may not have the message. They become
     `unknown` — reported, never retried. Returns the campaigns touched."""

@@ -10,7 +10,8 @@ The order of work never changes: take rate tokens → claim rows (`sending`, wit
 → prepare and hand each message to the provider → record outcomes as they come back (moving the
 counters in the same statement). Rows are claimed only for free slots, so a worker killed anywhere
 leaves at most its in-flight rows `sending`, which the reaper calls `unknown`. Nothing is ever
-claimed twice, so nobody gets a message twice.
+claimed twice, so nobody gets a message twice. The lease is short and a live sender renews it for
+the rows it has in flight, so a slow provider keeps its rows while a dead worker's settle soon.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
+import redis
 from flask import current_app
 
 from app import task_names as tasks
@@ -57,6 +59,7 @@ MAX_TRIES = 5
 MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
 MAX_RUN_WAIT = 5.0  # a limit that holds sending back longer ends the run instead of idling a worker
 RESTART_EVERY = 60.0  # beat restarts a stalled channel at most this often
+RENEWALS_PER_LEASE = 3  # a sender renews its rows' lease this often per lease: two may be late
 
 
 def _resume_at(wait: float) -> str:
@@ -105,6 +108,10 @@ def send_channel(channel_id: uuid.UUID) -> int:
                 run.go(account, executor)
         except ProviderUnavailable as exc:
             run.unavailable = exc
+    if run.broker_error is not None:
+        # Redis went away mid-run: what was in flight is recorded, the rest stays queued for the
+        # next sender (beat restarts the channel once Redis is back).
+        raise run.broker_error
     if run.unavailable is not None:
         log.warning("provider unavailable: %s", run.unavailable, extra={"channel_id": str(channel.id)})
         ledger.report_problem(channel.id, "provider_unavailable", str(run.unavailable))
@@ -148,6 +155,7 @@ class _Run:
         self.campaign_id, self.user_id = campaign.id, campaign.user_id
         self.handed = 0
         self.unavailable: ProviderUnavailable | None = None
+        self.broker_error: redis.RedisError | None = None
         self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
         self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
         self._opted_out: list[uuid.UUID] = []
@@ -157,6 +165,8 @@ class _Run:
         self._last_claim = -CLAIM_EVERY
         self._hold_checked = 0.0
         self._reported = ""  # the hold-back reason this run last reported
+        self._lease = lease()
+        self._renew_at = time.monotonic() + self._lease.total_seconds() / RENEWALS_PER_LEASE
         self.blocked_for = 0.0  # seconds until sending may resume, when the run ended for a limit
         self._stopping = False
 
@@ -180,8 +190,16 @@ class _Run:
                 self._record()
             if self._stopping and not self._in_flight:
                 break
+            if now >= self._renew_at:
+                self._renew_leases(now)
             self._collect(self._wait_time(free))
         self._record()
+
+    def _renew_leases(self, now: float) -> None:
+        """Rows at the provider, or back from it and not yet recorded, keep their lease."""
+        ids = [row.id for row in self._in_flight.values()] + [outcome.delivery_id for outcome in self._outcomes]
+        ledger.renew_leases(ids, self._lease)
+        self._renew_at = now + self._lease.total_seconds() / RENEWALS_PER_LEASE
 
     def _may_claim(self, free: int, slots: int, now: float) -> bool:
         """Claim when an eighth of the slots are free, but at most every CLAIM_EVERY unless all
@@ -288,7 +306,13 @@ class _Run:
         it is looked up now and then rather than before every claim."""
         now = time.monotonic()
         if self._limits.counted or now >= self._hold_checked + HOLD_CHECK_EVERY:
-            grant = send_rate.take(self._limits, wanted)
+            try:
+                grant = send_rate.take(self._limits, wanted)
+            except redis.RedisError as exc:
+                # The limits can't be read: claim nothing more, but record what is in flight.
+                log.warning("rate limits unreachable: %s", exc, extra={"channel_id": str(self.channel_id)})
+                self.broker_error, self._stopping = exc, True
+                return send_rate.Grant(0, RECORD_EVERY, "")
             self._hold_checked = now if grant.count else 0.0
             return grant
         return send_rate.Grant(wanted, 0.0, "")
@@ -316,7 +340,7 @@ class _Run:
         outcomes, self._outcomes = self._outcomes, []
         opted_out, self._opted_out = self._opted_out, []
         gone, self._gone = self._gone, []
-        claimed = ledger.settle(self.channel_id, self.channel_type, outcomes, claim, lease()) \
+        claimed = ledger.settle(self.channel_id, self.channel_type, outcomes, claim, self._lease) \
             if outcomes or claim else []
         for contact_id in opted_out:
             contacts.record_opt_out(contact_id, [self.channel_type], source="provider")
