@@ -27,6 +27,8 @@ class Delivery(Base):
                  postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
         # What a claim reads: a channel's queued rows in claim order, without sorting them all.
         sa.Index("ix_deliveries_queued", "channelId", "createdAt", "id", postgresql_where=sa.text("status = 'queued'")),
+        # What the reaper reads every few seconds: the leases that may have lapsed, and only those.
+        sa.Index("ix_deliveries_sending_lease", "leaseExpiresAt", postgresql_where=sa.text("status = 'sending'")),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
