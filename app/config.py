@@ -150,6 +150,8 @@ MAX_SENDERS = 64
 # (app.services.sending), so it only runs out for a sender that died: its rows are reported
 # `unknown` this long after, plus the reaper's interval (celeryconfig).
 SEND_LEASE_SECONDS = 30
+# Contacts per chunk when a launch writes its ledger: about a second of writing per transaction.
+LAUNCH_CHUNK_CONTACTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class Settings:
     mail_from: str
     proxy_count: int
     send_lease_seconds: int = SEND_LEASE_SECONDS
+    launch_chunk_contacts: int = LAUNCH_CHUNK_CONTACTS
     # The platform's SMTP relay, as one provider account: connections each sender keeps open (its
     # messages in flight), and the relay's own rate limit shared by every sender (None: none).
     smtp_max_connections: int = 4
@@ -288,6 +291,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=_mail_from(env.get("MAIL_FROM", "Herald <no-reply@localhost>")),
         proxy_count=proxy_count,
         send_lease_seconds=_bounded_int(env, "SEND_LEASE_SECONDS", SEND_LEASE_SECONDS, 3600),
+        launch_chunk_contacts=_bounded_int(env, "LAUNCH_CHUNK_CONTACTS", LAUNCH_CHUNK_CONTACTS, 1_000_000),
         smtp_max_connections=_bounded_int(env, "SMTP_MAX_CONNECTIONS", CHANNELS["email"].in_flight, MAX_IN_FLIGHT),
         smtp_messages_per_second=_positive_float(env, "SMTP_MESSAGES_PER_SECOND"),
         smtp_messages_per_hour=_optional_count(env, "SMTP_MESSAGES_PER_HOUR"),

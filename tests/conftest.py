@@ -48,6 +48,8 @@ TEST_ENV = {
     "PUSH_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",
     "WHATSAPP_APP_SECRET": "test-whatsapp-app-secret",
     "WHATSAPP_VERIFY_TOKEN": "test-whatsapp-verify-token",
+    # Launches write their ledgers in many small chunks, so every campaign test exercises that.
+    "LAUNCH_CHUNK_CONTACTS": "50",
 }
 # celeryconfig and any library reading the environment see the same settings as the app.
 os.environ.update(TEST_ENV)

@@ -604,7 +604,7 @@ def test_stats_per_channel_and_totals(client, app_ctx):
     # Channels come in the order they were added; all of these were added in the test's one transaction.
     stats["channels"].sort(key=lambda channel: ["email", "sms", "push"].index(channel["channelType"]))
     assert stats == {
-        "campaignId": campaign["id"], "status": "running",
+        "campaignId": campaign["id"], "status": "running", "preparation": None,  # set running by hand here
         "channels": [
             {"channelId": email["id"], "channelType": "email", "status": "sending", "sentCount": 6,
              "deliveredCount": 4, "openedCount": 3, "clickedCount": 1,
@@ -633,7 +633,7 @@ def test_open_rate_falls_back_to_sent_without_delivery_receipts(client, app_ctx)
     assert stats["channels"][0]["rates"] == {"delivery": 0.0, "open": 0.375, "click": 0.0}
     empty = _create(client, headers)
     assert client.get(f"{CAMPAIGNS}/{empty['id']}/stats", headers=headers).get_json() == {
-        "campaignId": empty["id"], "status": "draft", "channels": [],
+        "campaignId": empty["id"], "status": "draft", "channels": [], "preparation": None,
         "totals": {"sentCount": 0, "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(),
                    "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}},
     }

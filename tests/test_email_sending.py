@@ -19,9 +19,8 @@ from flask import Flask
 
 from app.extensions import db
 from app.models import Campaign, CampaignChannel, Delivery
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
-from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
+from tests.support.campaigns import add_contacts, email_campaign, launch, verified_merchant
 
 
 class Relay:
@@ -81,7 +80,7 @@ def _launched(count: int) -> tuple[Campaign, CampaignChannel]:
     user = verified_merchant()
     add_contacts(user, count)
     campaign, channel = email_campaign(user)
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     return campaign, channel
 
 

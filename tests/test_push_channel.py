@@ -33,12 +33,11 @@ from app.models import (
     PushSubscription,
     User,
 )
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from app.services.rendering import contact_context
 from tests.conftest import TEST_ENV
 from tests.emulators.push_service import PushServiceEmulator, b64url_decode, vapid_keys
-from tests.support.campaigns import EVERYONE, add_contacts, verified_merchant
+from tests.support.campaigns import EVERYONE, add_contacts, launch, verified_merchant
 from tests.support.providers import add_provider_account
 from tests.support.tls import server_certificate
 
@@ -94,7 +93,7 @@ def _campaign(user: User, config: dict[str, Any] | None = None) -> CampaignChann
     channel = CampaignChannel(campaign_id=campaign.id, channel_type="push", config={**PUSH_CONFIG, **(config or {})})
     db.session.add_all([channel, Audience(campaign_id=campaign.id, name="everyone", definition=EVERYONE)])
     db.session.commit()
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     return channel
 
 

@@ -10,11 +10,10 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Contact, Delivery
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from app.services.rendering import MAX_OUTPUT, RenderBudgetExceeded, render
 from tests.support.accounts import signed_in
-from tests.support.campaigns import add_contacts, email_campaign, verified_merchant
+from tests.support.campaigns import add_contacts, email_campaign, launch, verified_merchant
 
 COSTLY = [
     "{{ 'x' * 30000000 }}",
@@ -68,7 +67,7 @@ def test_a_template_over_budget_for_one_contact_fails_that_message_only(app, com
         people[1].attributes = {"note": "x" * 1000}  # times 1,000: past the output budget
         db.session.commit()
         campaign, channel = email_campaign(user, {"text": "{{ (contact.attributes.note or '') * 1000 }}"})
-        lifecycle.launch_now(user.id, campaign.id)
+        launch(user.id, campaign.id)
         sending.send_channel(channel.id)
         smtp_sink.wait_for(2)
         db.session.expire_all()

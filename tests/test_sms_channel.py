@@ -21,10 +21,9 @@ from app.channels import sms
 from app.channels.base import ProviderUnavailable
 from app.extensions import db
 from app.models import Audience, Campaign, CampaignChannel, Contact, Delivery, User
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from tests.emulators.twilio import TwilioEmulator, twilio_signature
-from tests.support.campaigns import EVERYONE, verified_merchant
+from tests.support.campaigns import EVERYONE, launch, verified_merchant
 from tests.support.providers import add_provider_account
 
 ACCOUNT_SID = "AC" + "5e" * 16
@@ -106,7 +105,7 @@ def _sms_campaign(user: User, **config: Any) -> tuple[Campaign, CampaignChannel]
     channel = CampaignChannel(campaign_id=campaign.id, channel_type="sms", config={"body": BODY, **config})
     db.session.add_all([channel, Audience(campaign_id=campaign.id, name="everyone", definition=EVERYONE)])
     db.session.commit()
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     return campaign, channel
 
 

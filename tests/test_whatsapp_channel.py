@@ -21,7 +21,6 @@ from werkzeug.wrappers import Request, Response
 from app.channels.base import ProviderUnavailable
 from app.extensions import db
 from app.models import Audience, Campaign, CampaignChannel, Contact, Delivery, User
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from tests.conftest import TEST_ENV, make_app
 from tests.emulators.meta import graph_error
@@ -30,7 +29,7 @@ from tests.emulators.whatsapp import (
     WhatsAppEmulator,
     hub_signature,
 )
-from tests.support.campaigns import EVERYONE, verified_merchant
+from tests.support.campaigns import EVERYONE, launch, verified_merchant
 from tests.support.providers import add_provider_account
 
 TOKEN = "EAAG-whatsapp-test-token"
@@ -118,7 +117,7 @@ def _launched(contacts: int = 3, **config: Any) -> tuple[User, Campaign, Campaig
     user = verified_merchant()
     people = _add_phone_contacts(user, contacts)
     campaign, channel = _whatsapp_campaign(user, **config)
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     return user, campaign, channel, people
 
 
@@ -150,7 +149,7 @@ def test_campaign_sends_rendered_templates_to_subscribed_phones(ctx, whatsapp):
     db.session.add(Contact(user_id=user.id, email="no-phone@example.com", attributes={}, external_ids={},
                            consent={"email": "subscribed"}, consent_sources={}))
     campaign, channel = _whatsapp_campaign(user)
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
 
     assert sending.send_channel(channel.id) == 3
     assert _ledger(campaign.id) == {"sent": 3, "skipped": 2}
@@ -204,7 +203,7 @@ def test_opted_out_recipient_is_unsubscribed_by_the_provider(ctx, whatsapp):
     people = _add_phone_contacts(user, 2)
     (stopped,) = _add_phone_contacts(user, 1, prefix="+1415666")
     campaign, channel = _whatsapp_campaign(user)
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     sending.send_channel(channel.id)
     assert _ledger(campaign.id) == {"sent": 2, "failed": 1}
     assert "131050" in _delivery(stopped).error
@@ -217,7 +216,7 @@ def test_a_bad_token_fails_the_rows_after_the_first_answer(ctx, whatsapp):
     user = verified_merchant()
     _add_phone_contacts(user, 40)
     campaign, channel = _whatsapp_campaign(user, account={"accessToken": "expired-token", "maxInFlight": 4})
-    lifecycle.launch_now(user.id, campaign.id)
+    launch(user.id, campaign.id)
     sending.send_channel(channel.id)
     assert _ledger(campaign.id) == {"failed": 40}
     errors = set(db.session.scalars(sa.select(Delivery.error).where(Delivery.campaign_id == campaign.id)))

@@ -1,4 +1,6 @@
 """Campaign tasks: launching due campaigns and keeping running ones moving (queue `campaigns`)."""
+import uuid
+
 from celery import shared_task
 
 from app import task_names as tasks
@@ -8,6 +10,11 @@ from app.services import audiences, campaign_lifecycle, sending
 @shared_task(name=tasks.LAUNCH_DUE)
 def launch_due() -> int:
     return len(campaign_lifecycle.launch_due())
+
+
+@shared_task(name=tasks.PREPARE_LEDGER)
+def prepare_ledger(campaign_id: str) -> int:
+    return campaign_lifecycle.prepare_ledger(uuid.UUID(campaign_id))
 
 
 @shared_task(name=tasks.COUNT_AUDIENCES)

@@ -9,7 +9,7 @@ from app.models.contacts import (
 )
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
-from app.models.deliveries import Delivery, HeldReceipt, MessageLink, SendProblem
+from app.models.deliveries import Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
@@ -33,6 +33,7 @@ __all__ = [
     "MessageLink",
     "HeldReceipt",
     "SendProblem",
+    "LedgerPreparation",
     "Contact",
     "ContactIdentity",
     "ContactActivity",

@@ -32,6 +32,8 @@ class Contact(Base):
                  postgresql_where=sa.text("email IS NOT NULL")),
         sa.Index("uq_contacts_user_phone", "userId", "phone", unique=True, postgresql_where=sa.text("phone IS NOT NULL")),
         sa.Index("ix_contacts_userId_createdAt", "userId", "createdAt"),
+        # A launch writes the ledger in ranges of the merchant's contacts, in id order.
+        sa.Index("ix_contacts_userId_id", "userId", "id"),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

@@ -116,3 +116,22 @@ class SendProblem(Base):
     message: orm.Mapped[str] = orm.mapped_column(sa.Text(), nullable=False)
     since: orm.Mapped[datetime] = orm.mapped_column(sa.DateTime(), nullable=False, server_default=sa.func.now())
     updated_at: orm.Mapped[datetime] = updated_at()
+
+
+class LedgerPreparation(Base):
+    """A launched campaign's ledger being written, chunk by chunk, by a worker: contacts up to
+    `afterContactId` (in id order) are done. `finishedAt` set: every audience member has a row."""
+
+    __tablename__ = "ledger_preparations"
+
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    after_contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column("afterContactId", pg.UUID(as_uuid=True))
+    rows_written: orm.Mapped[int] = orm.mapped_column("rowsWritten", sa.Integer(), nullable=False,
+                                                      server_default=sa.text("0"))
+    members: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
+    started_at: orm.Mapped[datetime] = orm.mapped_column("startedAt", sa.DateTime(), nullable=False,
+                                                         server_default=sa.func.now())
+    finished_at: orm.Mapped[datetime | None] = orm.mapped_column("finishedAt", sa.DateTime())
+    updated_at: orm.Mapped[datetime] = updated_at()

@@ -154,11 +154,20 @@ class ChannelStatsSchema(TallySchema):
         "description": "Why the channel is not sending right now; null when nothing holds it up."})
 
 
+class PreparationSchema(CamelSchema):
+    preparing = fields.Boolean(metadata={"description": "The ledger is still being written (sending has begun)."})
+    rows_written = fields.Integer(metadata={"description": "Ledger rows written so far, every channel together."})
+    audience_size = fields.Integer(allow_none=True, metadata={
+        "description": "Contacts in the campaign's audiences, once the whole ledger is written."})
+
+
 class CampaignStatsSchema(CamelSchema):
     campaign_id = fields.UUID()
     status = fields.String()
     channels = fields.List(fields.Nested(ChannelStatsSchema))
     totals = fields.Nested(TallySchema)
+    preparation = fields.Nested(PreparationSchema, allow_none=True, metadata={
+        "description": "How far the launch has written the ledger; null before launch."})
 
 
 class DeliveryQuerySchema(CamelSchema):

@@ -3,16 +3,19 @@ draft → running (send now), scheduled → draft (unschedule) and cancel (→ c
 
 Every transition is one guarded UPDATE (`... WHERE status IN (allowed) RETURNING`): zero rows means
 the campaign was not in a state that allows it (409), whatever another process did meanwhile. A
-launch — by the API or by beat — resolves the audiences into the delivery ledger in the same
-transaction that makes the campaign `running`, so it happens exactly once.
+launch — by the API or by beat — makes the campaign `running` and records that its ledger is to be
+written, in one short transaction; a worker then writes the ledger in chunks (`prepare_ledger`), each
+a transaction of its own that records its progress, and sending starts with the first chunk.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app import task_names as tasks
 from app.errors import Conflict, Forbidden, ValidationFailed
@@ -23,6 +26,9 @@ from app.services import delivery_ledger, sending
 from app.services.campaigns import owned_campaign
 
 LAUNCH_DUE_LIMIT = 50
+PREPARE_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
+# A ledger nobody wrote to for this long is taken up again (a chunk takes about a second).
+PREPARE_IDLE_SECONDS = 60.0
 
 
 def schedule(user_id: uuid.UUID, campaign_id: uuid.UUID, scheduled_at: datetime) -> Campaign:
@@ -38,11 +44,11 @@ def unschedule(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
 
 
 def launch_now(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
-    """Send now: draft or scheduled → running, the ledger written, sending started."""
+    """Send now: draft or scheduled → running; a worker writes the ledger and sending starts."""
     campaign = owned_campaign(user_id, campaign_id)
     _check_launchable(campaign)
     campaign = _transition(campaign, ("draft", "scheduled"), commit=False, status="running", started_at=sa.func.now())
-    _start_sending(campaign)
+    _start_preparing(campaign.id)
     db.session.commit()
     return campaign
 
@@ -74,23 +80,68 @@ def cancel(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
 
 def launch_due() -> list[uuid.UUID]:
     """Beat: every scheduled campaign whose time has come starts, once, whichever beat or worker
-    gets there first (SKIP LOCKED + the status guard)."""
-    due = (
-        sa.select(Campaign.id)
-        .where(Campaign.status == "scheduled", Campaign.scheduled_at <= sa.func.timezone("UTC", sa.func.now()))
-        .order_by(Campaign.scheduled_at)
-        .limit(LAUNCH_DUE_LIMIT)
-        .with_for_update(skip_locked=True)
-    )
-    started = db.session.scalars(
-        sa.update(Campaign).where(Campaign.id.in_(due.scalar_subquery()))
-        .values(status="running", started_at=sa.func.now(), updated_at=sa.func.now())
-        .returning(Campaign.id)
-    ).all()
-    for campaign_id in started:
-        _start_sending(db.session.get(Campaign, campaign_id))
+    gets there first (SKIP LOCKED + the status guard), each in a transaction of its own; and ledgers
+    whose writer died are taken up again."""
+    _resume_stalled_preparations()
+    started: list[uuid.UUID] = []
+    while len(started) < LAUNCH_DUE_LIMIT:
+        due = (
+            sa.select(Campaign.id)
+            .where(Campaign.status == "scheduled", Campaign.scheduled_at <= sa.func.timezone("UTC", sa.func.now()))
+            .order_by(Campaign.scheduled_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        campaign_id = db.session.scalar(
+            sa.update(Campaign).where(Campaign.id == due.scalar_subquery())
+            .values(status="running", started_at=sa.func.now(), updated_at=sa.func.now())
+            .returning(Campaign.id)
+        )
+        if campaign_id is None:
+            db.session.commit()
+            return started
+        _start_preparing(campaign_id)
+        db.session.commit()
+        started.append(campaign_id)
+    return started
+
+
+def prepare_ledger(campaign_id: uuid.UUID, time_budget: float = PREPARE_TIME_BUDGET) -> int:
+    """Worker: write the launched campaign's ledger, a chunk per transaction (LAUNCH_CHUNK_CONTACTS
+    contacts each), until it is written or the time budget is spent (then the task goes on in a
+    fresh one). Rows written."""
+    chunk_contacts = current_app.config["HERALD_SETTINGS"].launch_chunk_contacts
+    deadline = time.monotonic() + time_budget
+    written = 0
+    first = delivery_ledger.preparation(campaign_id)
+    first_chunk = first is not None and first.after_contact_id is None
+    while True:
+        chunk = delivery_ledger.write_next_chunk(campaign_id, chunk_contacts)
+        if chunk is None:
+            db.session.commit()
+            return written
+        if chunk.finished:
+            delivery_ledger.finish_done_channels(campaign_id)
+        if first_chunk:
+            _enqueue_senders(campaign_id, expected=_audiences_size(campaign_id))
+        else:
+            sending.keep_sending(campaign_id)
+        db.session.commit()
+        written += chunk.rows
+        first_chunk = False
+        if chunk.finished:
+            return written
+        if time.monotonic() >= deadline:
+            enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
+            db.session.commit()
+            return written
+
+
+def _resume_stalled_preparations() -> None:
+    """Ledgers whose writer died (or whose task was lost) are taken up again, where they were."""
+    for campaign_id in delivery_ledger.stalled_preparations(PREPARE_IDLE_SECONDS):
+        enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
     db.session.commit()
-    return list(started)
 
 
 def _check_launchable(campaign: Campaign) -> None:
@@ -124,14 +175,19 @@ def _transition(campaign: Campaign, allowed: tuple[str, ...], commit: bool = Tru
     return campaign
 
 
-def _start_sending(campaign: Campaign) -> None:
-    delivery_ledger.snapshot(campaign)
-    delivery_ledger.finish_done_channels(campaign.id)
-    _enqueue_senders(campaign.id)
+def _audiences_size(campaign_id: uuid.UUID) -> int:
+    return db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(Audience.last_size), 0))
+                             .where(Audience.campaign_id == campaign_id)) or 0
 
 
-def _enqueue_senders(campaign_id: uuid.UUID) -> None:
-    """As many sender tasks per open channel as its queued work calls for (they share its limits)."""
+def _start_preparing(campaign_id: uuid.UUID) -> None:
+    delivery_ledger.start_preparation(campaign_id)
+    enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
+
+
+def _enqueue_senders(campaign_id: uuid.UUID, expected: int = 0) -> None:
+    """As many sender tasks per open channel as its work calls for (they share its limits): what is
+    queued, or `expected` (the audiences' last sizes) when the ledger is still being written."""
     for channel_id, queued in delivery_ledger.queued_by_channel(campaign_id):
-        for _ in range(sending.senders_for(queued)):
+        for _ in range(sending.senders_for(max(queued, expected))):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))

@@ -13,6 +13,7 @@ from sqlalchemy import orm
 from app.extensions import db
 from app.models import CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
+from app.services import delivery_ledger
 from app.services.campaigns import owned_campaign
 
 RATE_DECIMALS = 4
@@ -60,19 +61,34 @@ class ChannelStats(Tally):
 
 
 @dataclass(frozen=True)
+class Preparation:
+    """A launched campaign's ledger being written: `audience_size` once every chunk is written."""
+
+    preparing: bool
+    rows_written: int
+    audience_size: int | None
+
+
+@dataclass(frozen=True)
 class CampaignStats:
     campaign_id: uuid.UUID
     status: str
     channels: list[ChannelStats]
     totals: Tally
+    preparation: Preparation | None  # None: not launched
 
 
 def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
-    """Each channel's counters and ledger, in the order the channels were added, and their totals."""
+    """Each channel's counters and ledger, in the order the channels were added, their totals, and
+    how far the writing of the ledger has come."""
     campaign = owned_campaign(user_id, campaign_id)
     channels = _channel_stats(campaign.id)
+    progress = delivery_ledger.preparation(campaign.id)
+    preparation = None if progress is None else Preparation(
+        preparing=progress.finished_at is None, rows_written=progress.rows_written,
+        audience_size=progress.members if progress.finished_at is not None else None)
     return CampaignStats(campaign_id=campaign.id, status=campaign.status, channels=channels,
-                         totals=Tally.total(channels))
+                         totals=Tally.total(channels), preparation=preparation)
 
 
 def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | None = None,

@@ -24,7 +24,9 @@ from app.models import (
     Contact,
     Delivery,
     HeldReceipt,
+    LedgerPreparation,
     SendProblem,
+    utcnow,
 )
 from app.services import audience_sql, audiences, bulk_sql
 
@@ -32,18 +34,58 @@ ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
 
 
-def snapshot(campaign: Campaign) -> int:
-    """Resolve the campaign's audiences into ledger rows, once per channel and contact (a contact in
-    two audiences gets one row). Contacts without an address or consent for the channel are
-    recorded `skipped` with the reason. One INSERT ... SELECT per channel."""
+@dataclass(frozen=True)
+class Chunk:
+    rows: int  # ledger rows written
+    finished: bool  # every audience member now has a row (or the campaign was cancelled)
+
+
+def start_preparation(campaign_id: uuid.UUID) -> None:
+    """Record that a launched campaign's ledger is to be written (by `write_next_chunk`). No commit."""
+    db.session.execute(pg_insert(LedgerPreparation).values(campaignId=campaign_id).on_conflict_do_nothing())
+
+
+def write_next_chunk(campaign_id: uuid.UUID, chunk_contacts: int) -> Chunk | None:
+    """Write the ledger rows of the next range of the merchant's contacts (by id) and record the
+    progress with them, so a chunk is written once whoever resumes. None: nothing to do (finished,
+    or another worker is writing). No commit; the caller commits each chunk on its own."""
+    preparation = db.session.scalar(sa.select(LedgerPreparation).where(LedgerPreparation.campaign_id == campaign_id)
+                                    .with_for_update(skip_locked=True))
+    if preparation is None or preparation.finished_at is not None:
+        return None
+    # Shared lock: a cancel (a guarded UPDATE of this row) waits for the chunk, then skips its rows.
+    campaign = db.session.scalar(sa.select(Campaign).where(Campaign.id == campaign_id).with_for_update(read=True))
+    if campaign is None or campaign.status == "completed":
+        preparation.finished_at = utcnow()
+        return Chunk(rows=0, finished=True)
+    after = preparation.after_contact_id
+    in_range = [Contact.user_id == campaign.user_id] + ([Contact.id > after] if after else [])
+    upto = db.session.scalar(sa.select(Contact.id).where(*in_range).order_by(Contact.id)
+                             .offset(chunk_contacts - 1).limit(1))
+    rows, members = _write_range(campaign, [*in_range, *([Contact.id <= upto] if upto else [])])
+    preparation.after_contact_id, preparation.updated_at = upto, utcnow()
+    preparation.rows_written += rows
+    preparation.members += members
+    if upto is None:
+        preparation.finished_at = utcnow()
+    return Chunk(rows=rows, finished=upto is None)
+
+
+def _write_range(campaign: Campaign, contacts_in_range: list[sa.ColumnElement[bool]]) -> tuple[int, int]:
+    """Resolve the campaign's audiences, among the given contacts, into ledger rows: one per channel
+    and contact (a contact in two audiences gets one row); contacts without an address or consent
+    for the channel are recorded `skipped` with the reason. One INSERT ... SELECT per channel.
+    Returns (rows written, audience members in the range)."""
     definitions = db.session.scalars(sa.select(Audience.definition).where(Audience.campaign_id == campaign.id)).all()
-    selects = [audiences.compile_definition(campaign.user_id, d) for d in definitions]
+    selects = [audiences.compile_definition(campaign.user_id, d).where(*contacts_in_range) for d in definitions]
     # No audience left (deleted while scheduled): nobody to send to, and the campaign completes.
     members = (sa.union(*selects) if selects else sa.select(Contact.id).where(sa.false())).subquery()
     channels = db.session.scalars(
-        sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id, CampaignChannel.status == "pending")
+        sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id,
+                                         CampaignChannel.status.in_(("pending", "sending")))
+        .order_by(CampaignChannel.created_at, CampaignChannel.id)
     ).all()
-    total = 0
+    total = in_audience = 0
     for channel in channels:
         address = audience_sql.contact_address(channel.channel_type)
         consent = Contact.consent[channel.channel_type].astext
@@ -58,9 +100,28 @@ def snapshot(campaign: Campaign) -> int:
         insert = pg_insert(Delivery.__table__).from_select(
             ["campaignId", "channelId", "contactId", "channelType", "address", "status", "skipReason"], rows
         ).on_conflict_do_nothing()
-        total += db.session.execute(insert).rowcount
+        written = db.session.execute(insert).rowcount
+        total += written
+        in_audience = max(in_audience, written)  # every member gets a row on every channel
         channel.status = "sending"
-    return total
+    return total, in_audience
+
+
+def preparing(campaign_id: Any) -> sa.ColumnElement[bool]:
+    """The campaign's ledger is still being written: nothing may call it done."""
+    return sa.select(LedgerPreparation.campaign_id).where(LedgerPreparation.campaign_id == campaign_id,
+                                                          LedgerPreparation.finished_at.is_(None)).exists()
+
+
+def preparation(campaign_id: uuid.UUID) -> LedgerPreparation | None:
+    return db.session.get(LedgerPreparation, campaign_id)
+
+
+def stalled_preparations(idle_seconds: float) -> list[uuid.UUID]:
+    """Unfinished ledgers nobody has written to for `idle_seconds` (a worker died, a task was lost)."""
+    idle_since = sa.func.timezone("UTC", sa.func.now()) - sa.func.make_interval(0, 0, 0, 0, 0, 0, idle_seconds)
+    return list(db.session.scalars(sa.select(LedgerPreparation.campaign_id).where(
+        LedgerPreparation.finished_at.is_(None), LedgerPreparation.updated_at < idle_since)))
 
 
 def skip_queued(campaign_id: uuid.UUID, reason: str) -> int:
@@ -251,7 +312,7 @@ def finish_done_channels(campaign_id: uuid.UUID) -> bool:
     db.session.execute(
         sa.update(CampaignChannel)
         .where(CampaignChannel.campaign_id == campaign_id, CampaignChannel.status.in_(("pending", "sending")),
-               ~unsettled)
+               ~unsettled, ~preparing(campaign_id))
         .values(status=sa.case((all_failed, "failed"), else_="sent"), updated_at=sa.func.now())
     )
     open_channels = sa.select(CampaignChannel.id).where(
@@ -331,7 +392,8 @@ def running_campaigns_without_work() -> list[uuid.UUID]:
                                         Delivery.status.in_(("queued", "sending"))).exists()
     open_channel = sa.select(CampaignChannel.id).where(CampaignChannel.campaign_id == Campaign.id,
                                                        CampaignChannel.status == "sending").exists()
-    return list(db.session.scalars(sa.select(Campaign.id).where(Campaign.status == "running", open_channel, ~busy)))
+    return list(db.session.scalars(sa.select(Campaign.id).where(Campaign.status == "running", open_channel, ~busy,
+                                                                ~preparing(Campaign.id))))
 
 
 # A provider's later word on a message it accepted. Each statement moves the row only from the

@@ -1,6 +1,8 @@
 """Big merchants: the merchant's activity of one type in a time range is read from the index alone
 (it carries the contact), so an event condition is one index-only range scan joined by hash instead
-of a probe per contact; and the reaper, which runs every few seconds, reads only rows in `sending`.
+of a probe per contact; a launch writes its ledger in chunks, in ranges of the merchant's contacts by
+id, recording its progress (ledger_preparations); and the reaper, which runs every few seconds,
+reads only rows in `sending`.
 
 Revision ID: 0011_audience_scale
 Revises: 0010_send_engine
@@ -21,9 +23,25 @@ def upgrade():
                     postgresql_include=["contactId"])
     op.create_index("ix_deliveries_sending_lease", "deliveries", ["leaseExpiresAt"],
                     postgresql_where=sa.text("status = 'sending'"))
+    op.create_index("ix_contacts_userId_id", "contacts", ["userId", "id"])
+    op.create_table(
+        "ledger_preparations",
+        sa.Column("campaignId", sa.UUID(), nullable=False),
+        sa.Column("afterContactId", sa.UUID(), nullable=True),
+        sa.Column("rowsWritten", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("members", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("startedAt", sa.DateTime(), server_default=sa.text("now()"), nullable=False),
+        sa.Column("finishedAt", sa.DateTime(), nullable=True),
+        sa.Column("updatedAt", sa.DateTime(), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["campaignId"], ["campaigns.id"], name=op.f("fk_ledger_preparations_campaignId_campaigns"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("campaignId", name=op.f("pk_ledger_preparations")),
+    )
 
 
 def downgrade():
+    op.drop_table("ledger_preparations")
+    op.drop_index("ix_contacts_userId_id", table_name="contacts")
     op.drop_index("ix_deliveries_sending_lease", table_name="deliveries")
     op.drop_index("ix_contact_activities_user_type_time", table_name="contact_activities")
     op.create_index("ix_contact_activities_user_type_time", "contact_activities", ["userId", "eventType", "occurredAt"])

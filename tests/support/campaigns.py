@@ -56,3 +56,13 @@ def email_campaign(user: User, config: dict[str, Any] | None = None,
         db.session.add(Audience(campaign_id=campaign.id, name=f"audience {index}", definition=definition))
     db.session.commit()
     return campaign, channel
+
+
+def launch(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
+    """Launch now and write the ledger here, as the worker's prepare task would (for tests that send
+    in this process rather than through a worker)."""
+    from app.services import campaign_lifecycle
+
+    campaign = campaign_lifecycle.launch_now(user_id, campaign_id)
+    campaign_lifecycle.prepare_ledger(campaign_id)
+    return campaign
