@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import Audience, Campaign, Contact, utcnow
 from app.services.audience_sql import compile_definition, validate_definition
@@ -111,7 +111,7 @@ def delete_audience(user_id: uuid.UUID, campaign_id: uuid.UUID, audience_id: uui
     deleted = db.session.execute(
         sa.delete(Audience).where(Audience.id == audience_id, Audience.campaign_id == campaign_id)
     )
-    if deleted.rowcount == 0:
+    if rowcount(deleted) == 0:
         raise NotFound("Audience not found.")
     db.session.commit()
 

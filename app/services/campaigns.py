@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.models import (
     Campaign,
     CampaignChannel,
@@ -154,7 +154,7 @@ def delete_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.
     deleted = db.session.execute(
         sa.delete(CampaignChannel).where(CampaignChannel.id == channel_id, CampaignChannel.campaign_id == campaign.id)
     )
-    if deleted.rowcount == 0:
+    if rowcount(deleted) == 0:
         raise NotFound("Channel not found.")
     db.session.commit()
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import Conversation, Message
 
@@ -64,7 +64,7 @@ def delete_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
         .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
         .values(status=DELETED, updated_at=sa.func.now())
     )
-    if updated.rowcount == 0:
+    if rowcount(updated) == 0:
         raise NotFound("Conversation not found.")
     db.session.commit()
 

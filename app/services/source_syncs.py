@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import DataSource, SyncRun, utcnow
 from app.services import data_sources
@@ -106,11 +106,11 @@ def schedule_all() -> int:
 
 def reap_stale_syncs() -> int:
     """Fail runs whose lease passed: their worker died, and the source can sync again."""
-    reaped = db.session.execute(
+    reaped = rowcount(db.session.execute(
         sa.update(_TABLE)
         .where(_TABLE.c.status == "running", _TABLE.c.leaseExpiresAt < utcnow())
         .values(status="failed", error=WORKER_LOST, finishedAt=utcnow())
-    ).rowcount
+    ))
     db.session.commit()
     if reaped:
         log.warning("reaped %d sync run(s) whose worker was lost", reaped)
@@ -221,11 +221,11 @@ def _store_page(claim: Claim, resource: shopify.Resource, page: shopify.Page, si
 
 def _save_progress(claim: Claim, events_created: int = 0) -> bool:
     """Record progress and renew the lease, if the run is still ours; else undo this transaction."""
-    saved = db.session.execute(
+    saved = rowcount(db.session.execute(
         _guarded(claim.run_id, claim.token)
         .values(details=dict(claim.details), leaseExpiresAt=utcnow() + LEASE,
                 eventsCreated=_TABLE.c.eventsCreated + events_created)
-    ).rowcount
+    ))
     if not saved:
         db.session.rollback()
         log.warning("sync run %s was reaped or claimed elsewhere; this worker stops", claim.run_id)
@@ -258,10 +258,10 @@ _SYNCS: dict[str, Callable[[Claim, RetryPolicy], None]] = {
 def _succeed(claim: Claim) -> None:
     """Run, high-water mark and source status move together, or not at all."""
     details = {k: _summary(v) for k, v in claim.details.items() if k not in ("claim", "lastError")}
-    done = db.session.execute(
+    done = rowcount(db.session.execute(
         _guarded(claim.run_id, claim.token)
         .values(status="succeeded", finishedAt=utcnow(), error=None, details=details)
-    ).rowcount
+    ))
     if not done:
         db.session.rollback()
         return
