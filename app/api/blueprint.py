@@ -85,4 +85,4 @@ class SelectPage(Page):
     @property
     def item_count(self) -> int:
         counted = sa.select(sa.func.count()).select_from(self.collection.order_by(None).subquery())
-        return db.session.scalar(counted)
+        return db.session.execute(counted).scalar_one()

@@ -250,7 +250,7 @@ def validate_definition(definition: Any) -> None:
 
 # --- Compilation --------------------------------------------------------------------------------
 
-def compile_definition(user_id: uuid.UUID, definition: Mapping[str, Any]) -> sa.Select[tuple[uuid.UUID]]:
+def compile_definition(user_id: uuid.UUID, definition: Mapping[str, Any]) -> sa.Select[uuid.UUID]:
     """`SELECT contacts.id` of the merchant's contacts that match; raises ValidationFailed first if
     the definition is not valid. Composable: callers UNION it or use it in `IN (...)`."""
     validate_definition(definition)

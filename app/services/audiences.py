@@ -66,7 +66,7 @@ def preview(user_id: uuid.UUID, definition: Mapping[str, Any],
     return {"count": _estimate(matching), "estimated": True, "sample": sample or []}
 
 
-def audiences_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[tuple[Audience]]:
+def audiences_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[Audience]:
     """The campaign's audiences, oldest first (for SelectPage); 404 for another user's campaign."""
     owned_campaign(user_id, campaign_id)
     return sa.select(Audience).where(Audience.campaign_id == campaign_id).order_by(Audience.created_at, Audience.id)
@@ -152,11 +152,11 @@ def _editable_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
     return campaign
 
 
-def _count(matching: sa.Select[tuple[uuid.UUID]]) -> int:
+def _count(matching: sa.Select[uuid.UUID]) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
 
 
-def _estimate(matching: sa.Select[tuple[uuid.UUID]]) -> int | None:
+def _estimate(matching: sa.Select[uuid.UUID]) -> int | None:
     """The size of the audience from a 1/ESTIMATE_SLICE slice of the contacts (None if even that
     runs out of time)."""
     in_slice = _within(ESTIMATE_SECONDS, lambda: _count(matching.where(Contact.id < _SLICE_BOUND)))

@@ -33,7 +33,7 @@ def owned_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID, *, for_up
     return conversation
 
 
-def conversations_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[tuple[Conversation]]:
+def conversations_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Conversation]:
     """The user's conversations, newest first; deleted ones only when asked for by status."""
     stmt = sa.select(Conversation).where(Conversation.user_id == user_id)
     stmt = stmt.where(Conversation.status == status if status is not None else Conversation.status != DELETED)
@@ -69,7 +69,7 @@ def delete_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
     db.session.commit()
 
 
-def messages_query(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.Select[tuple[Message]]:
+def messages_query(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.Select[Message]:
     """The conversation's messages, oldest first."""
     owned_conversation(user_id, conversation_id)
     return (
