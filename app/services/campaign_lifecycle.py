@@ -88,7 +88,7 @@ def launch_due() -> list[uuid.UUID]:
         .returning(Campaign.id)
     ).all()
     for campaign_id in started:
-        _start_sending(db.session.get(Campaign, campaign_id))
+        _start_sending(db.session.get_one(Campaign, campaign_id))
     db.session.commit()
     return list(started)
 
