@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from flask import current_app
@@ -46,7 +46,14 @@ TIME_BUDGET = 45.0
 WORKER_LOST = "worker lost"
 
 _TABLE = SyncRun.__table__
-_ONE_RUNNING = {"index_elements": ["dataSourceId"], "index_where": sa.text("status = 'running'")}
+
+
+class _ConflictTarget(TypedDict):
+    index_elements: list[str]
+    index_where: sa.TextClause
+
+
+_ONE_RUNNING: _ConflictTarget = {"index_elements": ["dataSourceId"], "index_where": sa.text("status = 'running'")}
 # Keys and events of a page in one statement: a key already stored (an earlier page, an earlier
 # sync, the overlap window) drops its event; rowcount is the number of events really created.
 @dataclass
@@ -84,7 +91,7 @@ def request_sync(user_id: uuid.UUID, source_id: uuid.UUID) -> SyncRun:
             sa.select(SyncRun.id).where(SyncRun.data_source_id == source.id, SyncRun.status == "running"))
         if run_id is not None:
             db.session.commit()
-            return db.session.get(SyncRun, run_id)
+            return db.session.get_one(SyncRun, run_id)
     raise Conflict("The data source is busy; try again.")
 
 
