@@ -176,7 +176,8 @@ def list_events(user_id: uuid.UUID, source_id: uuid.UUID, status: str | None = N
         (DataEvent.processed_at.is_not(None), "processed"),
         else_="pending",
     )
-    stmt = (
+    # Each result row holds one Row: the bundle's fields.
+    stmt: sa.Select[sa.Row[Any]] = (
         sa.select(
             orm.Bundle(
                 "event",
