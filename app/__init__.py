@@ -31,7 +31,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.config.update(settings.flask_config())
     if settings.proxy_count:
         # Trust exactly the configured number of proxies for the client address, never more.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
+        # Flask's documented way to wrap its WSGI callable, which the typing knows only as a method.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count)
 
     configure_logging()
     register_extensions(app)

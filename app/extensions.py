@@ -1,4 +1,6 @@
 """Extensions, created unbound here and bound to the app once in `create_app()`."""
+from typing import Any, cast
+
 import orjson
 import psycopg2.extras
 import redis
@@ -38,6 +40,12 @@ psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
 def redis_client() -> redis.Redis:
     """The app's Redis client (pooled; redis-py resets its pool in a forked child)."""
     return current_app.extensions["redis"]
+
+
+def rowcount(result: sa.Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE affected. `Session.execute` is typed to return a Result;
+    for these statements it is a CursorResult, which carries the count."""
+    return cast(sa.CursorResult[Any], result).rowcount
 
 
 def autocommit_engine() -> sa.Engine:

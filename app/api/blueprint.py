@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import flask_smorest
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from webargs.flaskparser import FlaskParser, abort, is_json_request
 from app.extensions import db
 from app.schemas.json_input import JsonRejected, parse
 
-BEARER_SECURITY = [{"bearerAuth": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 # Beyond any real listing; a larger OFFSET would overflow PostgreSQL's bigint (a page past the end
 # is simply empty).
 MAX_OFFSET = 2**40
@@ -54,7 +54,11 @@ class BoundedRequest(Request):
     """A chunked body (no Content-Length) is cut at the size limit by werkzeug without an error, which
     would surface as "invalid JSON"; reading one byte past the limit raises the 413 it deserves."""
 
-    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False):  # type: ignore[override]
+    @overload
+    def get_data(self, cache: bool = True, as_text: Literal[False] = False, parse_form_data: bool = False) -> bytes: ...
+    @overload
+    def get_data(self, cache: bool = True, as_text: Literal[True] = ..., parse_form_data: bool = False) -> str: ...
+    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False) -> bytes | str:
         data = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
         limit = self.max_content_length
         if self.content_length is None and limit is not None and len(data) >= limit:
@@ -85,4 +89,4 @@ class SelectPage(Page):
     @property
     def item_count(self) -> int:
         counted = sa.select(sa.func.count()).select_from(self.collection.order_by(None).subquery())
-        return db.session.scalar(counted)
+        return db.session.execute(counted).scalar_one()

@@ -9,6 +9,7 @@ import base64
 from html import escape
 
 from flask import Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import NO_CACHE, page
@@ -37,7 +38,7 @@ def open_pixel(token: str) -> Response:
 
 
 @blp.route("/c/<token>", methods=["GET"])
-def click(token: str) -> Response:
+def click(token: str) -> BaseResponse:
     """A tracked link: 302 to the URL stored for the message's channel; the first click is counted."""
     response = redirect(tracking.record_click(token, count=request.method != "HEAD"), code=302)
     response.headers.update({**NO_CACHE, "Referrer-Policy": "no-referrer"})

@@ -60,7 +60,7 @@ class Audience:
             conditions.append({"type": "attribute", "field": "country", "op": "in" if many else "eq",
                                "value": list(self.countries) if many else self.countries[0]})
         conditions.extend(self._event(event) for event in self.events)
-        consents = [{"type": "consent", "channel": channel} for channel in channels]
+        consents: list[dict[str, Any]] = [{"type": "consent", "channel": channel} for channel in channels]
         if len(consents) > 1:
             consents = [{"type": "group", "match": "any", "conditions": consents}]
         return {"match": "all", "conditions": conditions + consents}
@@ -319,8 +319,11 @@ def _count(noun: str, text: _Text) -> Request:
 
 
 def _audience(text: _Text, window: int | None = None) -> Audience | NotUnderstood:
-    if window is None and isinstance(window := _window(text), NotUnderstood):
-        return window
+    if window is None:
+        stated = _window(text)
+        if isinstance(stated, NotUnderstood):
+            return stated
+        window = stated
     countries = tuple(dict.fromkeys(_COUNTRY_OF[match.group("name")] for pattern in _COUNTRY_PATTERNS
                                     for match in _take_all(text, pattern)))
     # Behaviours become conditions in the order the merchant said them.
@@ -331,7 +334,8 @@ def _audience(text: _Text, window: int | None = None) -> Audience | NotUnderstoo
     if window and not found:
         return NotUnderstood("a time window needs something people did in it (e.g. “who bought this week”); "
                              "to propose a send time, say e.g. “tomorrow at 9am”.")
-    events, labels = [], []
+    events: list[EventCondition] = []
+    labels: list[str] = []
     for _, index, match in found:
         behaviour = _BEHAVIOURS[index]
         minimum = _min_count(match)

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -231,6 +231,10 @@ def never_reached(exc: requests.RequestException) -> bool:
         reason, (NewConnectionError, ConnectTimeoutError, TlsError))
 
 
+@overload
+def retry_after(headers: Any, default: float) -> float: ...
+@overload
+def retry_after(headers: Any, default: None) -> float | None: ...
 def retry_after(headers: Any, default: float | None) -> float | None:
     """A provider's Retry-After header as seconds from now (the one parse every outbound client
     shares, app.sources.http); `default` when absent or unreadable."""

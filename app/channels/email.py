@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import MessageError
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from html import escape, unescape
@@ -62,15 +62,18 @@ class EmailOutcomeUnknown(Exception):
     """The connection broke during DATA: the server may have taken the message. Do not resend."""
 
 
-class _VerbatimHeader(UnstructuredHeader):
+class _VerbatimHeader(UnstructuredHeader, BaseHeader):
     """Written as set. The stdlib would fold a long URI header into RFC 2047 encoded words, which
-    RFC 2369 readers (mailbox providers' unsubscribe buttons) do not decode."""
+    RFC 2369 readers (mailbox providers' unsubscribe buttons) do not decode.
+
+    BaseHeader is listed for the type checker: the registry mixes it in after the class it is given
+    anyway, so the method resolution order is the same."""
 
     def fold(self, *, policy: email.policy.Policy) -> str:
         return f"{self.name}: {self}{policy.linesep}"
 
 
-def _mail_policy() -> email.policy.EmailPolicy:
+def _mail_policy() -> email.policy.EmailPolicy[EmailMessage]:
     headers = HeaderRegistry()
     for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
         headers.map_to_type(name.lower(), _VerbatimHeader)

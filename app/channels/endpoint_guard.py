@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -52,7 +52,8 @@ class EndpointGuard:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             return EndpointRefused(f"push endpoint host {host} cannot be resolved")
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+        # An AF_INET or AF_INET6 socket address starts with the address as text.
+        addresses = [ipaddress.ip_address(cast(str, info[4][0]).split("%")[0]) for info in found]
         allowed = [any(address in network for network in self._allowed_private) for address in addresses]
         if scheme != "https" and not all(allowed):
             return EndpointRefused("push endpoint is not an https URL")
@@ -69,18 +70,21 @@ class PinnedAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        parts = urlsplit(request.url)
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        # A prepared request always has its URL; the stub allows None for one not yet prepared.
+        parts = urlsplit(cast(str, request.url))
+        hostname = parts.hostname or ""  # no host: address_for refuses the URL before anything is sent
+        host = f"[{hostname}]" if ":" in hostname else hostname
         request.headers["Host"] = f"{host}:{parts.port}" if parts.port else host
         return super().send(request, *args, **kwargs)
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
                                         proxies: Any = None, cert: Any = None) -> HTTPConnectionPool:
-        address = self._guard.address_for(request.url)
+        address = self._guard.address_for(cast(str, request.url))
         host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
         if host_params["scheme"] == "https":
             # SNI and certificate verification for the name in the URL, not the address.
-            pool_kwargs["server_hostname"] = host_params["host"]
+            # urllib3 takes server_hostname; the stub's TypedDict lists only certificate settings.
+            pool_kwargs["server_hostname"] = host_params["host"]  # type: ignore[typeddict-unknown-key]
         return self.poolmanager.connection_from_host(
             host=address, port=host_params["port"], scheme=host_params["scheme"], pool_kwargs=pool_kwargs)
 

@@ -352,6 +352,6 @@ def _subscriptions_of(contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[_Sub
         .where(PushSubscription.contact_id.in_(contact_ids))
         .order_by(PushSubscription.created_at, PushSubscription.id)
     ).all()
-    for contact_id, *subscription in rows:
-        found[contact_id].append(_Subscription(*subscription))
+    for contact_id, subscription_id, endpoint, p256dh, auth in rows:
+        found[contact_id].append(_Subscription(subscription_id, endpoint, p256dh, auth))
     return found

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -23,6 +24,10 @@ NAMING_CONVENTION = {
 
 class Base(orm.DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+    if TYPE_CHECKING:
+        # Declarative types it as any FromClause; every model here is mapped to a Table.
+        __table__: ClassVar[sa.Table]
 
 
 def uuid_pk() -> orm.MappedColumn[uuid.UUID]:

@@ -5,7 +5,7 @@ import logging
 import math
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -58,6 +58,7 @@ def register(email: str, password: str, **profile: Any) -> User:
         except IntegrityError:  # a concurrent registration of the same address won the race
             db.session.rollback()
             existing = sessions.find_user_by_email(email)
+            assert existing is not None  # the insert failed on the winner's committed row
         else:
             _queue_verification(user)
             db.session.commit()
@@ -80,10 +81,11 @@ def request_verification(user_id: uuid.UUID) -> None:
     if user.is_verified:
         db.session.rollback()
         return
-    wait = db.session.scalar(
+    # An interval (timestamp + interval - timestamp), which SQLAlchemy's typing gives as a datetime.
+    wait = cast("timedelta | None", db.session.scalar(
         sa.select(sa.func.max(EmailVerification.created_at) + RESEND_INTERVAL - sa.func.now())
         .where(EmailVerification.user_id == user_id)
-    )
+    ))
     if wait is not None and wait > timedelta(0):
         db.session.rollback()
         seconds = math.ceil(wait.total_seconds())
@@ -194,10 +196,12 @@ def verify_email(token: str) -> User:
         .where(EmailVerification.token_hash == opaque_tokens.hash_secret(token))
         .with_for_update()
     )
-    if verification is None or verification.used_at is not None or verification.expires_at <= utcnow():
+    # A token is stored together with its expiry: a row found by its hash has one.
+    if (verification is None or verification.used_at is not None
+            or verification.expires_at is None or verification.expires_at <= utcnow()):
         raise InvalidVerificationToken("The verification link is invalid, expired or already used.")
     verification.used_at = utcnow()
-    user = db.session.get(User, verification.user_id)
+    user = db.session.get_one(User, verification.user_id)
     user.is_verified = True
     db.session.commit()
     return user

@@ -184,9 +184,10 @@ def _converse(backend: Backend, conversation: Conversation, chat: list[dict[str,
         completion = backend.complete(chat, [] if last else TOOLS)
         turn.add(completion)
         if last or not completion.tool_calls:
-            if not (completion.content or "").strip():
+            answer = completion.content or ""
+            if not answer.strip():
                 raise BackendError("The model returned no answer.")
-            return completion.content
+            return answer
         chat.append(_assistant_turn(completion))
         chat.extend(_run_calls(conversation, completion.tool_calls, turn))
     raise AssertionError("unreachable")  # the last round always returns or raises

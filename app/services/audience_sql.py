@@ -89,8 +89,12 @@ def _number_problem(value: Any) -> str | None:
     return None if _is_number(value) else "Not a valid number."
 
 
+def _not_one_of(options: tuple[str, ...]) -> str:
+    return f"Must be one of: {', '.join(options)}."
+
+
 def _one_of(options: tuple[str, ...]) -> Rule:
-    message = f"Must be one of: {', '.join(options)}."
+    message = _not_one_of(options)
     return lambda value: None if isinstance(value, str) and value in options else message
 
 
@@ -166,9 +170,10 @@ class _DefinitionCheck:
 
     def condition(self, node: Any, path: str, depth: int) -> None:
         self.conditions += 1
-        kind = node.get("type") if isinstance(node, dict) else None
+        # Whatever JSON the client sent as the type; None when the condition is not an object.
+        kind: Any = node.get("type") if isinstance(node, dict) else None
         if isinstance(node, dict) and kind not in CONDITION_TYPES:
-            self.fail(f"{path}.type", REQUIRED if kind is None else _one_of(CONDITION_TYPES)(kind))
+            self.fail(f"{path}.type", REQUIRED if kind is None else _not_one_of(CONDITION_TYPES))
         elif kind == "group":
             self.group(node, path, depth + 1)
         elif not self.fields(node, path, _FIELDS.get(kind, {}), _REQUIRED.get(kind, ())):
@@ -208,9 +213,10 @@ class _DefinitionCheck:
                 self.fail(f"{path}.{op}", message)
 
     def attribute(self, node: dict[str, Any], path: str) -> None:
-        op, field = node.get("op"), node.get("field")
+        op = node.get("op")
         if op not in ATTRIBUTE_OPS or f"{path}.field" in self.errors:
             return
+        field: str = node["field"]  # required, and checked to be text
         on_profile = field in PROFILE_FIELDS
         if on_profile and op in NUMERIC_OPS:
             self.fail(f"{path}.op", "Numeric comparisons apply to attributes, not to email, phone or names.")
@@ -250,7 +256,7 @@ def validate_definition(definition: Any) -> None:
 
 # --- Compilation --------------------------------------------------------------------------------
 
-def compile_definition(user_id: uuid.UUID, definition: Mapping[str, Any]) -> sa.Select[tuple[uuid.UUID]]:
+def compile_definition(user_id: uuid.UUID, definition: Mapping[str, Any]) -> sa.Select[uuid.UUID]:
     """`SELECT contacts.id` of the merchant's contacts that match; raises ValidationFailed first if
     the definition is not valid. Composable: callers UNION it or use it in `IN (...)`."""
     validate_definition(definition)
@@ -309,7 +315,7 @@ class _Compiler:
         return sa.and_(stated, _has_address(channel)) if status == SUBSCRIBED else stated
 
 
-def contact_address(channel_type: str) -> sa.ColumnElement[Any]:
+def contact_address(channel_type: str) -> sa.SQLColumnExpression[Any]:
     """What a contact is reached at on the channel (NULL: they cannot be): the email address, the
     phone number, or for push the word "push" when they have a browser subscription (the sender
     reads the subscriptions themselves). Unknown channels raise (catalogue.UnknownChannel)."""
@@ -343,7 +349,7 @@ def _decimal(number: int | float) -> Decimal:
 class _Value:
     """What a comparison reads: a profile column, or one key of a jsonb object."""
 
-    text: sa.ColumnElement[Any]  # the value as text (`->>` for a jsonb key)
+    text: sa.SQLColumnExpression[Any]  # the value as text (`->>` for a jsonb key)
     json: sa.ColumnElement[Any] | None = None  # the jsonb value itself; None for a column
 
     @classmethod
@@ -367,7 +373,7 @@ class _Value:
         texts = [sa.func.lower(sa.cast(item, sa.Text)) for item in items if isinstance(item, str)]
         numbers = [_decimal(item) for item in items if _is_number(item)]
         flags = ["true" if item else "false" for item in items if isinstance(item, bool)]
-        tests = []
+        tests: list[sa.ColumnElement[bool]] = []
         if texts:
             tests.append(sa.func.lower(self.text).in_(texts))
         if numbers:

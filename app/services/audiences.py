@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import Audience, Campaign, Contact, utcnow
 from app.services.audience_sql import compile_definition, validate_definition
@@ -66,7 +66,7 @@ def preview(user_id: uuid.UUID, definition: Mapping[str, Any],
     return {"count": _estimate(matching), "estimated": True, "sample": sample or []}
 
 
-def audiences_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[tuple[Audience]]:
+def audiences_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[Audience]:
     """The campaign's audiences, oldest first (for SelectPage); 404 for another user's campaign."""
     owned_campaign(user_id, campaign_id)
     return sa.select(Audience).where(Audience.campaign_id == campaign_id).order_by(Audience.created_at, Audience.id)
@@ -111,7 +111,7 @@ def delete_audience(user_id: uuid.UUID, campaign_id: uuid.UUID, audience_id: uui
     deleted = db.session.execute(
         sa.delete(Audience).where(Audience.id == audience_id, Audience.campaign_id == campaign_id)
     )
-    if deleted.rowcount == 0:
+    if rowcount(deleted) == 0:
         raise NotFound("Audience not found.")
     db.session.commit()
 
@@ -152,11 +152,11 @@ def _editable_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
     return campaign
 
 
-def _count(matching: sa.Select[tuple[uuid.UUID]]) -> int:
+def _count(matching: sa.Select[uuid.UUID]) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
 
 
-def _estimate(matching: sa.Select[tuple[uuid.UUID]]) -> int | None:
+def _estimate(matching: sa.Select[uuid.UUID]) -> int | None:
     """The size of the audience from a 1/ESTIMATE_SLICE slice of the contacts (None if even that
     runs out of time)."""
     in_slice = _within(ESTIMATE_SECONDS, lambda: _count(matching.where(Contact.id < _SLICE_BOUND)))

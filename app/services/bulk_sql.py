@@ -12,6 +12,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from app.extensions import rowcount
+
 _DIALECT = postgresql.dialect()
 
 
@@ -48,7 +50,7 @@ def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflic
     if not rows:
         return 0
     statement = _insert_sql(table, tuple(rows[0]), on_conflict)
-    return session.execute(statement, {"rows": to_json(rows)}).rowcount
+    return rowcount(session.execute(statement, {"rows": to_json(rows)}))
 
 
 def update_rows(session, table: sa.Table, rows: list[dict[str, Any]], key: str = "id",
@@ -57,4 +59,4 @@ def update_rows(session, table: sa.Table, rows: list[dict[str, Any]], key: str =
     if not rows:
         return 0
     statement = _update_sql(table, tuple(rows[0]), key, touch)
-    return session.execute(statement, {"rows": to_json(rows)}).rowcount
+    return rowcount(session.execute(statement, {"rows": to_json(rows)}))

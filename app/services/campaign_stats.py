@@ -92,7 +92,7 @@ def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
 
 
 def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | None = None,
-                     channel_id: uuid.UUID | None = None) -> sa.Select[tuple[Delivery]]:
+                     channel_id: uuid.UUID | None = None) -> sa.Select[Delivery]:
     """The campaign's ledger rows, newest first (for SelectPage). A queued row with no error of its
     own shows why its channel is held up, if it is."""
     owned_campaign(user_id, campaign_id)

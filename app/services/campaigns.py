@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.models import (
     Campaign,
     CampaignChannel,
@@ -51,7 +51,7 @@ def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool 
 
 # --- Campaigns ----------------------------------------------------------------------------------
 
-def campaigns_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[tuple[Campaign]]:
+def campaigns_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Campaign]:
     """The user's campaigns with their channels, newest first (for SelectPage)."""
     stmt = sa.select(Campaign).where(owned_by(user_id)).options(orm.selectinload(Campaign.channels))
     if status is not None:
@@ -103,7 +103,7 @@ def delete_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> None:
 
 # --- Channels -----------------------------------------------------------------------------------
 
-def channels_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[tuple[CampaignChannel]]:
+def channels_query(user_id: uuid.UUID, campaign_id: uuid.UUID) -> sa.Select[CampaignChannel]:
     """The campaign's channels in the order they were added (as embedded in the campaign)."""
     owned_campaign(user_id, campaign_id)
     return (
@@ -154,7 +154,7 @@ def delete_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.
     deleted = db.session.execute(
         sa.delete(CampaignChannel).where(CampaignChannel.id == channel_id, CampaignChannel.campaign_id == campaign.id)
     )
-    if deleted.rowcount == 0:
+    if rowcount(deleted) == 0:
         raise NotFound("Channel not found.")
     db.session.commit()
 

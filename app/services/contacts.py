@@ -45,7 +45,7 @@ _IDENTITY_FIELDS = {"email": "email", "email_sha256": "email", "phone": "phone",
 
 
 def contacts_query(user_id: uuid.UUID, *, email: str | None = None, phone: str | None = None,
-                   q: str | None = None, consent: Mapping[str, str] | None = None) -> sa.Select[tuple[Contact]]:
+                   q: str | None = None, consent: Mapping[str, str] | None = None) -> sa.Select[Contact]:
     """The merchant's contacts, newest first, narrowed by the given filters (for SelectPage)."""
     stmt = sa.select(Contact).where(Contact.user_id == user_id)
     if email:

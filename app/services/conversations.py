@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import Conversation, Message
 
@@ -33,7 +33,7 @@ def owned_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID, *, for_up
     return conversation
 
 
-def conversations_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[tuple[Conversation]]:
+def conversations_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Conversation]:
     """The user's conversations, newest first; deleted ones only when asked for by status."""
     stmt = sa.select(Conversation).where(Conversation.user_id == user_id)
     stmt = stmt.where(Conversation.status == status if status is not None else Conversation.status != DELETED)
@@ -64,12 +64,12 @@ def delete_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
         .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
         .values(status=DELETED, updated_at=sa.func.now())
     )
-    if updated.rowcount == 0:
+    if rowcount(updated) == 0:
         raise NotFound("Conversation not found.")
     db.session.commit()
 
 
-def messages_query(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.Select[tuple[Message]]:
+def messages_query(user_id: uuid.UUID, conversation_id: uuid.UUID) -> sa.Select[Message]:
     """The conversation's messages, oldest first."""
     owned_conversation(user_id, conversation_id)
     return (

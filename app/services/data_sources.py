@@ -15,7 +15,7 @@ from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.models import DataEvent, DataSource, EventFailure, IngestKey, SyncRun
 from app.security import opaque_tokens, secret_box
 from app.services.sealed_configs import sealed_config
@@ -142,7 +142,7 @@ def delete_source(user_id: uuid.UUID, source_id: uuid.UUID) -> None:
     deleted = db.session.execute(
         sa.delete(DataSource).where(DataSource.id == source_id, DataSource.user_id == user_id)
     )
-    if deleted.rowcount == 0:
+    if rowcount(deleted) == 0:
         raise NotFound("Data source not found.")
     db.session.commit()
 
@@ -176,7 +176,8 @@ def list_events(user_id: uuid.UUID, source_id: uuid.UUID, status: str | None = N
         (DataEvent.processed_at.is_not(None), "processed"),
         else_="pending",
     )
-    stmt = (
+    # Each result row holds one Row: the bundle's fields.
+    stmt: sa.Select[sa.Row[Any]] = (
         sa.select(
             orm.Bundle(
                 "event",

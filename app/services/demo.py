@@ -61,6 +61,7 @@ def load_demo_merchant(email: str = DEMO_EMAIL, password: str | None = None) -> 
         contacts.create_contact(user.id, {"email": address, "first_name": first_name, "last_name": last_name,
                                           "attributes": {"country": country}})
     source = data_sources.create_source(user.id, "facebook_pixel", "Demo store pixel", PIXEL_CONFIG)
+    assert source.ingest_key is not None  # a pixel source is created with its key
     events = _pixel_events()
     ingestion.store_events(source.id, ingestion.capi_events({"data": events}))
     # Processed here rather than left to a worker, so the audiences below already see the activity.
@@ -77,7 +78,7 @@ def load_demo_merchant(email: str = DEMO_EMAIL, password: str | None = None) -> 
 def _pixel_events() -> list[dict[str, Any]]:
     """Each shopper's journey, spread over the past six days (a step every four hours), oldest first."""
     now = int(time.time())
-    events = []
+    events: list[dict[str, Any]] = []
     for (address, *_), journey in zip(SHOPPERS, JOURNEYS, strict=True):
         start = now - 6 * 86400 + len(events) * 3600
         for step, name in enumerate(journey):

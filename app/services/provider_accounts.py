@@ -17,7 +17,7 @@ from sqlalchemy import orm
 from app.channels.account_configs import SECRET_FIELDS, load_account_config
 from app.channels.catalogue import ACCOUNT_CHANNELS, ACCOUNT_REF_FIELDS
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.models import ProviderAccount
 from app.security.secret_box import (
     REDACTED,
@@ -119,7 +119,7 @@ def delete_account(user_id: uuid.UUID, channel_type: str) -> None:
             sa.delete(ProviderAccount).where(ProviderAccount.user_id == user_id,
                                              ProviderAccount.channel_type == channel_type)
         )
-        if deleted.rowcount == 0:
+        if rowcount(deleted) == 0:
             raise NotFound(f"No {channel_type} provider account is configured.")
 
 

@@ -121,8 +121,8 @@ class _BudgetedSandbox(ImmutableSandboxedEnvironment):
         # Filters taking the environment or eval context get it first; the value follows.
         value_at = 1 if getattr(original, "jinja_pass_arg", None) else 0
 
-        def sized(*args: Any, **kwargs: Any) -> Any:
-            args = list(args)
+        def sized(*given: Any, **kwargs: Any) -> Any:
+            args = list(given)
             if name == "join":
                 args[value_at] = list(args[value_at])  # a generator is read once, for both
             estimate = _estimate(name, args[value_at], tuple(args[value_at + 1:]), kwargs)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from flask import current_app
@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import DataSource, SyncRun, utcnow
 from app.services import data_sources
@@ -46,7 +46,14 @@ TIME_BUDGET = 45.0
 WORKER_LOST = "worker lost"
 
 _TABLE = SyncRun.__table__
-_ONE_RUNNING = {"index_elements": ["dataSourceId"], "index_where": sa.text("status = 'running'")}
+
+
+class _ConflictTarget(TypedDict):
+    index_elements: list[str]
+    index_where: sa.TextClause
+
+
+_ONE_RUNNING: _ConflictTarget = {"index_elements": ["dataSourceId"], "index_where": sa.text("status = 'running'")}
 # Keys and events of a page in one statement: a key already stored (an earlier page, an earlier
 # sync, the overlap window) drops its event; rowcount is the number of events really created.
 @dataclass
@@ -84,7 +91,7 @@ def request_sync(user_id: uuid.UUID, source_id: uuid.UUID) -> SyncRun:
             sa.select(SyncRun.id).where(SyncRun.data_source_id == source.id, SyncRun.status == "running"))
         if run_id is not None:
             db.session.commit()
-            return db.session.get(SyncRun, run_id)
+            return db.session.get_one(SyncRun, run_id)
     raise Conflict("The data source is busy; try again.")
 
 
@@ -106,11 +113,11 @@ def schedule_all() -> int:
 
 def reap_stale_syncs() -> int:
     """Fail runs whose lease passed: their worker died, and the source can sync again."""
-    reaped = db.session.execute(
+    reaped = rowcount(db.session.execute(
         sa.update(_TABLE)
         .where(_TABLE.c.status == "running", _TABLE.c.leaseExpiresAt < utcnow())
         .values(status="failed", error=WORKER_LOST, finishedAt=utcnow())
-    ).rowcount
+    ))
     db.session.commit()
     if reaped:
         log.warning("reaped %d sync run(s) whose worker was lost", reaped)
@@ -221,11 +228,11 @@ def _store_page(claim: Claim, resource: shopify.Resource, page: shopify.Page, si
 
 def _save_progress(claim: Claim, events_created: int = 0) -> bool:
     """Record progress and renew the lease, if the run is still ours; else undo this transaction."""
-    saved = db.session.execute(
+    saved = rowcount(db.session.execute(
         _guarded(claim.run_id, claim.token)
         .values(details=dict(claim.details), leaseExpiresAt=utcnow() + LEASE,
                 eventsCreated=_TABLE.c.eventsCreated + events_created)
-    ).rowcount
+    ))
     if not saved:
         db.session.rollback()
         log.warning("sync run %s was reaped or claimed elsewhere; this worker stops", claim.run_id)
@@ -258,10 +265,10 @@ _SYNCS: dict[str, Callable[[Claim, RetryPolicy], None]] = {
 def _succeed(claim: Claim) -> None:
     """Run, high-water mark and source status move together, or not at all."""
     details = {k: _summary(v) for k, v in claim.details.items() if k not in ("claim", "lastError")}
-    done = db.session.execute(
+    done = rowcount(db.session.execute(
         _guarded(claim.run_id, claim.token)
         .values(status="succeeded", finishedAt=utcnow(), error=None, details=details)
-    ).rowcount
+    ))
     if not done:
         db.session.rollback()
         return

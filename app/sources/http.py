@@ -109,11 +109,11 @@ def send(session: requests.Session, method: str, url: str, *, provider: str, pol
         except (requests.ConnectionError, requests.Timeout) as exc:
             problem, delay = f"{provider} could not be reached ({type(exc).__name__})", policy.backoff(attempt)
         else:
-            delay = _retry_delay(response, attempt, policy, transient_hint)
-            if delay is None:
+            retry_in = _retry_delay(response, attempt, policy, transient_hint)
+            if retry_in is None:
                 _raise_for_credentials(response, provider)
                 return response
-            problem = f"{provider} answered HTTP {response.status_code}"
+            problem, delay = f"{provider} answered HTTP {response.status_code}", retry_in
         log.warning("%s; attempt %d of %d, next in %.2fs", problem, attempt + 1, policy.attempts, delay)
         if attempt + 1 < policy.attempts:
             policy.wait(delay)
