@@ -39,6 +39,7 @@ run: db
 
 test: install services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install services

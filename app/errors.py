@@ -138,8 +138,9 @@ def register_error_handlers(app: Flask) -> None:
         headers = dict((getattr(exc, "data", None) or {}).get("headers") or {})
         if exc.response is not None:
             headers.update({k: v for k, v in exc.response.headers.items() if k.lower() == "retry-after"})
-        if status == 405 and exc.valid_methods:
-            headers["Allow"] = ", ".join(exc.valid_methods)
+        allowed = getattr(exc, "valid_methods", None)  # set on MethodNotAllowed only
+        if status == 405 and allowed:
+            headers["Allow"] = ", ".join(allowed)
         return jsonify(error_body(status, code, message, _field_errors(exc))), status, headers
 
     @app.errorhandler(sa.exc.DBAPIError)

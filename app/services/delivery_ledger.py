@@ -9,14 +9,15 @@ as the rows that justify them (`col = col + n`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from app.extensions import autocommit_engine, db
+from app.extensions import autocommit_engine, db, rowcount
 from app.models import (
     Audience,
     Campaign,
@@ -100,7 +101,7 @@ def _write_range(campaign: Campaign, contacts_in_range: list[sa.ColumnElement[bo
         insert = pg_insert(Delivery.__table__).from_select(
             ["campaignId", "channelId", "contactId", "channelType", "address", "status", "skipReason"], rows
         ).on_conflict_do_nothing()
-        written = db.session.execute(insert).rowcount
+        written = rowcount(db.session.execute(insert))
         total += written
         in_audience = max(in_audience, written)  # every member gets a row on every channel
         channel.status = "sending"
@@ -125,10 +126,10 @@ def stalled_preparations(idle_seconds: float) -> list[uuid.UUID]:
 
 
 def skip_queued(campaign_id: uuid.UUID, reason: str) -> int:
-    return db.session.execute(
+    return rowcount(db.session.execute(
         sa.update(Delivery).where(Delivery.campaign_id == campaign_id, Delivery.status == "queued")
         .values(status="skipped", skip_reason=reason, updated_at=sa.func.now())
-    ).rowcount
+    ))
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
 
 def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
     contact_id = uuid.UUID(row["contactId"]) if row["contactId"] else None
-    contact = None if row["attributes"] is None else ClaimedContact(
+    contact = None if row["attributes"] is None or contact_id is None else ClaimedContact(
         contact_id, row["email"], row["phone"], row["firstName"], row["lastName"], row["attributes"],
         row["externalIds"] or {})
     return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact, row["attempts"])
@@ -282,10 +283,10 @@ def renew_leases(delivery_ids: list[uuid.UUID], lease: timedelta) -> int:
     itself (rows already settled, or reaped, are left alone). Returns the rows renewed."""
     if not delivery_ids:
         return 0
-    return db.session.execute(
+    return rowcount(db.session.execute(
         _RENEW, {"ids": [str(i) for i in delivery_ids], "lease": lease.total_seconds()},
         bind_arguments={"bind": autocommit_engine()},
-    ).rowcount
+    ))
 
 
 def reap_expired_leases() -> list[uuid.UUID]:
@@ -343,7 +344,7 @@ def contacts_by_id(ids: list[uuid.UUID]) -> dict[uuid.UUID, Contact]:
     return {c.id: c for c in db.session.scalars(sa.select(Contact).where(Contact.id.in_(ids)))}
 
 
-def unsettled_channels() -> list[tuple[uuid.UUID, uuid.UUID, Any]]:
+def unsettled_channels() -> Sequence[sa.Row[uuid.UUID, uuid.UUID, datetime]]:
     """(campaign, channel, last change) for running campaigns with queued rows."""
     return db.session.execute(
         sa.select(Delivery.campaign_id, Delivery.channel_id, sa.func.min(Delivery.updated_at))

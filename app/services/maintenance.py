@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
-from app.extensions import db
+from app.extensions import db, rowcount
 from app.models import EventDedupeKey, HeldReceipt, TokenBlacklist, UserSession, utcnow
 
 SESSION_RETENTION = timedelta(days=30)
@@ -49,11 +50,11 @@ def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BAT
 
 def _delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:
     total = 0
-    row = sa.literal_column("ctid")  # the physical row id: works for any primary key shape
+    row: sa.ColumnClause[Any] = sa.literal_column("ctid")  # the physical row id: works for any primary key shape
     while True:
         # SKIP LOCKED: a concurrent purge (two beats) takes other rows instead of waiting.
         batch = sa.select(row).select_from(model).where(condition).limit(batch_size).with_for_update(skip_locked=True)
-        deleted = db.session.execute(sa.delete(model).where(row.in_(batch.scalar_subquery()))).rowcount
+        deleted = rowcount(db.session.execute(sa.delete(model).where(row.in_(batch.scalar_subquery()))))
         db.session.commit()
         total += deleted
         if deleted < batch_size:

@@ -228,7 +228,7 @@ class _Run:
             self._stopping = not self._in_flight
             self._next_claim = time.monotonic() + RECORD_EVERY
             return
-        self._account.sender.preload([row.contact_id for row in claimed if row.contact is not None])
+        self._account.sender.preload([row.contact_id for row in claimed if row.contact_id is not None])
         for index, row in enumerate(claimed):
             try:
                 prepared = self._prepare(row)
