@@ -17,12 +17,11 @@ from app.models import (
     Delivery,
     PushSubscription,
 )
-from app.services import campaign_lifecycle as lifecycle
 from app.services import sending
 from tests.emulators.push_service import PushServiceEmulator, vapid_keys
 from tests.emulators.twilio import TwilioEmulator
 from tests.emulators.whatsapp import WhatsAppEmulator
-from tests.support.campaigns import EMAIL_CONFIG, EVERYONE, verified_merchant
+from tests.support.campaigns import EMAIL_CONFIG, EVERYONE, launch, verified_merchant
 from tests.support.providers import add_provider_account
 
 TWILIO = {"accountSid": "AC" + "7a" * 16, "authToken": "mixed-twilio-token", "fromNumber": "+15005550006"}
@@ -71,7 +70,7 @@ def test_a_campaign_on_all_four_channels(app, committed_db, smtp_sink):
             "WHATSAPP_API_BASE_URL": whatsapp.base_url})
         try:
             user, campaign = _merchant_with_accounts(push, public_key, private_key)
-            lifecycle.launch_now(user.id, campaign.id)
+            launch(user.id, campaign.id)
             channels = db.session.scalars(sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id))
             for channel_id in [c.id for c in channels]:
                 sending.send_channel(channel_id)

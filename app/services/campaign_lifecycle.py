@@ -116,6 +116,8 @@ def prepare_ledger(campaign_id: uuid.UUID, time_budget: float = PREPARE_TIME_BUD
     first = delivery_ledger.preparation(campaign_id)
     first_chunk = first is not None and first.after_contact_id is None
     while True:
+        # Channels nobody is sending on (their senders ran out of rows and ended) get one again.
+        idle = [] if first_chunk else delivery_ledger.idle_channels(campaign_id)
         chunk = delivery_ledger.write_next_chunk(campaign_id, chunk_contacts)
         if chunk is None:
             db.session.commit()
@@ -125,7 +127,7 @@ def prepare_ledger(campaign_id: uuid.UUID, time_budget: float = PREPARE_TIME_BUD
         if first_chunk:
             _enqueue_senders(campaign_id, expected=_audiences_size(campaign_id))
         else:
-            sending.keep_sending(campaign_id)
+            sending.wake_senders(idle)
         db.session.commit()
         written += chunk.rows
         first_chunk = False

@@ -108,6 +108,14 @@ def _write_range(campaign: Campaign, contacts_in_range: list[sa.ColumnElement[bo
     return total, in_audience
 
 
+def idle_channels(campaign_id: uuid.UUID) -> list[uuid.UUID]:
+    """The campaign's open channels with no row queued or in flight (so no sender is at work)."""
+    busy = sa.select(Delivery.id).where(Delivery.channel_id == CampaignChannel.id,
+                                        Delivery.status.in_(("queued", "sending"))).exists()
+    return list(db.session.scalars(sa.select(CampaignChannel.id).where(
+        CampaignChannel.campaign_id == campaign_id, CampaignChannel.status == "sending", ~busy)))
+
+
 def preparing(campaign_id: Any) -> sa.ColumnElement[bool]:
     """The campaign's ledger is still being written: nothing may call it done."""
     return sa.select(LedgerPreparation.campaign_id).where(LedgerPreparation.campaign_id == campaign_id,

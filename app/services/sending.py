@@ -373,11 +373,11 @@ def _first_to_claim(what: str, channel_id: uuid.UUID, seconds: float) -> bool:
                                    px=max(1, int(seconds * 1000))))
 
 
-def keep_sending(campaign_id: uuid.UUID) -> None:
-    """More rows were queued for the campaign (a launch writing its ledger in chunks): make sure a
-    sender works each channel, without adding one per chunk (the senders already running go on)."""
-    for channel_id, queued in ledger.queued_by_channel(campaign_id):
-        if queued and _first_to_claim("resume", channel_id, RESTART_EVERY):
+def wake_senders(channel_ids: list[uuid.UUID]) -> None:
+    """Rows were queued on channels that had none queued or in flight (a launch writing its ledger
+    in chunks, faster than it): one sender each, once, however many chunks follow."""
+    for channel_id in channel_ids:
+        if _first_to_claim("resume", channel_id, RESTART_EVERY):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
 
 
