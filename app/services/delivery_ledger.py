@@ -72,40 +72,53 @@ def write_next_chunk(campaign_id: uuid.UUID, chunk_contacts: int) -> Chunk | Non
     return Chunk(rows=rows, finished=upto is None)
 
 
+_INSERT_RANGE = sa.text(
+    """
+    INSERT INTO deliveries ("campaignId", "channelId", "contactId", "channelType", address, status, "skipReason")
+    SELECT CAST(:campaign_id AS uuid), CAST(:channel_id AS uuid), m.id, :channel_type, m.address,
+           CASE WHEN m.reason IS NULL THEN 'queued' ELSE 'skipped' END, m.reason
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[]), CAST(:reasons AS text[])) AS m(id, address, reason)
+    """
+)
+
+
 def _write_range(campaign: Campaign, contacts_in_range: list[sa.ColumnElement[bool]]) -> tuple[int, int]:
     """Resolve the campaign's audiences, among the given contacts, into ledger rows: one per channel
     and contact (a contact in two audiences gets one row); contacts without an address or consent
-    for the channel are recorded `skipped` with the reason. One INSERT ... SELECT per channel.
-    Returns (rows written, audience members in the range)."""
+    for the channel are recorded `skipped` with the reason. Returns (rows written, audience members).
+
+    Two steps: who is in the audience, with each channel's address and skip reason, as a SELECT of
+    its own (PostgreSQL runs a plain SELECT in parallel, never the one inside an INSERT, and this one
+    reads each contact once for every channel); then one INSERT per channel from those arrays."""
     definitions = db.session.scalars(sa.select(Audience.definition).where(Audience.campaign_id == campaign.id)).all()
-    selects = [audiences.compile_definition(campaign.user_id, d).where(*contacts_in_range) for d in definitions]
-    # No audience left (deleted while scheduled): nobody to send to, and the campaign completes.
-    members = (sa.union(*selects) if selects else sa.select(Contact.id).where(sa.false())).subquery()
     channels = db.session.scalars(
         sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id,
                                          CampaignChannel.status.in_(("pending", "sending")))
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
     ).all()
-    total = in_audience = 0
+    columns: list[Any] = [Contact.id]
     for channel in channels:
         address = audience_sql.contact_address(channel.channel_type)
-        consent = Contact.consent[channel.channel_type].astext
-        reason = sa.case((address.is_(None), "no_address"),
-                         (sa.func.coalesce(consent, "none") != "subscribed",
-                          sa.literal("consent_") + sa.func.coalesce(consent, "none")),
-                         else_=None)
-        rows = sa.select(
-            sa.literal(campaign.id), sa.literal(channel.id), Contact.id, sa.literal(channel.channel_type), address,
-            sa.case((reason.is_(None), "queued"), else_="skipped"), reason,
-        ).join(members, members.c[0] == Contact.id)
-        insert = pg_insert(Delivery.__table__).from_select(
-            ["campaignId", "channelId", "contactId", "channelType", "address", "status", "skipReason"], rows
-        ).on_conflict_do_nothing()
-        written = rowcount(db.session.execute(insert))
-        total += written
-        in_audience = max(in_audience, written)  # every member gets a row on every channel
+        consent = sa.func.coalesce(Contact.consent[channel.channel_type].astext, "none")
+        columns += [address, sa.case((address.is_(None), "no_address"),
+                                     (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
+    selects = [audiences.compile_definition(campaign.user_id, d).where(*contacts_in_range) for d in definitions]
+    if not selects:  # no audience left (deleted while scheduled): nobody to send to
+        members: Sequence[sa.Row[Any]] = []
+    elif len(selects) == 1:  # the conditions straight on the contacts: no second pass over them
+        members = db.session.execute(selects[0].with_only_columns(*columns)).all()
+    else:
+        matching = sa.union(*selects).subquery()
+        members = db.session.execute(sa.select(*columns).where(Contact.id.in_(sa.select(matching.c[0])))).all()
+    total = 0
+    for index, channel in enumerate(channels):
+        if members:
+            total += rowcount(db.session.execute(_INSERT_RANGE, {
+                "campaign_id": str(campaign.id), "channel_id": str(channel.id), "channel_type": channel.channel_type,
+                "ids": [str(row[0]) for row in members], "addresses": [row[1 + 2 * index] for row in members],
+                "reasons": [row[2 + 2 * index] for row in members]}))
         channel.status = "sending"
-    return total, in_audience
+    return total, len(members)
 
 
 def idle_channels(campaign_id: uuid.UUID) -> list[uuid.UUID]:

@@ -2,7 +2,9 @@
 (it carries the contact), so an event condition is one index-only range scan joined by hash instead
 of a probe per contact; a launch writes its ledger in chunks, in ranges of the merchant's contacts by
 id, recording its progress (ledger_preparations); and the reaper, which runs every few seconds,
-reads only rows in `sending`.
+reads only rows in `sending`. Statistics on each channel's consent value let the planner see how
+many contacts an audience's consent condition keeps (without them it guesses 0.5 % and probes the
+activity of every contact one by one).
 
 Revision ID: 0011_audience_scale
 Revises: 0010_send_engine
@@ -15,6 +17,7 @@ revision = "0011_audience_scale"
 down_revision = "0010_send_engine"
 branch_labels = None
 depends_on = None
+CONSENT_CHANNELS = ("email", "sms", "push", "whatsapp")  # the channels at this revision
 
 
 def upgrade():
@@ -24,6 +27,8 @@ def upgrade():
     op.create_index("ix_deliveries_sending_lease", "deliveries", ["leaseExpiresAt"],
                     postgresql_where=sa.text("status = 'sending'"))
     op.create_index("ix_contacts_userId_id", "contacts", ["userId", "id"])
+    for channel in CONSENT_CHANNELS:
+        op.execute(f"CREATE STATISTICS st_contacts_consent_{channel} ON ((consent ->> '{channel}')) FROM contacts")
     op.create_table(
         "ledger_preparations",
         sa.Column("campaignId", sa.UUID(), nullable=False),
@@ -40,6 +45,8 @@ def upgrade():
 
 
 def downgrade():
+    for channel in CONSENT_CHANNELS:
+        op.execute(f"DROP STATISTICS st_contacts_consent_{channel}")
     op.drop_table("ledger_preparations")
     op.drop_index("ix_contacts_userId_id", table_name="contacts")
     op.drop_index("ix_deliveries_sending_lease", table_name="deliveries")
