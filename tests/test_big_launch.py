@@ -74,7 +74,7 @@ def test_a_chunk_that_crashed_is_written_once_when_taken_up_again(ctx, monkeypat
     add_contacts(user, 5 * CHUNK)
     campaign, _ = email_campaign(user)
     lifecycle.launch_now(user.id, campaign.id)
-    real_write = delivery_ledger._write_range
+    real_write = delivery_ledger.write_range
     calls = {"n": 0}
 
     def crash_on_the_third_chunk(*args, **kwargs):
@@ -84,7 +84,7 @@ def test_a_chunk_that_crashed_is_written_once_when_taken_up_again(ctx, monkeypat
             raise RuntimeError("worker lost mid-chunk")  # after the rows, before the commit
         return written
 
-    monkeypatch.setattr(delivery_ledger, "_write_range", crash_on_the_third_chunk)
+    monkeypatch.setattr(delivery_ledger, "write_range", crash_on_the_third_chunk)
     with pytest.raises(RuntimeError):
         lifecycle.prepare_ledger(campaign.id)
     db.session.rollback()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, current_app
+from sqlalchemy.exc import IntegrityError
 
 from app import task_names as tasks
 from app.errors import Conflict, Forbidden, ValidationFailed
@@ -107,36 +109,59 @@ def launch_due() -> list[uuid.UUID]:
 
 
 def prepare_ledger(campaign_id: uuid.UUID, time_budget: float = PREPARE_TIME_BUDGET) -> int:
-    """Worker: write the launched campaign's ledger, a chunk per transaction (LAUNCH_CHUNK_CONTACTS
-    contacts each), until it is written or the time budget is spent (then the task goes on in a
-    fresh one). Rows written."""
-    chunk_contacts = current_app.config["HERALD_SETTINGS"].launch_chunk_contacts
+    """Worker: write the launched campaign's ledger, a range of LAUNCH_CHUNK_CONTACTS contacts per
+    transaction, until it is written or the time budget is spent (then the task goes on in a fresh
+    one). While a range is written, the next one is read on a second connection. Rows written."""
+    progress = delivery_ledger.preparation(campaign_id)
+    if progress is None or progress.finished_at is not None:
+        return 0
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    chunk_contacts = app.config["HERALD_SETTINGS"].launch_chunk_contacts
+    first_chunk = progress.after_contact_id is None
     deadline = time.monotonic() + time_budget
     written = 0
-    first = delivery_ledger.preparation(campaign_id)
-    first_chunk = first is not None and first.after_contact_id is None
-    while True:
-        # Channels nobody is sending on (their senders ran out of rows and ended) get one again.
-        idle = [] if first_chunk else delivery_ledger.idle_channels(campaign_id)
-        chunk = delivery_ledger.write_next_chunk(campaign_id, chunk_contacts)
-        if chunk is None:
-            db.session.commit()
-            return written
-        if chunk.finished:
-            delivery_ledger.finish_done_channels(campaign_id)
-        if first_chunk:
-            _enqueue_senders(campaign_id, expected=_audiences_size(campaign_id))
-        else:
-            sending.wake_senders(idle)
+    with ThreadPoolExecutor(1, thread_name_prefix="ledger-reader") as reader:
+        ahead = reader.submit(_read_range, app, campaign_id, progress.after_contact_id, chunk_contacts)
         db.session.commit()
-        written += chunk.rows
-        first_chunk = False
-        if chunk.finished:
-            return written
-        if time.monotonic() >= deadline:
-            enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
+        while True:
+            members = ahead.result()
+            if members.upto is not None:
+                ahead = reader.submit(_read_range, app, campaign_id, members.upto, chunk_contacts)
+            # Channels nobody is sending on (their senders ran out of rows and ended) get one again.
+            idle = [] if first_chunk else delivery_ledger.idle_channels(campaign_id)
+            try:
+                chunk = delivery_ledger.write_range(campaign_id, members)
+            except IntegrityError:  # a contact of the range was deleted since it was read: read it again
+                db.session.rollback()
+                chunk = delivery_ledger.write_range(
+                    campaign_id, delivery_ledger.read_range(campaign_id, members.after, chunk_contacts))
+            if chunk is None:
+                db.session.commit()
+                return written
+            if chunk.finished:
+                delivery_ledger.finish_done_channels(campaign_id)
+            if first_chunk:
+                _enqueue_senders(campaign_id, expected=_audiences_size(campaign_id))
+            else:
+                sending.wake_senders(idle)
             db.session.commit()
-            return written
+            written += chunk.rows
+            first_chunk = False
+            if chunk.finished:
+                return written
+            if time.monotonic() >= deadline:
+                enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
+                db.session.commit()
+                return written
+
+
+def _read_range(app: Flask, campaign_id: uuid.UUID, after: uuid.UUID | None,
+                chunk_contacts: int) -> delivery_ledger.RangeMembers:
+    with app.app_context():
+        try:
+            return delivery_ledger.read_range(campaign_id, after, chunk_contacts)
+        finally:
+            db.session.remove()
 
 
 def _resume_stalled_preparations() -> None:

@@ -42,83 +42,94 @@ class Chunk:
 
 
 def start_preparation(campaign_id: uuid.UUID) -> None:
-    """Record that a launched campaign's ledger is to be written (by `write_next_chunk`). No commit."""
+    """Record that a launched campaign's ledger is to be written (by `write_range`). No commit."""
     db.session.execute(pg_insert(LedgerPreparation).values(campaignId=campaign_id).on_conflict_do_nothing())
 
 
-def write_next_chunk(campaign_id: uuid.UUID, chunk_contacts: int) -> Chunk | None:
-    """Write the ledger rows of the next range of the merchant's contacts (by id) and record the
-    progress with them, so a chunk is written once whoever resumes. None: nothing to do (finished,
-    or another worker is writing). No commit; the caller commits each chunk on its own."""
-    preparation = db.session.scalar(sa.select(LedgerPreparation).where(LedgerPreparation.campaign_id == campaign_id)
-                                    .with_for_update(skip_locked=True))
-    if preparation is None or preparation.finished_at is not None:
-        return None
-    # Shared lock: a cancel (a guarded UPDATE of this row) waits for the chunk, then skips its rows.
-    campaign = db.session.scalar(sa.select(Campaign).where(Campaign.id == campaign_id).with_for_update(read=True))
-    if campaign is None or campaign.status == "completed":
-        preparation.finished_at = utcnow()
-        return Chunk(rows=0, finished=True)
-    after = preparation.after_contact_id
+@dataclass(frozen=True)
+class RangeMembers:
+    """The audience members among the merchant's contacts with ids in (after, upto] (upto None: to
+    the end), each with the address and skip reason of every open channel, in `channel_ids` order."""
+
+    after: uuid.UUID | None
+    upto: uuid.UUID | None
+    channel_ids: list[uuid.UUID]
+    rows: Sequence[sa.Row[Any]]
+
+
+def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: int) -> RangeMembers:
+    """Who of the next `chunk_contacts` contacts (by id) is in the campaign's audiences, read-only and
+    as a plain SELECT (PostgreSQL runs it in parallel, never the SELECT inside an INSERT), so it can
+    be read on another connection while the previous range is written."""
+    campaign = db.session.get_one(Campaign, campaign_id)
     in_range = [Contact.user_id == campaign.user_id] + ([Contact.id > after] if after else [])
     upto = db.session.scalar(sa.select(Contact.id).where(*in_range).order_by(Contact.id)
                              .offset(chunk_contacts - 1).limit(1))
-    rows, members = _write_range(campaign, [*in_range, *([Contact.id <= upto] if upto else [])])
-    preparation.after_contact_id, preparation.updated_at = upto, utcnow()
-    preparation.rows_written += rows
-    preparation.members += members
-    if upto is None:
-        preparation.finished_at = utcnow()
-    return Chunk(rows=rows, finished=upto is None)
+    in_range += [Contact.id <= upto] if upto else []
+    definitions = db.session.scalars(sa.select(Audience.definition).where(Audience.campaign_id == campaign.id)).all()
+    channels = db.session.execute(
+        sa.select(CampaignChannel.id, CampaignChannel.channel_type)
+        .where(CampaignChannel.campaign_id == campaign.id, CampaignChannel.status.in_(("pending", "sending")))
+        .order_by(CampaignChannel.created_at, CampaignChannel.id)
+    ).all()
+    columns: list[Any] = [Contact.id]
+    for _, channel_type in channels:
+        address = audience_sql.contact_address(channel_type)
+        consent = sa.func.coalesce(Contact.consent[channel_type].astext, "none")
+        columns += [address, sa.case((address.is_(None), "no_address"),
+                                     (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
+    selects = [audiences.compile_definition(campaign.user_id, d).where(*in_range) for d in definitions]
+    rows: Sequence[sa.Row[Any]] = []
+    if len(selects) == 1:  # the conditions straight on the contacts: no second pass over them
+        rows = db.session.execute(selects[0].with_only_columns(*columns)).all()
+    elif selects:  # (none: the audiences were deleted while scheduled, and nobody gets a row)
+        matching = sa.union(*selects).subquery()
+        rows = db.session.execute(sa.select(*columns).where(Contact.id.in_(sa.select(matching.c[0])))).all()
+    return RangeMembers(after, upto, [channel_id for channel_id, _ in channels], rows)
 
 
 _INSERT_RANGE = sa.text(
     """
     INSERT INTO deliveries ("campaignId", "channelId", "contactId", "channelType", address, status, "skipReason")
-    SELECT CAST(:campaign_id AS uuid), CAST(:channel_id AS uuid), m.id, :channel_type, m.address,
+    SELECT CAST(:campaign_id AS uuid), channel.id, m.id, channel."channelType", m.address,
            CASE WHEN m.reason IS NULL THEN 'queued' ELSE 'skipped' END, m.reason
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[]), CAST(:reasons AS text[])) AS m(id, address, reason)
+    FROM campaign_channels AS channel,
+         jsonb_to_recordset(CAST(:members AS jsonb)) AS m(id uuid, address text, reason text)
+    WHERE channel.id = CAST(:channel_id AS uuid)
     """
 )
 
 
-def _write_range(campaign: Campaign, contacts_in_range: list[sa.ColumnElement[bool]]) -> tuple[int, int]:
-    """Resolve the campaign's audiences, among the given contacts, into ledger rows: one per channel
-    and contact (a contact in two audiences gets one row); contacts without an address or consent
-    for the channel are recorded `skipped` with the reason. Returns (rows written, audience members).
-
-    Two steps: who is in the audience, with each channel's address and skip reason, as a SELECT of
-    its own (PostgreSQL runs a plain SELECT in parallel, never the one inside an INSERT, and this one
-    reads each contact once for every channel); then one INSERT per channel from those arrays."""
-    definitions = db.session.scalars(sa.select(Audience.definition).where(Audience.campaign_id == campaign.id)).all()
-    channels = db.session.scalars(
-        sa.select(CampaignChannel).where(CampaignChannel.campaign_id == campaign.id,
-                                         CampaignChannel.status.in_(("pending", "sending")))
-        .order_by(CampaignChannel.created_at, CampaignChannel.id)
-    ).all()
-    columns: list[Any] = [Contact.id]
-    for channel in channels:
-        address = audience_sql.contact_address(channel.channel_type)
-        consent = sa.func.coalesce(Contact.consent[channel.channel_type].astext, "none")
-        columns += [address, sa.case((address.is_(None), "no_address"),
-                                     (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
-    selects = [audiences.compile_definition(campaign.user_id, d).where(*contacts_in_range) for d in definitions]
-    if not selects:  # no audience left (deleted while scheduled): nobody to send to
-        members: Sequence[sa.Row[Any]] = []
-    elif len(selects) == 1:  # the conditions straight on the contacts: no second pass over them
-        members = db.session.execute(selects[0].with_only_columns(*columns)).all()
-    else:
-        matching = sa.union(*selects).subquery()
-        members = db.session.execute(sa.select(*columns).where(Contact.id.in_(sa.select(matching.c[0])))).all()
-    total = 0
-    for index, channel in enumerate(channels):
-        if members:
-            total += rowcount(db.session.execute(_INSERT_RANGE, {
-                "campaign_id": str(campaign.id), "channel_id": str(channel.id), "channel_type": channel.channel_type,
-                "ids": [str(row[0]) for row in members], "addresses": [row[1 + 2 * index] for row in members],
-                "reasons": [row[2 + 2 * index] for row in members]}))
-        channel.status = "sending"
-    return total, len(members)
+def write_range(campaign_id: uuid.UUID, members: RangeMembers) -> Chunk | None:
+    """Write the range's ledger rows (one per channel and member; without an address or consent for
+    the channel, `skipped` with the reason) and record the progress with them, so a range is written
+    once whoever resumes. None: nothing to do here (finished, another worker is writing, or the
+    range no longer follows the progress). No commit; the caller commits each range on its own."""
+    preparation = db.session.scalar(sa.select(LedgerPreparation).where(LedgerPreparation.campaign_id == campaign_id)
+                                    .with_for_update(skip_locked=True))
+    if preparation is None or preparation.finished_at is not None or preparation.after_contact_id != members.after:
+        return None
+    # Shared lock: a cancel (a guarded UPDATE of this row) waits for the chunk, then skips its rows.
+    status = db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id).with_for_update(read=True))
+    if status is None or status == "completed":
+        preparation.finished_at = utcnow()
+        return Chunk(rows=0, finished=True)
+    written = 0
+    for index, channel_id in enumerate(members.channel_ids):
+        # No ON CONFLICT (its speculative insertion costs a third more): a range is written once,
+        # and the (channel, contact) unique key would refuse a second row.
+        if members.rows:
+            rows = [{"id": row[0], "address": row[1 + 2 * index], "reason": row[2 + 2 * index]} for row in members.rows]
+            written += rowcount(db.session.execute(_INSERT_RANGE, {
+                "campaign_id": str(campaign_id), "channel_id": str(channel_id), "members": bulk_sql.to_json(rows)}))
+    db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.id.in_(members.channel_ids),
+                                                        CampaignChannel.status == "pending").values(status="sending"))
+    preparation.after_contact_id, preparation.updated_at = members.upto, utcnow()
+    preparation.rows_written += written
+    preparation.members += len(members.rows)
+    if members.upto is None:
+        preparation.finished_at = utcnow()
+    return Chunk(rows=written, finished=members.upto is None)
 
 
 def idle_channels(campaign_id: uuid.UUID) -> list[uuid.UUID]:
