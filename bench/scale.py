@@ -160,6 +160,12 @@ def main() -> None:
                  if response.status_code == 200 else f"HTTP {response.status_code} {body}")
         print(f"  {name:<40} {seconds * 1000:7.0f} ms   {shown}")
     launch(app, client, headers)
+    with app.app_context():
+        from app.assistant import tools
+
+        user_id = client.get("/api/v1/users/me", headers=headers).get_json()["id"]
+        seconds, _ = timed(tools.data_summary, user_id, 30)
+        print(f"  {'assistant data summary (30 d)':<40} {seconds * 1000:7.0f} ms   (aim < 1 s)")
 
 
 if __name__ == "__main__":
