@@ -159,6 +159,9 @@ def _read_range(app: Flask, campaign_id: uuid.UUID, after: uuid.UUID | None,
                 chunk_contacts: int) -> delivery_ledger.RangeMembers:
     with app.app_context():
         try:
+            # One core for reading while the INSERT has the other: parallel workers here would take
+            # CPU from the write they are meant to overlap (measured: 0.76 → 0.87 of the bare copy).
+            db.session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
             return delivery_ledger.read_range(campaign_id, after, chunk_contacts)
         finally:
             db.session.remove()
