@@ -680,3 +680,23 @@ def test_deliveries_listing_filters_and_pages(client, app_ctx):
     for bad in ({"status": "bounced"}, {"channelId": "nope"}, {"page_size": 0}):
         bad_response = client.get(url, headers=headers, query_string=bad)
         assert bad_response.status_code == 422 and bad_response.get_json()["errors"]
+
+
+def test_deliveries_page_by_keyset_after_the_last_row_seen(client, app_ctx):
+    _, headers = signed_in(client)
+    campaign = _create(client, headers)
+    channel = _add_channel(client, headers, campaign["id"], "email")
+    _deliveries(channel, campaign["id"], {"queued": 23, "sent": 14})  # one transaction: one createdAt
+    url = f"{CAMPAIGNS}/{campaign['id']}/deliveries"
+    listed = client.get(f"{url}?page_size=100", headers=headers).get_json()
+    everything = [row["id"] for row in listed]
+    seen: list[str] = []
+    page = client.get(f"{url}?page_size=10", headers=headers).get_json()
+    while page:
+        seen += [row["id"] for row in page]
+        page = client.get(f"{url}?page_size=10&after={seen[-1]}", headers=headers).get_json()
+    assert seen == everything and len(seen) == 37
+    sent = client.get(f"{url}?status=sent&after={everything[0]}&page_size=100", headers=headers).get_json()
+    assert [row["id"] for row in sent] == [row["id"] for row in listed[1:] if row["status"] == "sent"]
+    unknown = client.get(f"{url}?after={uuid.uuid4()}", headers=headers)
+    assert unknown.status_code == 422 and "after" in unknown.get_json()["errors"]

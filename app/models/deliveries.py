@@ -23,6 +23,8 @@ class Delivery(Base):
         sa.UniqueConstraint("channelId", "contactId"),
         sa.Index("ix_deliveries_channel_status", "channelId", "status"),
         sa.Index("ix_deliveries_campaign_status", "campaignId", "status"),
+        # The ledger listing, newest first, page by page (keyset) however big the campaign.
+        sa.Index("ix_deliveries_campaign_created", "campaignId", "createdAt", "id"),
         sa.Index("ix_deliveries_provider_message", "providerMessageId",
                  postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
         # What a claim reads: a channel's queued rows in claim order, without sorting them all.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
@@ -92,9 +93,10 @@ def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
 
 
 def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | None = None,
-                     channel_id: uuid.UUID | None = None) -> sa.Select[Delivery]:
-    """The campaign's ledger rows, newest first (for SelectPage). A queued row with no error of its
-    own shows why its channel is held up, if it is."""
+                     channel_id: uuid.UUID | None = None, after: uuid.UUID | None = None) -> sa.Select[Delivery]:
+    """The campaign's ledger rows, newest first (for SelectPage), after the row `after` if given
+    (keyset: the index on (campaign, createdAt, id) reads only the page, however deep). A queued row
+    with no error of its own shows why its channel is held up, if it is."""
     owned_campaign(user_id, campaign_id)
     problem = sa.select(SendProblem.message).where(SendProblem.channel_id == Delivery.channel_id).scalar_subquery()
     shown = sa.case((Delivery.status == "queued", sa.func.coalesce(Delivery.error, problem)), else_=Delivery.error)
@@ -104,6 +106,12 @@ def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | N
         stmt = stmt.where(Delivery.status == status)
     if channel_id is not None:
         stmt = stmt.where(Delivery.channel_id == channel_id)
+    if after is not None:
+        anchor = db.session.execute(sa.select(Delivery.created_at, Delivery.id)
+                                    .where(Delivery.id == after, Delivery.campaign_id == campaign_id)).first()
+        if anchor is None:
+            raise ValidationFailed("No delivery of this campaign has that id.", errors={"after": ["Unknown delivery."]})
+        stmt = stmt.where(sa.tuple_(Delivery.created_at, Delivery.id) < sa.tuple_(anchor.created_at, anchor.id))
     return stmt.order_by(Delivery.created_at.desc(), Delivery.id.desc())
 
 

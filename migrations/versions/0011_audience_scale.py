@@ -27,6 +27,7 @@ def upgrade():
     op.create_index("ix_deliveries_sending_lease", "deliveries", ["leaseExpiresAt"],
                     postgresql_where=sa.text("status = 'sending'"))
     op.create_index("ix_contacts_userId_id", "contacts", ["userId", "id"])
+    op.create_index("ix_deliveries_campaign_created", "deliveries", ["campaignId", "createdAt", "id"])
     for channel in CONSENT_CHANNELS:
         op.execute(f"CREATE STATISTICS st_contacts_consent_{channel} ON ((consent ->> '{channel}')) FROM contacts")
     op.create_table(
@@ -48,6 +49,7 @@ def downgrade():
     for channel in CONSENT_CHANNELS:
         op.execute(f"DROP STATISTICS st_contacts_consent_{channel}")
     op.drop_table("ledger_preparations")
+    op.drop_index("ix_deliveries_campaign_created", table_name="deliveries")
     op.drop_index("ix_contacts_userId_id", table_name="contacts")
     op.drop_index("ix_deliveries_sending_lease", table_name="deliveries")
     op.drop_index("ix_contact_activities_user_type_time", table_name="contact_activities")
