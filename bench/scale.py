@@ -127,7 +127,12 @@ def launch(app, client, headers) -> None:
     print(f"ledger: {rows:,} rows written by the worker in {written:.1f} s = {rows / written:,.0f} rows/s   "
           f"bare INSERT ... SELECT of the same rows: {rows / seconds:,.0f} rows/s   ratio {seconds / written:.2f} "
           f"(aim >= 0.8, and >= 100,000 rows/s)")
+    with app.app_context():
+        deep = db.session.scalar(sa.text('SELECT id FROM deliveries WHERE "campaignId" = CAST(:c AS uuid) '
+                                         'ORDER BY "createdAt" DESC, id DESC OFFSET 100000 LIMIT 1'), {"c": campaign})
     for name, url in (("stats", f"/api/v1/campaigns/{campaign}/stats"),
+                      ("deliveries, after row 100,000 (keyset)",
+                       f"/api/v1/campaigns/{campaign}/deliveries?page_size=50&after={deep}"),
                       ("deliveries, first page", f"/api/v1/campaigns/{campaign}/deliveries?page_size=50"),
                       ("deliveries, page 2,000", f"/api/v1/campaigns/{campaign}/deliveries?page_size=50&page=2000"),
                       ("contacts, first page", "/api/v1/contacts?page_size=50"),

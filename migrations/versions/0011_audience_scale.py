@@ -4,7 +4,8 @@ of a probe per contact; a launch writes its ledger in chunks, in ranges of the m
 id, recording its progress (ledger_preparations); and the reaper, which runs every few seconds,
 reads only rows in `sending`. Statistics on each channel's consent value let the planner see how
 many contacts an audience's consent condition keeps (without them it guesses 0.5 % and probes the
-activity of every contact one by one).
+activity of every contact one by one), and on the lower-cased email so a search by address is
+known to find one contact and reads the unique index.
 
 Revision ID: 0011_audience_scale
 Revises: 0010_send_engine
@@ -30,6 +31,7 @@ def upgrade():
     op.create_index("ix_deliveries_campaign_created", "deliveries", ["campaignId", "createdAt", "id"])
     for channel in CONSENT_CHANNELS:
         op.execute(f"CREATE STATISTICS st_contacts_consent_{channel} ON ((consent ->> '{channel}')) FROM contacts")
+    op.execute("CREATE STATISTICS st_contacts_email_lower ON (lower(email)) FROM contacts")
     op.create_table(
         "ledger_preparations",
         sa.Column("campaignId", sa.UUID(), nullable=False),
@@ -46,6 +48,7 @@ def upgrade():
 
 
 def downgrade():
+    op.execute("DROP STATISTICS st_contacts_email_lower")
     for channel in CONSENT_CHANNELS:
         op.execute(f"DROP STATISTICS st_contacts_consent_{channel}")
     op.drop_table("ledger_preparations")
