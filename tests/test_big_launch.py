@@ -178,3 +178,42 @@ def test_beats_launch_each_due_campaign_once_each_in_its_own_transaction(ctx, ap
     assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerPreparation)
                              .where(LedgerPreparation.campaign_id.in_(due))) == 4
     assert all(c.status == "running" for c in db.session.scalars(sa.select(Campaign).where(Campaign.id.in_(due))))
+
+
+def _written(app, campaign_id) -> tuple[int, bool]:
+    with app.app_context():
+        progress = db.session.get(LedgerPreparation, campaign_id)
+        result = (progress.rows_written, progress.finished_at is not None) if progress else (0, False)
+        db.session.remove()
+        return result
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_writing_the_ledger_is_taken_up_again(app, committed_db, smtp_sink, monkeypatch):
+    contacts = 200 * CHUNK
+    with app.app_context():
+        user = verified_merchant()
+        add_contacts(user, contacts)
+        campaign, _ = email_campaign(user)
+        user_id, campaign_id = user.id, campaign.id
+    celery_app = app.extensions["celery"]
+    with processes.worker(celery_app, SEND_LEASE_SECONDS="2") as doomed:
+        with app.app_context():
+            lifecycle.launch_now(user_id, campaign_id)
+        processes.wait_until(lambda: _written(app, campaign_id)[0] >= 10 * CHUNK, timeout=60,
+                             what="part of the ledger to be written", interval=0.02)
+        processes.kill_group(doomed)  # the worker and its pool, mid-ledger (and mid-send)
+    rows, finished = _written(app, campaign_id)
+    assert not finished and rows < contacts
+    monkeypatch.setattr(lifecycle, "PREPARE_IDLE_SECONDS", 0.0)
+    with processes.worker(celery_app, SEND_LEASE_SECONDS="2"):
+        with app.app_context():
+            lifecycle.launch_due()  # beat's sweep: the stalled ledger is taken up where it stopped
+            db.session.remove()
+        processes.reap_until_completed(app, campaign_id)
+    with app.app_context():
+        per_contact = _rows_per_contact(campaign_id)
+        db.session.remove()
+    assert len(per_contact) == contacts and set(per_contact.values()) == {1}
+    received = Counter(rcpt for mail in smtp_sink.messages for rcpt in mail.recipients)
+    assert set(received.values()) <= {1}
