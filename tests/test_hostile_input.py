@@ -47,14 +47,22 @@ def routes(app, client):
         "channel_type": "sms",
         "token": "x" * 40,
     }
+    # The ingest routes with a real source and its key, so bodies get past authentication.
+    from tests.support.sources import make_merchant, make_source
+
+    ingest = {}
+    for endpoint, source_type in (("ingest.facebook_pixel", "facebook_pixel"), ("ingest.gtm", "gtm")):
+        source, key = make_source(make_merchant(), source_type)
+        ingest[endpoint] = ({"source_id": str(source.id)}, {"X-Ingest-Key": key})
     found = []
     urls = app.url_map.bind("localhost")
     for rule in app.url_map.iter_rules():
         if rule.rule in SKIPPED:
             continue
-        url = urls.build(rule.endpoint, {name: ids[name] for name in rule.arguments})
+        values, rule_headers = ingest.get(rule.endpoint, ({name: ids[name] for name in rule.arguments}, headers))
+        url = urls.build(rule.endpoint, values)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            found.append((method, url, headers))
+            found.append((method, url, rule_headers))
     return found
 
 
