@@ -20,6 +20,7 @@ def register_blueprints(app: Flask) -> None:
         health,
         ingest,
         provider_accounts,
+        settings,
         tracking,
         twilio_hooks,
         users,
@@ -28,5 +29,5 @@ def register_blueprints(app: Flask) -> None:
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
-                   twilio_hooks, whatsapp_hooks, provider_accounts, account_pages):
+                   twilio_hooks, whatsapp_hooks, provider_accounts, account_pages, settings):
         api.register_blueprint(module.blp)

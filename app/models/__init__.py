@@ -12,6 +12,7 @@ from app.models.data_sources import DataEvent, DataSource
 from app.models.deliveries import Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
+from app.models.settings import MerchantSettings
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MessageLink",
     "HeldReceipt",
     "SendProblem",
+    "MerchantSettings",
     "LedgerPreparation",
     "Contact",
     "ContactIdentity",
