@@ -17,7 +17,7 @@ CONTACTS = "/api/v1/contacts"
 IMPORT = f"{CONTACTS}/import"
 BASE = {"email": "a@example.com"}
 SHAPE = {"id", "email", "phone", "firstName", "lastName", "attributes", "externalIds", "consent",
-         "pushSubscriptions", "createdAt", "updatedAt"}
+         "pushSubscriptions", "timezone", "timezoneSource", "createdAt", "updatedAt"}
 
 
 def _b64(raw: bytes) -> str:

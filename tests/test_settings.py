@@ -86,3 +86,43 @@ def test_each_merchant_has_their_own(client, app_ctx):
     client.patch(SETTINGS, headers=mine, json={"timezone": "America/New_York"})
     assert client.get(SETTINGS, headers=theirs).get_json() == DEFAULTS
     assert client.get(SETTINGS).status_code == 401
+
+
+CONTACTS = "/api/v1/contacts"
+
+
+def test_a_contacts_timezone_is_their_own_else_their_phones_else_the_merchants(client, app_ctx):
+    _, headers = signed_in(client)
+    own = client.post(CONTACTS, headers=headers, json={"email": "ada@example.com", "phone": "+14155550100",
+                                                       "timezone": "Asia/Tokyo"}).get_json()
+    assert (own["timezone"], own["timezoneSource"]) == ("Asia/Tokyo", "contact")
+    cleared = client.patch(f"{CONTACTS}/{own['id']}", headers=headers, json={"timezone": None}).get_json()
+    assert (cleared["timezone"], cleared["timezoneSource"]) == ("America/Los_Angeles", "phone")  # +1 415
+    # A number whose region spans many zones says nothing: the merchant's default stands.
+    wide = client.post(CONTACTS, headers=headers, json={"phone": "+79161234567"}).get_json()
+    assert (wide["timezone"], wide["timezoneSource"]) == ("UTC", "merchant_default")
+    client.patch(SETTINGS, headers=headers, json={"timezone": "Europe/Paris"})
+    listed = {c["id"]: (c["timezone"], c["timezoneSource"]) for c in client.get(CONTACTS, headers=headers).get_json()}
+    assert listed == {own["id"]: ("America/Los_Angeles", "phone"), wide["id"]: ("Europe/Paris", "merchant_default")}
+    moved = client.patch(f"{CONTACTS}/{wide['id']}", headers=headers, json={"timezone": "Asia/Vladivostok"}).get_json()
+    assert (moved["timezone"], moved["timezoneSource"]) == ("Asia/Vladivostok", "contact")
+
+
+def test_a_bad_contact_timezone_is_422_and_changes_nothing(client, app_ctx):
+    _, headers = signed_in(client)
+    contact = client.post(CONTACTS, headers=headers, json={"email": "b@example.com", "timezone": "Europe/Paris"}).get_json()
+    response = client.patch(f"{CONTACTS}/{contact['id']}", headers=headers,
+                            json={"firstName": "Bea", "timezone": "Europe/Atlantis"})
+    assert response.status_code == 422 and "timezone" in response.get_json()["errors"]
+    shown = client.get(f"{CONTACTS}/{contact['id']}", headers=headers).get_json()
+    assert (shown["timezone"], shown["firstName"]) == ("Europe/Paris", None)
+
+
+def test_imports_set_timezones_and_name_a_bad_one(client, app_ctx):
+    _, headers = signed_in(client)
+    text = "Email,Time Zone\r\nt@example.com,Asia/Tokyo\r\nn@example.com,Nowhere/Zone\r\n"
+    result = client.post(f"{CONTACTS}/import", headers=headers, data=text.encode(), content_type="text/csv").get_json()
+    assert (result["created"], result["failed"]) == (1, 1)
+    assert [(e["row"], set(e["errors"])) for e in result["errors"]] == [(2, {"timezone"})]
+    (tokyo,) = client.get(CONTACTS, headers=headers).get_json()
+    assert (tokyo["email"], tokyo["timezone"], tokyo["timezoneSource"]) == ("t@example.com", "Asia/Tokyo", "contact")

@@ -5,6 +5,7 @@ from app.models.contacts import (
     Contact,
     ContactActivity,
     ContactIdentity,
+    ContactTimezone,
     PushSubscription,
 )
 from app.models.conversations import Conversation, Message
@@ -38,6 +39,7 @@ __all__ = [
     "LedgerPreparation",
     "Contact",
     "ContactIdentity",
+    "ContactTimezone",
     "ContactActivity",
     "PushSubscription",
     "IngestKey",

@@ -5,11 +5,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import phonenumbers
 import sqlalchemy as sa
+from phonenumbers import timezone as phone_timezone
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
 from app.models.base import Base, created_at, updated_at, uuid_pk
+from app.models.settings import MerchantSettings
 
 CONSENT_VALUES = ("subscribed", "unsubscribed", "bounced", "complained")
 # Who last set a channel's consent. An unsubscribe by the contact themself is never overwritten by
@@ -58,6 +61,48 @@ class Contact(Base):
     push_subscriptions: orm.Mapped[list[PushSubscription]] = orm.relationship(
         back_populates="contact", cascade="all, delete-orphan", passive_deletes=True, order_by="PushSubscription.created_at"
     )
+    own_timezone: orm.Mapped[ContactTimezone | None] = orm.relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    # The merchant's default zone (merchant_settings), read with the contact where it is shown.
+    merchant_timezone: orm.Mapped[str | None] = orm.column_property(
+        sa.select(MerchantSettings.timezone).where(MerchantSettings.user_id == user_id)
+        .correlate_except(MerchantSettings).scalar_subquery(),
+        deferred=True,
+    )
+
+    def timezone_in_force(self) -> tuple[str, str]:
+        """(zone, where it comes from): the contact's own, else their phone number's region when it
+        has one zone, else the merchant's default."""
+        if self.own_timezone is not None:
+            return self.own_timezone.timezone, "contact"
+        zones = phone_timezones(self.phone)
+        if len(zones) == 1:
+            return zones[0], "phone"
+        return self.merchant_timezone or "UTC", "merchant_default"
+
+
+def phone_timezones(phone: str | None) -> tuple[str, ...]:
+    if not phone:
+        return ()
+    try:
+        zones = phone_timezone.time_zones_for_number(phonenumbers.parse(phone))
+    except phonenumbers.NumberParseException:
+        return ()
+    return tuple(zone for zone in zones if zone != phone_timezone.UNKNOWN_TIMEZONE)
+
+
+class ContactTimezone(Base):
+    """A contact's own IANA timezone, as the merchant gave it (API, import)."""
+
+    __tablename__ = "contact_timezones"
+
+    contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    timezone: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    source: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    updated_at: orm.Mapped[datetime] = updated_at()
 
 
 class ContactIdentity(Base):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC
+from functools import lru_cache
 from typing import Any
+from zoneinfo import available_timezones
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -74,6 +76,17 @@ class BoundedList(fields.List):
             raise ValidationError(f"Must hold between {self.min_length} and {self.max_length} items."
                                   if self.min_length else f"Must hold at most {self.max_length} items.")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+@lru_cache(maxsize=1)
+def _iana_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def iana_zone(value: str) -> None:
+    # ZoneInfo alone would also take a path to any tzfile; only the names IANA publishes are zones here.
+    if value not in _iana_zones():
+        raise ValidationError("Not an IANA timezone (e.g. Europe/Paris).")
 
 
 def name_field(maximum: int, **kwargs: Any) -> fields.String:

@@ -15,7 +15,7 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import HeraldError, ValidationFailed
 from app.models.contacts import CONSENT_VALUES
-from app.schemas.base import BoundedList, CamelSchema, UtcDateTime, no_nul, postgres_json
+from app.schemas.base import BoundedList, CamelSchema, UtcDateTime, iana_zone, no_nul, postgres_json
 from app.sources.normalize import EXTERNAL_ID_KEYS, normalize_email, normalize_phone
 
 EMAIL_MAX = 254
@@ -48,6 +48,11 @@ class ContactSchema(CamelSchema):
     external_ids = fields.Dict()
     consent = fields.Dict(metadata={"description": "Channel → subscribed | unsubscribed | bounced | complained."})
     push_subscriptions = fields.List(fields.Nested(PushSubscriptionSchema))
+    timezone = fields.Function(lambda contact: contact.timezone_in_force()[0], metadata={
+        "description": "IANA zone the contact's local times are reckoned in."})
+    timezone_source = fields.Function(lambda contact: contact.timezone_in_force()[1], metadata={
+        "description": "contact (given by the merchant), phone (the number's region, where it has one zone) "
+                       "or merchant_default (the settings' timezone)."})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
@@ -116,6 +121,8 @@ class PushSubscriptionInputSchema(CamelSchema):
 
 class ContactUpdateSchema(CamelSchema):
     email = ContactEmail(allow_none=True)
+    timezone = fields.String(allow_none=True, validate=iana_zone, metadata={
+        "description": "The contact's own IANA zone; null: derived again (phone region, else the merchant's)."})
     phone = E164Phone(allow_none=True, metadata={"description": "International form; stored as E.164."})
     first_name = _text(NAME_MAX, allow_none=True)
     last_name = _text(NAME_MAX, allow_none=True)
@@ -215,14 +222,15 @@ def read_import_body(mimetype: str, charset: str | None, body: bytes) -> list[An
     raise UnsupportedImportType("Send a JSON array (application/json) or a CSV file (text/csv).")
 
 
-_CSV_PROFILE_COLUMNS = {"email": "email", "phone": "phone", "firstname": "firstName", "lastname": "lastName"}
+_CSV_PROFILE_COLUMNS = {"email": "email", "phone": "phone", "firstname": "firstName", "lastname": "lastName",
+                        "timezone": "timezone"}
 
 
 def rows_from_csv(text: str) -> list[dict[str, Any]]:
     """CSV with a header row → contact objects in the create shape.
 
-    Columns `email`, `phone`, `firstName`, `lastName` (any case; spaces, `_` and `-` ignored) fill the
-    profile, `consent.<channel>` columns the consent, and any other column becomes an attribute (text).
+    Columns `email`, `phone`, `firstName`, `lastName`, `timezone` (any case; spaces, `_` and `-`
+    ignored) fill the profile, `consent.<channel>` columns the consent, and any other column becomes an attribute (text).
     Empty cells are left out. A file whose structure is broken is refused whole.
     """
     try:

@@ -18,7 +18,7 @@ from app.channels import catalogue
 from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
-from app.models import Contact, ContactIdentity, PushSubscription
+from app.models import Contact, ContactIdentity, ContactTimezone, PushSubscription
 from app.services.consent import (
     addressable_channels,
     merge_consent,
@@ -57,7 +57,8 @@ def contacts_query(user_id: uuid.UUID, *, email: str | None = None, phone: str |
         stmt = stmt.where(sa.or_(*(column.icontains(q, autoescape=True) for column in columns)))
     for channel, value in (consent or {}).items():
         stmt = stmt.where(Contact.consent[channel].astext == value)
-    return stmt.options(orm.selectinload(Contact.push_subscriptions)).order_by(
+    return stmt.options(orm.selectinload(Contact.push_subscriptions), orm.selectinload(Contact.own_timezone),
+                        orm.undefer(Contact.merchant_timezone)).order_by(
         Contact.created_at.desc(), Contact.id.desc()
     )
 
@@ -164,10 +165,21 @@ def apply_fields(contact: Contact, data: Mapping[str, Any], *, merge: bool) -> N
         contact.external_ids = combined(contact.external_ids, data.get("external_ids"), merge=merge)
         if "push_subscriptions" in data:
             _set_push_subscriptions(contact, data["push_subscriptions"], keep_others=merge)
+        if "timezone" in data:
+            _set_timezone(contact, data["timezone"])
         if "consent" in data:
             contact.consent, contact.consent_sources = merge_consent(
                 contact.consent, contact.consent_sources, data["consent"], source=MERCHANT
             )
+
+
+def _set_timezone(contact: Contact, zone: str | None) -> None:
+    if zone is None:
+        contact.own_timezone = None
+    elif contact.own_timezone is None:
+        contact.own_timezone = ContactTimezone(timezone=zone, source=MERCHANT)
+    else:
+        contact.own_timezone.timezone, contact.own_timezone.source = zone, MERCHANT
 
 
 def combined(current: dict[str, Any], given: Mapping[str, Any] | None, *, merge: bool) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Merchant settings: default timezone, quiet hours and frequency caps per channel, UTM defaults and
-attribution windows (one row per merchant, created when they first change a default).
+attribution windows (one row per merchant, created when they first change a default); and each
+contact's own timezone where the merchant gave one.
 
 Revision ID: 0012_merchant_settings
 Revises: 0011_audience_scale
@@ -32,5 +33,18 @@ def upgrade():
     )
 
 
+    op.create_table(
+        "contact_timezones",
+        sa.Column("contactId", sa.UUID(), nullable=False),
+        sa.Column("timezone", sa.String(), nullable=False),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("updatedAt", sa.DateTime(), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["contactId"], ["contacts.id"], name=op.f("fk_contact_timezones_contactId_contacts"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("contactId", name=op.f("pk_contact_timezones")),
+    )
+
+
 def downgrade():
+    op.drop_table("contact_timezones")
     op.drop_table("merchant_settings")
