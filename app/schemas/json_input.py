@@ -35,6 +35,13 @@ def parse(raw: bytes, *, lenient_text: bool = False) -> Any:
             value = json.loads(raw)
         except (ValueError, RecursionError):
             raise JsonRejected(f"The body is not valid JSON: {exc}") from None
+    else:
+        # orjson refuses lone surrogates and NaN, and a NUL can only arrive escaped: without that
+        # escape in the bytes, only the nesting is left to check (the common case, and the cheap one).
+        if b"\\u0000" not in raw:
+            if _deeper_than(value, MAX_DEPTH):
+                raise JsonRejected(TOO_DEEP)
+            return value
     problem = first_problem(value)
     if problem is not None and problem[1] == TOO_DEEP:
         raise JsonRejected(TOO_DEEP)
@@ -44,6 +51,25 @@ def parse(raw: bytes, *, lenient_text: bool = False) -> Any:
 
 
 TOO_DEEP = f"Nested deeper than {MAX_DEPTH} levels."
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [inner for item in level if isinstance(item, (dict, list))
+                 for inner in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return False
+    return True
+
+
+def storable(value: Any) -> bool:
+    """Quickly: no NUL and no lone surrogate anywhere in `value`, nested within orjson's 255 levels
+    (non-finite numbers, which only the lenient parse lets through, are written as null)."""
+    try:
+        return b"\\u0000" not in orjson.dumps(value)
+    except orjson.JSONEncodeError:  # a lone surrogate, or nesting orjson refuses
+        return False
 
 
 def first_problem(value: Any) -> tuple[tuple[str | int, ...], str] | None:

@@ -109,10 +109,10 @@ def insert_new_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> int:
 
 
 def _storable(event: IncomingEvent) -> dict[str, Any]:
-    problem = json_input.first_problem(event.event_data)
     row = {"k": event.dedupe_key, "t": event.event_type, "d": event.event_data, "q": None}
-    if problem is None and json_input.first_problem([event.dedupe_key, event.event_type]) is None:
+    if json_input.storable(event.event_data) and json_input.storable([event.dedupe_key, event.event_type]):
         return row
+    problem = json_input.first_problem(event.event_data)
     path, why = problem or ((), "The event name or id cannot be stored.")
     where = ".".join(str(part) for part in path)
     digest = hashlib.sha256(event.dedupe_key.encode("utf-8", "surrogatepass")).hexdigest()
