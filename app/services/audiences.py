@@ -164,18 +164,18 @@ def _estimate(matching: sa.Select[uuid.UUID]) -> int | None:
 
 
 def _within(seconds: float, query: Callable[[], T]) -> T | None:
-    """`query()` under a statement timeout, in a savepoint (None if it ran out of time)."""
-    previous = db.session.scalar(sa.text("SELECT current_setting('statement_timeout')"))
+    """`query()` under a statement timeout, in a savepoint (None if it ran out of time). A timeout
+    rolls the savepoint back, and the setting with it; after a result the default is put back."""
     try:
         with db.session.begin_nested():
             db.session.execute(sa.select(sa.func.set_config("statement_timeout", f"{max(1, int(seconds * 1000))}ms", True)))
-            return query()
+            result = query()
     except OperationalError as exc:
         if getattr(exc.orig, "pgcode", None) != QUERY_CANCELED:
             raise
         return None
-    finally:
-        db.session.execute(sa.select(sa.func.set_config("statement_timeout", previous, True)))
+    db.session.execute(sa.text("SET LOCAL statement_timeout TO DEFAULT"))
+    return result
 
 
 def _measured(user_id: uuid.UUID, definition: Mapping[str, Any]) -> dict[str, Any]:

@@ -373,12 +373,16 @@ def _first_to_claim(what: str, channel_id: uuid.UUID, seconds: float) -> bool:
                                    px=max(1, int(seconds * 1000))))
 
 
-def wake_senders(channel_ids: list[uuid.UUID]) -> None:
-    """Rows were queued on channels that had none queued or in flight (a launch writing its ledger
-    in chunks, faster than it): one sender each, once, however many chunks follow."""
+def wake_senders(channel_ids: list[uuid.UUID]) -> int:
+    """One sender for each channel that may have none at work (queued rows nobody is sending, or
+    rows a launch just queued on an idle channel), at most once per RESTART_EVERY however many
+    beats or chunks ask. Returns the senders started."""
+    woken = 0
     for channel_id in channel_ids:
         if _first_to_claim("resume", channel_id, RESTART_EVERY):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
+            woken += 1
+    return woken
 
 
 def reap_and_resume() -> dict[str, int]:
@@ -387,11 +391,7 @@ def reap_and_resume() -> dict[str, int]:
     nobody is working on (a lost message, a killed worker)."""
     campaigns = set(ledger.reap_expired_leases())
     ledger.apply_matched_held_receipts()
-    resumed = 0
-    for _, channel_id, _ in ledger.unsettled_channels():
-        if _first_to_claim("resume", channel_id, RESTART_EVERY):
-            enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
-            resumed += 1
+    resumed = wake_senders([channel_id for _, channel_id, _ in ledger.unsettled_channels()])
     campaigns |= set(ledger.running_campaigns_without_work())
     for campaign_id in campaigns:
         ledger.finish_done_channels(campaign_id)
