@@ -90,7 +90,8 @@ worker_hijack_root_logger = False
 # Beat's sweeps are backstops: the work they find was normally handed to a worker already (each task
 # is published after its commit). An idle platform sends about 75 sweeps in 9 minutes (Flower lists
 # each one), so each runs only as often as the delay it bounds is worth:
-#   launch_due       when a scheduled campaign starts: within 15 s of its scheduledAt
+#   launch_due       when a scheduled campaign starts, or an A/B test's winner is chosen: within
+#                    15 s of its time
 #   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 120 s) and restarts stalled channels
 #   process_pending  events every ingest already hinted; a lost hint waits at most a minute
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)

@@ -178,6 +178,10 @@ class Settings:
     send_max_senders: int = 8
     # First wait before a recipient the provider deferred is tried again (then doubled each time).
     send_retry_seconds: int = 60
+    # The longest a channel whose rows all wait (quiet hours, local times, retries) goes unlooked at.
+    send_wake_seconds: int = 60
+    # Tests only: every process's policy clock reads an offset from Redis (app.clock).
+    adjustable_clock: bool = False
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
     # the verify token when the webhook is registered. Unset: /hooks/whatsapp refuses everything.
     # Networks push endpoints may resolve to although not public (local push emulators); empty:
@@ -278,6 +282,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if urlsplit(public_base_url).scheme not in ("http", "https"):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
     proxy_count = _positive_int(env, "PROXY_COUNT", 0)
+    adjustable_clock = env.get("ADJUSTABLE_CLOCK", "") == "1"
+    if adjustable_clock and herald_env == "production":
+        raise ConfigError("ADJUSTABLE_CLOCK is for tests; it cannot be set in production")
 
     return Settings(
         env=herald_env,
@@ -298,6 +305,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_messages_per_day=_optional_count(env, "SMTP_MESSAGES_PER_DAY"),
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
+        send_wake_seconds=_bounded_int(env, "SEND_WAKE_SECONDS", 60, 3600),
+        adjustable_clock=adjustable_clock,
         push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),

@@ -31,7 +31,8 @@ CONFIGS = {
     "whatsapp": {"templateName": "spring_sale", "language": "en_US", "parameters": ["{{ contact.firstName }}", "20%"]},
 }
 CAMPAIGN_KEYS = {"id", "name", "description", "status", "scheduledAt", "startedAt", "endedAt", "config",
-                 "conversationId", "channels", "createdAt", "updatedAt"}
+                 "conversationId", "channels", "createdAt", "updatedAt", "recipientLocalTime", "passedZones",
+                 "frequencyCapExempt"}
 CHANNEL_KEYS = {"id", "channelType", "config", "status", "sentCount", "deliveredCount", "openedCount",
                 "clickedCount", "createdAt", "updatedAt"}
 
@@ -77,7 +78,8 @@ def test_create_get_and_list(client, app_ctx):
     assert created | {"id": None, "createdAt": None, "updatedAt": None} == {
         "id": None, "name": "Spring sale", "description": None, "status": "draft", "scheduledAt": None,
         "startedAt": None, "endedAt": None, "config": {}, "conversationId": None, "channels": [],
-        "createdAt": None, "updatedAt": None,
+        "createdAt": None, "updatedAt": None, "recipientLocalTime": None, "passedZones": "next_day",
+        "frequencyCapExempt": False,
     }
     assert created["createdAt"].endswith("+00:00")
     fetched = client.get(f"{CAMPAIGNS}/{created['id']}", headers=headers)
@@ -664,7 +666,7 @@ def test_deliveries_listing_filters_and_pages(client, app_ctx):
         "id": str(delivered.id), "channelId": email["id"], "channelType": "email", "contactId": str(contact.id),
         "address": "ana@example.com", "status": "delivered", "skipReason": None, "error": None,
         "sentAt": "2025-01-01T12:00:00+00:00", "deliveredAt": "2025-01-01T12:00:05+00:00", "openedAt": None,
-        "clickedAt": None, "createdAt": "2025-01-01T12:00:00+00:00", "nextTryAt": None,
+        "clickedAt": None, "createdAt": "2025-01-01T12:00:00+00:00", "nextTryAt": None, "deferredBy": None, "variant": None,
     }
     assert response.get_json()[1]["skipReason"] == "unsubscribed"
     assert response.get_json()[0]["error"] == "21211 invalid number"

@@ -117,7 +117,8 @@ def test_a_recipient_refused_again_and_again_fails_alone_after_the_last_try(ctx)
         for _ in range(sending.MAX_TRIES):
             sending.send_channel(channel.id)
             # What the clock would do: the deferred row's next try comes due.
-            db.session.execute(sa.update(Delivery).where(Delivery.campaign_id == campaign.id).values(not_before=None))
+            db.session.execute(sa.update(Delivery).where(Delivery.campaign_id == campaign.id)
+                               .values(not_before=sa.func.now()))
             db.session.commit()
     refused = _rows(campaign)["c0@example.com"]
     assert refused.status == "failed" and f"refused {sending.MAX_TRIES} times" in refused.error

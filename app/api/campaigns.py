@@ -83,7 +83,8 @@ def delete_campaign(campaign_id: uuid.UUID):
 @blp.response(200, CampaignSchema)
 def schedule(data, campaign_id: uuid.UUID):
     """draft or scheduled → scheduled at `scheduledAt` (409 from any other state)."""
-    return campaign_lifecycle.schedule(current_user_id(), campaign_id, data["scheduled_at"])
+    return campaign_lifecycle.schedule(current_user_id(), campaign_id, data["scheduled_at"],
+                                       local_time=data.get("local_time"), passed_zones=data["passed_zones"])
 
 
 @blp.route(CAMPAIGN + "/unschedule", methods=["POST"])

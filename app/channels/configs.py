@@ -13,6 +13,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from app.channels.catalogue import require_every_channel
 from app.schemas.base import BoundedList, fields_marked, load_by_kind, no_nul
+from app.services.ab_tests import METRICS
 from app.services.rendering import template_error
 
 EMAIL_MAX = 254
@@ -27,6 +28,9 @@ URL_MAX = 2048
 WHATSAPP_PARAMETER_MAX = 1024
 WHATSAPP_PARAMETERS_MAX = 100
 MESSAGES_PER_SECOND_MAX = 10_000
+VARIANTS_MAX = 7
+AB_TEST_MINUTES_MAX = 7 * 24 * 60
+NOT_VARIED = ("messagesPerSecond", "abTest")  # fields of the channel, not of its message
 
 
 def _single_line(value: str) -> None:
@@ -70,12 +74,24 @@ class JsonNumber(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class AbTestSchema(Schema):
+    """2–7 variants of the channel's message, each overriding some of its fields, tried on
+    `testPercent` of the audience (split evenly); after `durationMinutes` the one with the best
+    `metric` goes to everyone else (app.services.ab_tests)."""
+
+    variants = BoundedList(fields.Dict(keys=fields.String()), required=True, min_length=2, max_length=VARIANTS_MAX)
+    testPercent = JsonNumber(required=True, validate=validate.Range(min=0.01, max=100))
+    metric = fields.String(required=True, validate=validate.OneOf(METRICS))
+    durationMinutes = fields.Integer(required=True, strict=True, validate=validate.Range(1, AB_TEST_MINUTES_MAX))
+
+
 class _ChannelConfigSchema(Schema):
     messagesPerSecond = JsonNumber(
         allow_none=True,
         validate=validate.Range(min=0, min_inclusive=False, max=MESSAGES_PER_SECOND_MAX),
         metadata={"description": "Send rate limit for this channel."},
     )
+    abTest = fields.Nested(AbTestSchema, allow_none=True, metadata={"description": AbTestSchema.__doc__})
 
 
 class EmailConfigSchema(_ChannelConfigSchema):
@@ -135,5 +151,27 @@ TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = fields_marked(CONFIG_SCHEMAS, "tem
 
 
 def load_channel_config(channel_type: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The channel's validated config (marshmallow.ValidationError keyed by field, unknown keys too)."""
-    return load_by_kind(CONFIG_SCHEMAS, channel_type, raw)
+    """The channel's validated config (marshmallow.ValidationError keyed by field, unknown keys too).
+    Each A/B variant must name fields of the message, and make a valid config over the rest."""
+    loaded = load_by_kind(CONFIG_SCHEMAS, channel_type, raw)
+    test = loaded.get("abTest")
+    if test:
+        base = {key: value for key, value in raw.items() if key not in NOT_VARIED}
+        message_fields = set(CONFIG_SCHEMAS[channel_type]().fields) - set(NOT_VARIED)
+        errors: dict[int, Any] = {}
+        variants = []
+        for index, variant in enumerate(test["variants"]):
+            unknown = sorted(set(variant) - message_fields)
+            if unknown:
+                errors[index] = {name: ["Not a field of this channel's message."] for name in unknown}
+                continue
+            try:
+                merged = load_by_kind(CONFIG_SCHEMAS, channel_type, {**base, **variant})
+            except ValidationError as exc:
+                errors[index] = exc.messages
+                continue
+            variants.append({name: merged[name] for name in variant if name in merged})
+        if errors:
+            raise ValidationError({"abTest": {"variants": errors}})
+        loaded["abTest"] = {**test, "variants": variants}
+    return loaded

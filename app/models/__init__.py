@@ -1,6 +1,6 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
-from app.models.campaigns import Audience, Campaign, CampaignChannel, DeletedCampaign
+from app.models.campaigns import Audience, Campaign, CampaignChannel, CampaignSendOptions, DeletedCampaign
 from app.models.contacts import (
     Contact,
     ContactActivity,
@@ -10,7 +10,7 @@ from app.models.contacts import (
 )
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
-from app.models.deliveries import Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
+from app.models.deliveries import AbTest, Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
@@ -30,6 +30,8 @@ __all__ = [
     "Campaign",
     "CampaignChannel",
     "Audience",
+    "CampaignSendOptions",
+    "AbTest",
     "DeletedCampaign",
     "Delivery",
     "MessageLink",

@@ -60,6 +60,31 @@ class Campaign(Base):
     audiences: orm.Mapped[list[Audience]] = orm.relationship(
         back_populates="campaign", passive_deletes=True, order_by="Audience.created_at"
     )
+    send_options: orm.Mapped[CampaignSendOptions | None] = orm.relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+
+
+PASSED_ZONES = ("next_day", "skip")
+
+
+class CampaignSendOptions(Base):
+    """How a campaign goes out beyond its channels (absent: the defaults). `localTime`: each
+    recipient gets it at this wall-clock time in their own zone (`scheduledAt` is then when the
+    first zone reaches it); zones it has passed at launch get it the next day or are skipped
+    (`passedZones`). `frequencyCapExempt`: the merchant's frequency caps do not apply."""
+
+    __tablename__ = "campaign_send_options"
+
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    local_time: orm.Mapped[datetime | None] = orm.mapped_column("localTime", sa.DateTime())
+    passed_zones: orm.Mapped[str] = orm.mapped_column("passedZones", sa.String(), nullable=False,
+                                                      server_default=sa.text("'next_day'"))
+    frequency_cap_exempt: orm.Mapped[bool] = orm.mapped_column("frequencyCapExempt", sa.Boolean(), nullable=False,
+                                                               server_default=sa.text("false"))
+    updated_at: orm.Mapped[datetime] = updated_at()
 
 
 class CampaignChannel(Base):

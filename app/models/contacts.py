@@ -82,6 +82,14 @@ class Contact(Base):
         return self.merchant_timezone or "UTC", "merchant_default"
 
 
+def zone_for(own: str | None, phone: str | None, default: str) -> str:
+    """The zone to plan a recipient's messages in, as `Contact.timezone_in_force` shows it."""
+    if own:
+        return own
+    zones = phone_timezones(phone)
+    return zones[0] if len(zones) == 1 else default
+
+
 def phone_timezones(phone: str | None) -> tuple[str, ...]:
     if not phone:
         return ()

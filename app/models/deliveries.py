@@ -27,8 +27,13 @@ class Delivery(Base):
         sa.Index("ix_deliveries_campaign_created", "campaignId", "createdAt", "id"),
         sa.Index("ix_deliveries_provider_message", "providerMessageId",
                  postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
-        # What a claim reads: a channel's queued rows in claim order, without sorting them all.
-        sa.Index("ix_deliveries_queued", "channelId", "createdAt", "id", postgresql_where=sa.text("status = 'queued'")),
+        # What a claim reads: a channel's queued rows that are due, in claim order, without sorting
+        # them all or passing the ones that wait (quiet hours, a later local time, a provider's retry).
+        sa.Index("ix_deliveries_due", "channelId", "notBefore", "createdAt", "id",
+                 postgresql_where=sa.text("status = 'queued'")),
+        # What a frequency cap counts: a contact's messages taken for sending lately.
+        sa.Index("ix_deliveries_contact_claimed", "contactId", "claimedAt",
+                 postgresql_where=sa.text('"claimedAt" IS NOT NULL')),
         # What the reaper reads every few seconds: the leases that may have lapsed, and only those.
         sa.Index("ix_deliveries_sending_lease", "leaseExpiresAt", postgresql_where=sa.text("status = 'sending'")),
     )
@@ -54,10 +59,17 @@ class Delivery(Base):
     # A sending row whose lease passed belongs to a worker that died mid-send: the reaper marks it
     # `unknown`, since the provider may or may not have taken the message.
     lease_expires_at: orm.Mapped[datetime | None] = orm.mapped_column("leaseExpiresAt", sa.DateTime())
-    # A queued row the provider deferred (a relay's 4xx for this recipient) waits until then;
-    # `attempts` counts those deferrals, so a recipient is retried a bounded number of times.
-    not_before: orm.Mapped[datetime | None] = orm.mapped_column("notBefore", sa.DateTime())
+    # A queued row goes out no earlier than this: its launch, its recipient's local time, the end of
+    # their quiet hours, or a provider's retry (a relay's 4xx for this recipient). `attempts` counts
+    # the provider's deferrals, so a recipient is retried a bounded number of times; `deferredBy`
+    # says what last made the row wait (`quiet_hours`, `local_time`, `provider`).
+    not_before: orm.Mapped[datetime | None] = orm.mapped_column("notBefore", sa.DateTime(), server_default=sa.func.now())
     attempts: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
+    deferred_by: orm.Mapped[str | None] = orm.mapped_column("deferredBy", sa.String())
+    # When the row was taken for sending: frequency caps count a contact's rows by it.
+    claimed_at: orm.Mapped[datetime | None] = orm.mapped_column("claimedAt", sa.DateTime())
+    # The A/B variant the recipient got (index into the channel's variants); None: no test.
+    variant: orm.Mapped[int | None] = orm.mapped_column(sa.SmallInteger())
     sent_at: orm.Mapped[datetime | None] = orm.mapped_column("sentAt", sa.DateTime())
     delivered_at: orm.Mapped[datetime | None] = orm.mapped_column("deliveredAt", sa.DateTime())
     opened_at: orm.Mapped[datetime | None] = orm.mapped_column("openedAt", sa.DateTime())
@@ -137,3 +149,25 @@ class LedgerPreparation(Base):
                                                          server_default=sa.func.now())
     finished_at: orm.Mapped[datetime | None] = orm.mapped_column("finishedAt", sa.DateTime())
     updated_at: orm.Mapped[datetime] = updated_at()
+
+
+class AbTest(Base):
+    """A campaign channel's A/B test: its test group is sent at launch; when `endsAt` passes, the
+    winning variant is chosen once (a guarded UPDATE of `winner`) and the rest of the audience gets it."""
+
+    __tablename__ = "ab_tests"
+    __table_args__ = (sa.Index("ix_ab_tests_undecided", "endsAt", postgresql_where=sa.text("winner IS NULL")),)
+
+    channel_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "channelId", sa.ForeignKey("campaign_channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    ends_at: orm.Mapped[datetime] = orm.mapped_column("endsAt", sa.DateTime(), nullable=False)
+    # Test-group members given a variant so far (the ledger's ranges take turns: member n gets n % k).
+    assigned: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
+    winner: orm.Mapped[int | None] = orm.mapped_column(sa.SmallInteger())
+    decided_at: orm.Mapped[datetime | None] = orm.mapped_column("decidedAt", sa.DateTime())
+    # Each variant's score when the winner was chosen (the metric's rate over messages sent).
+    scores: orm.Mapped[list[Any] | None] = orm.mapped_column(pg.JSONB())

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.channels.catalogue import CHANNEL_TYPES
-from app.models.campaigns import CAMPAIGN_STATUSES
+from app.models.campaigns import CAMPAIGN_STATUSES, PASSED_ZONES
 from app.models.deliveries import DELIVERY_STATUSES
 from app.schemas.base import CamelSchema, UtcDateTime, name_field, no_nul, postgres_json
 
@@ -50,6 +51,13 @@ class CampaignSchema(CamelSchema):
     ended_at = UtcDateTime()
     config = fields.Dict()
     conversation_id = fields.UUID()
+    recipient_local_time = fields.Function(
+        lambda c: c.send_options.local_time.isoformat() if c.send_options and c.send_options.local_time else None,
+        metadata={"description": "The wall-clock time each recipient gets it at in their own timezone (null: "
+                                 "everyone at scheduledAt, which is then when the first zone reaches it)."})
+    passed_zones = fields.Function(lambda c: c.send_options.passed_zones if c.send_options else "next_day")
+    frequency_cap_exempt = fields.Function(lambda c: bool(c.send_options and c.send_options.frequency_cap_exempt),
+                                           metadata={"description": "The merchant's frequency caps do not apply."})
     channels = fields.List(fields.Nested(ChannelSchema))
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
@@ -75,6 +83,9 @@ class CampaignUpdateSchema(CamelSchema):
     name = _name_field()
     description = fields.String(allow_none=True, validate=[validate.Length(max=DESCRIPTION_MAX), no_nul])
     config = _config_field()
+    frequency_cap_exempt = fields.Boolean(metadata={
+        "description": "Send regardless of the merchant's frequency caps (e.g. a back-in-stock alert); its "
+                       "messages still count toward them."})
     conversation_id = fields.UUID(allow_none=True, metadata={"description": "One of the merchant's conversations."})
 
     @pre_load
@@ -98,8 +109,30 @@ class CampaignQuerySchema(CamelSchema):
 
 
 class ScheduleSchema(CamelSchema):
-    scheduled_at = UtcDateTime(required=True, metadata={"description": "In the future; a time without an "
-                                                                      "offset is read as UTC."})
+    scheduled_at = fields.DateTime(required=True, metadata={
+        "description": "In the future; a time without an offset is read as UTC. With recipientLocalTime: a "
+                       "wall-clock time without an offset, which each recipient gets the campaign at in their "
+                       "own timezone."})
+    recipient_local_time = fields.Boolean(load_default=False, metadata={
+        "description": "Send at scheduledAt's wall-clock time in each recipient's timezone."})
+    passed_zones = fields.String(load_default="next_day", validate=validate.OneOf(PASSED_ZONES), metadata={
+        "description": "With recipientLocalTime, recipients whose local time has already passed at launch: "
+                       "next_day (they get it at that time tomorrow) or skip (skipped, reason local_time_passed)."})
+
+    @validates_schema
+    def _local_time_has_no_offset(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("recipient_local_time") and data["scheduled_at"].tzinfo is not None:
+            raise ValidationError("With recipientLocalTime, give a wall-clock time without an offset "
+                                  "(each recipient's own timezone applies).", "scheduledAt")
+
+    @post_load
+    def _to_utc(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        at = data["scheduled_at"]
+        if data["recipient_local_time"]:
+            data["local_time"] = at
+        elif at.tzinfo is not None:
+            data["scheduled_at"] = at.astimezone(UTC).replace(tzinfo=None)
+        return data
 
 
 # --- Channel input ------------------------------------------------------------------------------
@@ -189,10 +222,20 @@ class DeliverySchema(CamelSchema):
     skip_reason = fields.String()
     error = fields.String(attribute="shown_error", metadata={
         "description": "Why the row failed, waits or is unknown; for a queued row, why its channel is held up."})
-    next_try_at = UtcDateTime(attribute="not_before", metadata={
-        "description": "When a row the provider deferred is tried again."})
+    next_try_at = fields.Method("_next_try_at", metadata={
+        "description": "A queued row: when it may go out (its recipient's local time, the end of their quiet "
+                       "hours, or a provider's retry)."})
+    deferred_by = fields.String(metadata={
+        "description": "What made the row wait: quiet_hours, local_time or provider; null: nothing."})
+    variant = fields.Integer(metadata={"description": "The A/B variant the recipient got (0-based); null: no test "
+                                                     "or not decided yet."})
     sent_at = UtcDateTime()
     delivered_at = UtcDateTime()
     opened_at = UtcDateTime()
     clicked_at = UtcDateTime()
     created_at = UtcDateTime()
+
+    def _next_try_at(self, delivery: Any) -> str | None:
+        if delivery.status != "queued" or delivery.not_before is None:
+            return None
+        return UtcDateTime()._serialize(delivery.not_before, "not_before", delivery)

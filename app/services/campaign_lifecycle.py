@@ -12,47 +12,78 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy.exc import IntegrityError
 
+from app import clock
 from app import task_names as tasks
 from app.errors import Conflict, Forbidden, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
-from app.models import Audience, Campaign, CampaignChannel, User, utcnow
-from app.services import delivery_ledger, sending
-from app.services.campaigns import owned_campaign
+from app.models import AbTest, Audience, Campaign, CampaignChannel, User
+from app.services import ab_tests, delivery_ledger, sending
+from app.services.campaigns import owned_campaign, send_options
 
 LAUNCH_DUE_LIMIT = 50
 PREPARE_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
 # A ledger nobody wrote to for this long is taken up again (a chunk takes about a second).
 PREPARE_IDLE_SECONDS = 60.0
+# The first and last timezones on Earth reach a wall-clock time this long before/after UTC does.
+EARLIEST_ZONE = timedelta(hours=14)
+LATEST_ZONE = timedelta(hours=12)
 
 
-def schedule(user_id: uuid.UUID, campaign_id: uuid.UUID, scheduled_at: datetime) -> Campaign:
-    if scheduled_at <= utcnow():
+def schedule(user_id: uuid.UUID, campaign_id: uuid.UUID, scheduled_at: datetime, *,
+             local_time: datetime | None = None, passed_zones: str = "next_day") -> Campaign:
+    """Schedule a launch at `scheduled_at`; or, with `local_time` (a wall-clock time), for each
+    recipient at that time in their own zone: the campaign then launches when the first zone on
+    Earth (UTC+14) reaches it, or at once if that has passed, and each row waits for its zone."""
+    now = clock.now()
+    if local_time is not None:
+        if local_time + LATEST_ZONE <= now:
+            raise ValidationFailed("scheduledAt has passed in every timezone.",
+                                   errors={"scheduledAt": ["Must be ahead somewhere on Earth."]})
+        scheduled_at = max(local_time - EARLIEST_ZONE, now)
+    elif scheduled_at <= now:
         raise ValidationFailed("scheduledAt must be in the future.", errors={"scheduledAt": ["Must be in the future."]})
     campaign = owned_campaign(user_id, campaign_id)
     _check_launchable(campaign)
-    return _transition(campaign, ("draft", "scheduled"), status="scheduled", scheduled_at=scheduled_at)
+    campaign = _transition(campaign, ("draft", "scheduled"), commit=False, status="scheduled",
+                           scheduled_at=scheduled_at)
+    if local_time is not None or campaign.send_options is not None:
+        options = send_options(campaign)
+        options.local_time, options.passed_zones = local_time, passed_zones
+    db.session.commit()
+    return campaign
 
 
 def unschedule(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
-    return _transition(owned_campaign(user_id, campaign_id), ("scheduled",), status="draft", scheduled_at=None)
+    campaign = _transition(owned_campaign(user_id, campaign_id), ("scheduled",), commit=False, status="draft",
+                           scheduled_at=None)
+    _clear_local_time(campaign)
+    db.session.commit()
+    return campaign
 
 
 def launch_now(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
-    """Send now: draft or scheduled → running; a worker writes the ledger and sending starts."""
+    """Send now (to everyone, whatever local time a schedule named): draft or scheduled → running;
+    a worker writes the ledger and sending starts."""
     campaign = owned_campaign(user_id, campaign_id)
     _check_launchable(campaign)
     campaign = _transition(campaign, ("draft", "scheduled"), commit=False, status="running", started_at=sa.func.now())
+    _clear_local_time(campaign)
     _start_preparing(campaign.id)
     db.session.commit()
     return campaign
+
+
+def _clear_local_time(campaign: Campaign) -> None:
+    if campaign.send_options is not None:
+        campaign.send_options.local_time = None
 
 
 def pause(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
@@ -82,14 +113,15 @@ def cancel(user_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
 
 def launch_due() -> list[uuid.UUID]:
     """Beat: every scheduled campaign whose time has come starts, once, whichever beat or worker
-    gets there first (SKIP LOCKED + the status guard), each in a transaction of its own; and ledgers
-    whose writer died are taken up again."""
+    gets there first (SKIP LOCKED + the status guard), each in a transaction of its own; A/B tests
+    whose time is up choose their winner; and ledgers whose writer died are taken up again."""
     _resume_stalled_preparations()
+    choose_ab_winners()
     started: list[uuid.UUID] = []
     while len(started) < LAUNCH_DUE_LIMIT:
         due = (
             sa.select(Campaign.id)
-            .where(Campaign.status == "scheduled", Campaign.scheduled_at <= sa.func.timezone("UTC", sa.func.now()))
+            .where(Campaign.status == "scheduled", Campaign.scheduled_at <= clock.now())
             .order_by(Campaign.scheduled_at)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -212,6 +244,7 @@ def _audiences_size(campaign_id: uuid.UUID) -> int:
 
 def _start_preparing(campaign_id: uuid.UUID) -> None:
     delivery_ledger.start_preparation(campaign_id)
+    ab_tests.start(campaign_id, clock.now())
     enqueue_after_commit(tasks.PREPARE_LEDGER, str(campaign_id))
 
 
@@ -221,3 +254,21 @@ def _enqueue_senders(campaign_id: uuid.UUID, expected: int = 0) -> None:
     for channel_id, queued in delivery_ledger.queued_by_channel(campaign_id):
         for _ in range(sending.senders_for(max(queued, expected))):
             enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
+
+
+def choose_ab_winners() -> list[uuid.UUID]:
+    """Every A/B test whose time is up gets its winner (beat, with the launches), once, whichever beat or worker gets
+    there first (SKIP LOCKED + the `winner IS NULL` guard), each in a transaction of its own; the
+    rest of its audience is then sent the winner."""
+    decided: list[uuid.UUID] = []
+    while True:
+        test = db.session.scalar(sa.select(AbTest).where(AbTest.winner.is_(None), AbTest.ends_at <= clock.now())
+                                 .order_by(AbTest.ends_at).limit(1).with_for_update(skip_locked=True))
+        if test is None:
+            db.session.commit()
+            return decided
+        spec = db.session.get_one(CampaignChannel, test.channel_id).config["abTest"]
+        ab_tests.decide(test, spec["metric"], len(spec["variants"]))
+        _enqueue_senders(test.campaign_id)
+        db.session.commit()
+        decided.append(test.channel_id)

@@ -22,6 +22,7 @@ from app.extensions import db, rowcount
 from app.models import (
     Campaign,
     CampaignChannel,
+    CampaignSendOptions,
     Conversation,
     DeletedCampaign,
     Delivery,
@@ -65,6 +66,8 @@ def create_campaign(user_id: uuid.UUID, data: Mapping[str, Any]) -> Campaign:
     fields = {"config": {}, **{name: data[name] for name in CAMPAIGN_FIELDS if name in data}}
     campaign = Campaign(user_id=user_id, status="draft", **fields)
     db.session.add(campaign)
+    if data.get("frequency_cap_exempt"):
+        campaign.send_options = CampaignSendOptions(frequency_cap_exempt=True)
     db.session.commit()
     return campaign
 
@@ -77,8 +80,17 @@ def update_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, changes: Mapping
     for name in CAMPAIGN_FIELDS:
         if name in changes:
             setattr(campaign, name, changes[name])
+    if "frequency_cap_exempt" in changes:
+        send_options(campaign).frequency_cap_exempt = changes["frequency_cap_exempt"]
     db.session.commit()
     return campaign
+
+
+def send_options(campaign: Campaign) -> CampaignSendOptions:
+    """The campaign's send options, created with the defaults when it has none yet. No commit."""
+    if campaign.send_options is None:
+        campaign.send_options = CampaignSendOptions(passed_zones="next_day", frequency_cap_exempt=False)
+    return campaign.send_options
 
 
 def delete_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID) -> None:

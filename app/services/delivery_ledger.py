@@ -17,19 +17,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from app import clock
 from app.extensions import autocommit_engine, db, rowcount
 from app.models import (
     Audience,
     Campaign,
     CampaignChannel,
     Contact,
+    ContactTimezone,
     Delivery,
     HeldReceipt,
     LedgerPreparation,
     SendProblem,
     utcnow,
 )
-from app.services import audience_sql, audiences, bulk_sql
+from app.models.contacts import zone_for
+from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies
 
 ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
@@ -49,12 +52,15 @@ def start_preparation(campaign_id: uuid.UUID) -> None:
 @dataclass(frozen=True)
 class RangeMembers:
     """The audience members among the merchant's contacts with ids in (after, upto] (upto None: to
-    the end), each with the address and skip reason of every open channel, in `channel_ids` order."""
+    the end), each with the address and skip reason of every open channel, in `channel_ids` order,
+    and (where a channel's policy needs it) the zone each member's messages are planned in."""
 
     after: uuid.UUID | None
     upto: uuid.UUID | None
     channel_ids: list[uuid.UUID]
     rows: Sequence[sa.Row[Any]]
+    policies: list[send_policies.ChannelPolicy]
+    zones: list[str] | None = None
 
 
 def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: int) -> RangeMembers:
@@ -72,12 +78,17 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
         .where(CampaignChannel.campaign_id == campaign.id, CampaignChannel.status.in_(("pending", "sending")))
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
     ).all()
+    policies = [send_policies.channel_policy(campaign.user_id, campaign.id, t) for _, t in channels]
     columns: list[Any] = [Contact.id]
     for _, channel_type in channels:
         address = audience_sql.contact_address(channel_type)
         consent = sa.func.coalesce(Contact.consent[channel_type].astext, "none")
         columns += [address, sa.case((address.is_(None), "no_address"),
                                      (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
+    needs_zones = any(policy.needs_zones for policy in policies)
+    if needs_zones:
+        columns += [sa.select(ContactTimezone.timezone).where(ContactTimezone.contact_id == Contact.id)
+                    .scalar_subquery(), Contact.phone]
     selects = [audiences.compile_definition(campaign.user_id, d).where(*in_range) for d in definitions]
     rows: Sequence[sa.Row[Any]] = []
     if len(selects) == 1:  # the conditions straight on the contacts: no second pass over them
@@ -85,16 +96,23 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
     elif selects:  # (none: the audiences were deleted while scheduled, and nobody gets a row)
         matching = sa.union(*selects).subquery()
         rows = db.session.execute(sa.select(*columns).where(Contact.id.in_(sa.select(matching.c[0])))).all()
-    return RangeMembers(after, upto, [channel_id for channel_id, _ in channels], rows)
+    zones = None
+    if needs_zones:
+        default = policies[0].default_zone
+        zones = [zone_for(row[-2], row[-1], default) for row in map(tuple, rows)]
+    return RangeMembers(after, upto, [channel_id for channel_id, _ in channels], rows, policies, zones)
 
 
 _INSERT_RANGE = sa.text(
     """
-    INSERT INTO deliveries ("campaignId", "channelId", "contactId", "channelType", address, status, "skipReason")
+    INSERT INTO deliveries ("campaignId", "channelId", "contactId", "channelType", address, status, "skipReason",
+                            "notBefore", "deferredBy", variant)
     SELECT CAST(:campaign_id AS uuid), channel.id, m.id, channel."channelType", m.address,
-           CASE WHEN m.reason IS NULL THEN 'queued' ELSE 'skipped' END, m.reason
+           CASE WHEN m.reason IS NULL THEN 'queued' ELSE 'skipped' END, m.reason,
+           coalesce(m.at, CAST(:now AS timestamp)), m.by, m.variant
     FROM campaign_channels AS channel,
-         jsonb_to_recordset(CAST(:members AS jsonb)) AS m(id uuid, address text, reason text)
+         jsonb_to_recordset(CAST(:members AS jsonb))
+             AS m(id uuid, address text, reason text, at timestamp, by text, variant smallint)
     WHERE channel.id = CAST(:channel_id AS uuid)
     """
 )
@@ -114,14 +132,18 @@ def write_range(campaign_id: uuid.UUID, members: RangeMembers) -> Chunk | None:
     if status is None or status == "completed":
         preparation.finished_at = utcnow()
         return Chunk(rows=0, finished=True)
-    written = 0
+    written, now = 0, clock.now()
+    tests = ab_tests.Assignment(campaign_id, [row[0] for row in members.rows])
     for index, channel_id in enumerate(members.channel_ids):
         # No ON CONFLICT (its speculative insertion costs a third more): a range is written once,
         # and the (channel, contact) unique key would refuse a second row.
         if members.rows:
             rows = [{"id": row[0], "address": row[1 + 2 * index], "reason": row[2 + 2 * index]} for row in members.rows]
+            _plan(rows, members.policies[index], members.zones, now)
+            tests.assign(channel_id, rows)
             written += rowcount(db.session.execute(_INSERT_RANGE, {
-                "campaign_id": str(campaign_id), "channel_id": str(channel_id), "members": bulk_sql.to_json(rows)}))
+                "campaign_id": str(campaign_id), "channel_id": str(channel_id), "members": bulk_sql.to_json(rows),
+                "now": now}))
     db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.id.in_(members.channel_ids),
                                                         CampaignChannel.status == "pending").values(status="sending"))
     preparation.after_contact_id, preparation.updated_at = members.upto, utcnow()
@@ -130,6 +152,21 @@ def write_range(campaign_id: uuid.UUID, members: RangeMembers) -> Chunk | None:
     if members.upto is None:
         preparation.finished_at = utcnow()
     return Chunk(rows=written, finished=members.upto is None)
+
+
+def _plan(rows: list[dict[str, Any]], policy: send_policies.ChannelPolicy, zones: list[str] | None,
+          now: datetime) -> None:
+    """Each row's planned time and what made it wait, where the channel's policy says (local time,
+    quiet hours); a recipient whose local time has passed and is to be skipped is skipped."""
+    if not policy.needs_zones or zones is None:
+        return
+    planner = send_policies.Planner(policy, now)
+    for row, zone in zip(rows, zones, strict=True):
+        plan = planner.plan(zone)
+        if plan.skip_reason is not None:
+            row["reason"] = row["reason"] or plan.skip_reason
+        elif plan.deferred_by is not None:
+            row["at"], row["by"] = plan.not_before, plan.deferred_by
 
 
 def idle_channels(campaign_id: uuid.UUID) -> list[uuid.UUID]:
@@ -184,6 +221,8 @@ class ClaimedDelivery:
     address: str
     contact: ClaimedContact | None  # None: the contact was deleted after launch
     attempts: int = 0  # times the provider deferred it before
+    variant: int | None = None  # the A/B variant it gets
+    own_zone: str | None = None  # the contact's own (or derived) timezone, if known
 
 
 @dataclass(frozen=True)
@@ -211,7 +250,10 @@ _SETTLE = sa.text(
             "providerMessageId" = o."providerMessageId",
             error = o.error,
             "leaseExpiresAt" = NULL,
-            "notBefore" = now() + make_interval(secs => o."retryIn"),
+            "notBefore" = CASE WHEN o.status = 'queued'
+                               THEN CAST(:now AS timestamp) + make_interval(secs => coalesce(o."retryIn", 0)) END,
+            "deferredBy" = CASE WHEN o."retryIn" IS NOT NULL THEN 'provider' ELSE d."deferredBy" END,
+            "claimedAt" = CASE WHEN o.status = 'queued' THEN NULL ELSE d."claimedAt" END,
             attempts = d.attempts + (o."retryIn" IS NOT NULL)::int,
             "sentAt" = CASE WHEN o.status IN ('sent', 'delivered') THEN now() END,
             "deliveredAt" = CASE WHEN o.status = 'delivered' THEN now() END,
@@ -239,27 +281,34 @@ _SETTLE = sa.text(
           AND m.status = 'sent'
         RETURNING h."providerMessageId", h.status, h.error, h."createdAt"
     ),
+    test AS (
+        -- A/B: rows without a variant wait for the winner, and get it as they are claimed.
+        SELECT t.winner FROM ab_tests AS t WHERE t."channelId" = CAST(:channel_id AS uuid)
+    ),
     due AS (
         SELECT d.id FROM deliveries AS d
         WHERE d."channelId" = CAST(:channel_id AS uuid) AND d.status = 'queued'
-          AND (d."notBefore" IS NULL OR d."notBefore" <= now())
+          AND d."notBefore" <= CAST(:now AS timestamp)
+          AND (d.variant IS NOT NULL OR NOT EXISTS (SELECT 1 FROM test WHERE winner IS NULL))
           AND EXISTS (SELECT 1 FROM campaigns AS c WHERE c.id = d."campaignId" AND c.status = 'running')
-        ORDER BY d."createdAt", d.id
+        ORDER BY d."notBefore", d."createdAt", d.id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ),
     claimed AS (
         UPDATE deliveries AS d SET status = 'sending', "leaseExpiresAt" = now() + make_interval(secs => :lease),
-                                   "updatedAt" = now()
+                                   "claimedAt" = CAST(:now AS timestamp),
+                                   variant = coalesce(d.variant, (SELECT winner FROM test)), "updatedAt" = now()
         FROM due WHERE d.id = due.id
-        RETURNING d.id, d."contactId", d.address, d.attempts
+        RETURNING d.id, d."contactId", d.address, d.attempts, d.variant
     )
     SELECT
         (SELECT coalesce(json_agg(h ORDER BY h."createdAt"), '[]') FROM held AS h) AS held,
         (SELECT coalesce(json_agg(x), '[]') FROM (
-            SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, c.email, c.phone, c."firstName",
-                   c."lastName", c.attributes, c."externalIds"
-            FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId") AS x) AS claimed
+            SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, claimed.variant, c.email,
+                   c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", z.timezone
+            FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId"
+                         LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId") AS x) AS claimed
     """
 )
 
@@ -275,7 +324,7 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
     held, claimed = db.session.execute(
         _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
-                  "limit": claim_limit, "lease": lease.total_seconds()},
+                  "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now()},
         bind_arguments={"bind": autocommit_engine()},
     ).one()
     for receipt in held:
@@ -288,7 +337,8 @@ def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
     contact = None if row["attributes"] is None or contact_id is None else ClaimedContact(
         contact_id, row["email"], row["phone"], row["firstName"], row["lastName"], row["attributes"],
         row["externalIds"] or {})
-    return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact, row["attempts"])
+    return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact, row["attempts"],
+                           row["variant"], row["timezone"])
 
 
 def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
@@ -409,11 +459,13 @@ def report_problem(channel_id: uuid.UUID, code: str, message: str) -> None:
 
 
 def next_due(channel_id: uuid.UUID) -> float | None:
-    """Seconds until the channel's next queued row may be claimed (0: now); None: nothing queued."""
-    now = sa.func.timezone("UTC", sa.func.now())
+    """Seconds until the channel's next queued row may be claimed (0: now); None: nothing queued
+    that could be claimed (rows waiting for an A/B test's winner are woken by its choice)."""
+    now = clock.now()
     due_in = db.session.scalar(
-        sa.select(sa.func.extract("epoch", sa.func.min(sa.func.coalesce(Delivery.not_before, now)) - now))
-        .where(Delivery.channel_id == channel_id, Delivery.status == "queued")
+        sa.select(sa.func.extract("epoch", sa.func.min(Delivery.not_before) - now))
+        .where(Delivery.channel_id == channel_id, Delivery.status == "queued",
+               sa.or_(Delivery.variant.is_not(None), ~ab_tests.undecided_gate(channel_id)))
     )
     return None if due_in is None else max(0.0, float(due_in))
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from flask import current_app
 
+from app import clock
 from app import task_names as tasks
 from app.channels.base import (
     OutgoingMessage,
@@ -39,7 +40,8 @@ from app.channels.registry import SendAccount, account_for
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel
-from app.services import contacts, send_rate
+from app.models.contacts import zone_for
+from app.services import ab_tests, contacts, send_policies, send_rate
 from app.services import delivery_ledger as ledger
 from app.services.delivery_ledger import ClaimedDelivery, Outcome
 from app.services.rendering import contact_context
@@ -56,7 +58,6 @@ HOLD_CHECK_EVERY = 0.25  # seconds between looks at an account's hold when no ra
 # A recipient the provider deferred (an SMTP 4xx) is tried again after SEND_RETRY_SECONDS, 2×, 4×, ...
 # seconds, and fails after MAX_TRIES refusals in all.
 MAX_TRIES = 5
-MAX_WAKE_UP = 60.0  # the longest countdown a task waits for deferred rows (beat's reaper covers the rest)
 MAX_RUN_WAIT = 5.0  # a limit that holds sending back longer ends the run instead of idling a worker
 RESTART_EVERY = 60.0  # beat restarts a stalled channel at most this often
 RENEWALS_PER_LEASE = 3  # a sender renews its rows' lease this often per lease: two may be late
@@ -78,6 +79,12 @@ ROWS_PER_SENDER = 200
 
 def lease() -> timedelta:
     return timedelta(seconds=current_app.config["HERALD_SETTINGS"].send_lease_seconds)
+
+
+def _max_wake_up() -> float:
+    """The longest countdown a task waits for rows that are not due yet (SEND_WAKE_SECONDS): they
+    are looked at again then, however far off they are, so a clock or setting change is noticed."""
+    return float(current_app.config["HERALD_SETTINGS"].send_wake_seconds)
 
 
 def retry_base() -> float:
@@ -153,6 +160,8 @@ class _Run:
         # each message would cost a query apiece.
         self.channel_id, self.channel_type, self.config = channel.id, channel.channel_type, dict(channel.config)
         self.campaign_id, self.user_id = campaign.id, campaign.user_id
+        self.policy = send_policies.channel_policy(campaign.user_id, campaign.id, channel.channel_type)
+        self.variant_configs = ab_tests.variant_configs(self.config)
         self.handed = 0
         self.unavailable: ProviderUnavailable | None = None
         self.broker_error: redis.RedisError | None = None
@@ -220,7 +229,7 @@ class _Run:
         if not grant.count:
             self._held_back(grant)
             return
-        claimed = self._record(claim=grant.count)  # the outcomes so far ride in the claim's statement
+        claimed = self._admitted(self._record(claim=grant.count))  # outcomes so far ride in the claim
         send_rate.give_back(self._limits, grant.count - len(claimed))
         if not claimed:
             # Nothing queued, or the campaign is no longer running. A message still in flight may
@@ -242,12 +251,28 @@ class _Run:
                 continue
             self._in_flight[self._executor.submit(self._account.sender.transmit, prepared)] = row
 
+    def _admitted(self, claimed: list[ClaimedDelivery]) -> list[ClaimedDelivery]:
+        """The claimed rows the send policies let go out now; the others went back to the queue
+        (quiet hours) or were skipped (a frequency cap), committed before anything is sent."""
+        if not claimed or not (self.policy.quiet or self.policy.caps):
+            return claimed
+        default = self.policy.default_zone
+        held = send_policies.admit(self.policy, self.channel_type, [
+            send_policies.Claimed(row.id, row.contact_id,
+                                  zone_for(row.own_zone, row.contact.phone if row.contact else None, default))
+            for row in claimed], clock.now())
+        db.session.commit()
+        return [row for row in claimed if row.id not in held] if held else claimed
+
     def _prepare(self, row: ClaimedDelivery) -> object:
         if row.contact is None:
             raise Refused("The contact was deleted before the message was sent.")
+        config = self.config
+        if self.variant_configs is not None and row.variant is not None:
+            config = self.variant_configs[row.variant]
         message = OutgoingMessage(
             delivery_id=row.id, campaign_id=self.campaign_id, channel_id=self.channel_id, contact_id=row.contact.id,
-            user_id=self.user_id, address=row.address, contact=contact_context(row.contact), config=self.config,
+            user_id=self.user_id, address=row.address, contact=contact_context(row.contact), config=config,
         )
         return self._account.sender.prepare(message)
 
@@ -360,8 +385,8 @@ def _continue_or_finish(channel: CampaignChannel, campaign: Campaign, blocked_fo
         ledger.finish_done_channels(campaign.id)
     elif due_in == 0:
         enqueue_after_commit(tasks.SEND_BATCH, str(channel.id))
-    elif _first_to_claim("wake", channel.id, min(due_in, MAX_WAKE_UP)):
-        enqueue_after_commit(tasks.SEND_BATCH, str(channel.id), countdown=min(due_in, MAX_WAKE_UP))
+    elif _first_to_claim("wake", channel.id, min(due_in, _max_wake_up())):
+        enqueue_after_commit(tasks.SEND_BATCH, str(channel.id), countdown=min(due_in, _max_wake_up()))
     db.session.commit()
 
 
