@@ -50,6 +50,10 @@ TEST_ENV = {
     "WHATSAPP_VERIFY_TOKEN": "test-whatsapp-verify-token",
     # Launches write their ledgers in many small chunks, so every campaign test exercises that.
     "LAUNCH_CHUNK_CONTACTS": "50",
+    # Send policies read app.clock: tests move every process's clock on instead of sleeping, and a
+    # channel whose rows wait is looked at every second, so a moved clock is noticed at once.
+    "ADJUSTABLE_CLOCK": "1",
+    "SEND_WAKE_SECONDS": "1",
 }
 # celeryconfig and any library reading the environment see the same settings as the app.
 os.environ.update(TEST_ENV)

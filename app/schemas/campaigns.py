@@ -169,7 +169,14 @@ class TallySchema(CamelSchema):
     clicked_count = fields.Integer()
     ledger = fields.Nested(LedgerSchema, metadata={"description": "Ledger rows by delivery status."})
     deferred_count = fields.Integer(metadata={
-        "description": "Queued rows waiting for a later try: the provider refused them for now (e.g. an SMTP 4xx)."})
+        "description": "Queued rows waiting for a later time: their recipient's local time, the end of their quiet "
+                       "hours, or a retry after the provider refused them for now (e.g. an SMTP 4xx)."})
+    skip_reasons = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "Skipped rows by reason: no_address, consent_<value>, frequency_capped, local_time_passed, "
+                       "cancelled."})
+    deferred_by = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "Rows that had to wait (sent since or still waiting), by what made them wait last: "
+                       "quiet_hours, local_time or provider."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
 
 
@@ -179,10 +186,34 @@ class SendProblemSchema(CamelSchema):
     since = UtcDateTime()
 
 
+class VariantStatsSchema(CamelSchema):
+    variant = fields.Integer(metadata={"description": "0-based, in the order of the channel's abTest.variants."})
+    overrides = fields.Dict(metadata={"description": "The fields this variant sets over the channel's config."})
+    recipients = fields.Integer(metadata={"description": "Ledger rows given this variant (skipped ones aside)."})
+    sent_count = fields.Integer()
+    delivered_count = fields.Integer()
+    opened_count = fields.Integer(metadata={"description": "Unique opens."})
+    clicked_count = fields.Integer(metadata={"description": "Unique clicks."})
+    score = fields.Float(allow_none=True, metadata={
+        "description": "The winning metric per message sent when the winner was chosen; null before."})
+    winner = fields.Boolean()
+
+
+class AbTestStatsSchema(CamelSchema):
+    test_percent = fields.Float()
+    metric = fields.String()
+    ends_at = UtcDateTime()
+    decided_at = UtcDateTime(allow_none=True)
+    winner = fields.Integer(allow_none=True, metadata={"description": "Null until the test ends."})
+    variants = fields.List(fields.Nested(VariantStatsSchema))
+
+
 class ChannelStatsSchema(TallySchema):
     channel_id = fields.UUID()
     channel_type = fields.String()
     status = fields.String()
+    ab_test = fields.Nested(AbTestStatsSchema, allow_none=True, metadata={
+        "description": "The channel's A/B test, per variant (winners included once chosen); null: none."})
     problem = fields.Nested(SendProblemSchema, allow_none=True, metadata={
         "description": "Why the channel is not sending right now; null when nothing holds it up."})
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from app import clock
 from app.errors import ValidationFailed
 from app.extensions import db
-from app.models import CampaignChannel, Delivery, SendProblem
+from app.models import AbTest, CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
 from app.services.campaigns import owned_campaign
@@ -29,7 +32,9 @@ class Tally:
     opened_count: int
     clicked_count: int
     ledger: dict[str, int]
-    deferred_count: int  # queued rows waiting for a later try (a provider's temporary refusal)
+    deferred_count: int  # queued rows waiting for a later time (local time, quiet hours, a provider's retry)
+    skip_reasons: dict[str, int]  # skipped rows by reason
+    deferred_by: dict[str, int]  # rows that had to wait, by what made them wait (the last thing)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -50,7 +55,42 @@ class Tally:
             clicked_count=sum(t.clicked_count for t in tallies),
             ledger={status: sum(t.ledger[status] for t in tallies) for status in DELIVERY_STATUSES},
             deferred_count=sum(t.deferred_count for t in tallies),
+            skip_reasons=_summed(t.skip_reasons for t in tallies),
+            deferred_by=_summed(t.deferred_by for t in tallies),
         )
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+@dataclass
+class VariantStats:
+    """One A/B variant's share of a channel's ledger (counted from its rows)."""
+
+    variant: int
+    overrides: dict[str, Any]
+    recipients: int = 0
+    sent_count: int = 0
+    delivered_count: int = 0
+    opened_count: int = 0
+    clicked_count: int = 0
+    winner: bool = False
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class AbTestStats:
+    test_percent: float
+    metric: str
+    ends_at: datetime
+    decided_at: datetime | None
+    winner: int | None
+    variants: list[VariantStats]
 
 
 @dataclass(frozen=True)
@@ -59,6 +99,7 @@ class ChannelStats(Tally):
     channel_type: str
     status: str
     problem: SendProblem | None  # why the channel is not sending right now, if it is held up
+    ab_test: AbTestStats | None = None
 
 
 @dataclass(frozen=True)
@@ -117,35 +158,77 @@ def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | N
 
 def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     # One statement for counters and ledger, so both come from the same snapshot while sends go on.
-    deferred = sa.func.count(Delivery.id).filter(Delivery.not_before > sa.func.timezone("UTC", sa.func.now()))
+    waiting = sa.func.count(Delivery.id).filter(Delivery.status == "queued", Delivery.not_before > clock.now())
     rows = db.session.execute(
-        sa.select(CampaignChannel, SendProblem, Delivery.status, sa.func.count(Delivery.id), deferred)
+        sa.select(CampaignChannel, SendProblem, Delivery.status, Delivery.skip_reason, Delivery.deferred_by,
+                  Delivery.variant, sa.func.count(Delivery.id), waiting, sa.func.count(Delivery.opened_at),
+                  sa.func.count(Delivery.clicked_at))
         .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
         .outerjoin(SendProblem, SendProblem.channel_id == CampaignChannel.id)
         .where(CampaignChannel.campaign_id == campaign_id)
-        .group_by(CampaignChannel.id, SendProblem.channel_id, Delivery.status)
+        .group_by(CampaignChannel.id, SendProblem.channel_id, Delivery.status, Delivery.skip_reason,
+                  Delivery.deferred_by, Delivery.variant)
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
     channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
-    waiting: dict[uuid.UUID, int] = {}
-    for channel, problem, status, count, deferred_count in rows:
-        channels[channel.id] = (channel, problem)
-        ledger = ledgers.setdefault(channel.id, dict.fromkeys(DELIVERY_STATUSES, 0))
-        waiting[channel.id] = waiting.get(channel.id, 0) + deferred_count
-        if status is not None:  # the outer join's row for a channel without ledger rows
-            ledger[status] = count
+    waiting_rows: dict[uuid.UUID, int] = {}
+    skipped: dict[uuid.UUID, dict[str, int]] = {}
+    deferred: dict[uuid.UUID, dict[str, int]] = {}
+    variants: dict[uuid.UUID, dict[int, VariantStats]] = {}
+    tests = {test.channel_id: test for test in db.session.scalars(
+        sa.select(AbTest).where(AbTest.campaign_id == campaign_id))}
+    for channel, problem, status, skip_reason, deferred_by, variant, count, waiting_count, opened, clicked in rows:
+        if channel.id not in channels:
+            channels[channel.id] = (channel, problem)
+            ledgers[channel.id] = dict.fromkeys(DELIVERY_STATUSES, 0)
+            waiting_rows[channel.id], skipped[channel.id], deferred[channel.id] = 0, {}, {}
+            variants[channel.id] = _variants(channel, tests.get(channel.id))
+        waiting_rows[channel.id] += waiting_count
+        if status is None:  # the outer join's row for a channel without ledger rows
+            continue
+        ledgers[channel.id][status] += count
+        if skip_reason is not None:
+            skipped[channel.id][skip_reason] = skipped[channel.id].get(skip_reason, 0) + count
+        if deferred_by is not None:
+            deferred[channel.id][deferred_by] = deferred[channel.id].get(deferred_by, 0) + count
+        if variant is not None and variant in variants[channel.id]:
+            shown = variants[channel.id][variant]
+            shown.recipients += count if status != "skipped" else 0
+            shown.sent_count += count if status in ("sent", "delivered") else 0
+            shown.delivered_count += count if status == "delivered" else 0
+            shown.opened_count += opened
+            shown.clicked_count += clicked
     return [
         ChannelStats(
             channel_id=channel.id, channel_type=channel.channel_type, status=channel.status,
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
-            deferred_count=waiting[channel.id],
-            problem=problem,
+            deferred_count=waiting_rows[channel.id], skip_reasons=skipped[channel.id],
+            deferred_by=deferred[channel.id], problem=problem,
+            ab_test=_ab_test(channel, tests.get(channel.id), variants[channel.id]),
         )
         for channel, problem in channels.values()
     ]
+
+
+def _variants(channel: CampaignChannel, test: AbTest | None) -> dict[int, VariantStats]:
+    spec = channel.config.get("abTest")
+    if not spec:
+        return {}
+    scores = test.scores if test is not None and test.scores else []
+    return {index: VariantStats(index, overrides, winner=test is not None and test.winner == index,
+                                score=scores[index] if index < len(scores) else None)
+            for index, overrides in enumerate(spec["variants"])}
+
+
+def _ab_test(channel: CampaignChannel, test: AbTest | None, variants: dict[int, VariantStats]) -> AbTestStats | None:
+    spec = channel.config.get("abTest")
+    if not spec or test is None:
+        return None
+    return AbTestStats(test_percent=spec["testPercent"], metric=spec["metric"], ends_at=test.ends_at,
+                       decided_at=test.decided_at, winner=test.winner, variants=list(variants.values()))
 
 
 def _ratio(part: int, whole: int) -> float:

@@ -229,14 +229,16 @@ class _Run:
         if not grant.count:
             self._held_back(grant)
             return
-        claimed = self._admitted(self._record(claim=grant.count))  # outcomes so far ride in the claim
-        send_rate.give_back(self._limits, grant.count - len(claimed))
+        claimed = self._record(claim=grant.count)  # the outcomes so far ride in the claim's statement
         if not claimed:
+            send_rate.give_back(self._limits, grant.count)
             # Nothing queued, or the campaign is no longer running. A message still in flight may
             # yet come back to the queue (rate limited): look again once nothing is.
             self._stopping = not self._in_flight
             self._next_claim = time.monotonic() + RECORD_EVERY
             return
+        claimed = self._admitted(claimed)
+        send_rate.give_back(self._limits, grant.count - len(claimed))
         self._account.sender.preload([row.contact_id for row in claimed if row.contact_id is not None])
         for index, row in enumerate(claimed):
             try:
