@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app.extensions import db
+from app.extensions import autocommit_engine, db
 from app.models import CampaignSendOptions
 from app.services import bulk_sql
 from app.services.settings import get_settings
@@ -152,18 +152,15 @@ class Planner:
 
 # --- At claim time --------------------------------------------------------------------------------
 
-_DEFER = sa.text(
-    """
+_DEFER = """
     UPDATE deliveries AS d SET status = 'queued', "notBefore" = w.until, "deferredBy" = 'quiet_hours',
                                "claimedAt" = NULL, "leaseExpiresAt" = NULL, "updatedAt" = now()
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS w(id uuid, until timestamp)
     WHERE d.id = w.id AND d.status = 'sending'
     """
-)
 # Serializes cap decisions per contact and channel type: whoever decides second sees the first's row.
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k")
-_CAP = sa.text(
-    """
+_LOCK = "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
+_CAP = """
     WITH capped AS (
         SELECT d.id FROM deliveries AS d
         WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.status = 'sending' AND EXISTS (
@@ -179,7 +176,7 @@ _CAP = sa.text(
     FROM capped WHERE d.id = capped.id
     RETURNING d.id
     """
-)
+_NOTHING = "SELECT NULL::uuid WHERE false"  # the last statement's rows are the answer: none skipped
 
 
 @dataclass(frozen=True)
@@ -194,35 +191,42 @@ class Claimed:
 def admit(policy: ChannelPolicy, channel_type: str, rows: Sequence[Claimed], now: datetime) -> set[uuid.UUID]:
     """Of rows just claimed (committed `sending`), the ids that may not go out now: those inside
     their recipient's quiet hours go back to the queue until the quiet hours end, and those over a
-    frequency cap are skipped. The caller commits, before sending the rest."""
+    frequency cap are skipped. One round trip that commits itself, before anything is sent: its
+    statements go as one string, which PostgreSQL runs as one transaction (so the advisory locks
+    hold until its end), each statement reading what was committed when it starts (so the cap
+    count, run after the locks are taken, sees every earlier decision)."""
+    statements: list[str] = []
+    params: dict[str, Any] = {"now": now}
     held: set[uuid.UUID] = set()
     if policy.quiet is not None:
+        ends: dict[str, datetime | None] = {}
         waits: dict[uuid.UUID, datetime] = {}
         for row in rows:
-            until = policy.quiet_end(now, ZoneInfo(row.zone))
+            if row.zone not in ends:
+                ends[row.zone] = policy.quiet_end(now, ZoneInfo(row.zone))
+            until = ends[row.zone]
             if until is not None:
                 waits[row.id] = until
         if waits:
-            db.session.execute(_DEFER, {"rows": bulk_sql.to_json(
-                [{"id": row_id, "until": until} for row_id, until in waits.items()])})
+            statements.append(_DEFER)
+            params["rows"] = bulk_sql.to_json([{"id": row_id, "until": until} for row_id, until in waits.items()])
             held |= set(waits)
-    if policy.caps and not policy.exempt:
-        candidates = [row for row in rows if row.id not in held and row.contact_id is not None]
-        if candidates:
-            db.session.execute(_LOCK, {"keys": sorted({_lock_key(row.contact_id, channel_type)
-                                                        for row in candidates if row.contact_id})})
-            caps = [{"messages": cap.messages, "windowHours": cap.window_hours} for cap in policy.caps]
-            held |= set(db.session.scalars(_CAP, {
-                "ids": [str(row.id) for row in candidates], "caps": bulk_sql.to_json(caps), "now": now}))
-    return held
+    candidates = [row for row in rows if row.id not in held and row.contact_id is not None]
+    if policy.caps and not policy.exempt and candidates:
+        statements += [_LOCK, _CAP]
+        params["keys"] = sorted({_lock_key(row.contact_id, channel_type) for row in candidates if row.contact_id})
+        params["ids"] = [str(row.id) for row in candidates]
+        params["caps"] = bulk_sql.to_json([{"messages": c.messages, "windowHours": c.window_hours}
+                                           for c in policy.caps])
+    if not statements:
+        return held
+    if statements[-1] != _CAP:
+        statements.append(_NOTHING)
+    capped = db.session.scalars(sa.text(";\n".join(statements)), params,
+                                bind_arguments={"bind": autocommit_engine()}).all()
+    return held | set(capped)
 
 
 def _lock_key(contact_id: uuid.UUID, channel_type: str) -> int:
     digest = hashlib.blake2b(contact_id.bytes + channel_type.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def describe(policy: ChannelPolicy) -> dict[str, Any]:
-    """What applies to the channel, as the stats show it."""
-    return {"quietHours": policy.quiet is not None, "frequencyCapped": bool(policy.caps) and not policy.exempt,
-            "recipientLocalTime": policy.local_time is not None}

@@ -263,7 +263,6 @@ class _Run:
             send_policies.Claimed(row.id, row.contact_id,
                                   zone_for(row.own_zone, row.contact.phone if row.contact else None, default))
             for row in claimed], clock.now())
-        db.session.commit()
         return [row for row in claimed if row.id not in held] if held else claimed
 
     def _prepare(self, row: ClaimedDelivery) -> object:
