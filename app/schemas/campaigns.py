@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from app.channels.catalogue import CHANNEL_TYPES
 from app.models.campaigns import CAMPAIGN_STATUSES
@@ -15,6 +15,7 @@ NAME_MAX = 200
 DESCRIPTION_MAX = 5000
 CONFIG_KEYS_MAX = 50
 CONFIG_KEY_MAX = 200
+UTM_VALUE_MAX = 100
 ACTION_ROUTES = "/schedule, /unschedule, /launch, /pause, /resume or /cancel"
 CHANNEL_CONFIG_DOC = {
     "description": "Per channelType. email: fromEmail, fromName, subject*, html*, text* (html and/or text), "
@@ -61,12 +62,33 @@ def _name_field(**kwargs: Any) -> fields.String:
     return name_field(NAME_MAX, **kwargs)
 
 
+class CampaignUtmSchema(CamelSchema):
+    """A campaign's own UTM choice, over the merchant's `utm` setting."""
+
+    enabled = fields.Boolean(truthy={True}, falsy={False})
+    source = fields.String(validate=[validate.Length(min=1, max=UTM_VALUE_MAX), no_nul])
+    campaign = fields.String(validate=[validate.Length(min=1, max=UTM_VALUE_MAX), no_nul])
+
+
+def _known_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Errors in the keys of a campaign's config that Herald itself reads (by key)."""
+    if "utm" not in config or isinstance(config["utm"], bool):
+        return {}
+    if not isinstance(config["utm"], Mapping):
+        return {"utm": ["Must be true, false or an object with enabled, source and campaign."]}
+    errors = CampaignUtmSchema().validate(config["utm"])
+    return {"utm": errors} if errors else {}
+
+
 def _config_field(**kwargs: Any) -> fields.Dict:
     return fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=CONFIG_KEY_MAX)),
         values=fields.Raw(allow_none=True),
         validate=[validate.Length(max=CONFIG_KEYS_MAX), postgres_json],
-        metadata={"description": "Free-form campaign settings (any JSON, at most 50 keys); replaced whole on update."},
+        metadata={"description": "Campaign settings (any JSON, at most 50 keys); replaced whole on update. Herald "
+                                 "reads `utm`: false (no UTM tags on this campaign's links, whatever the merchant's "
+                                 "setting), true, or {\"enabled\", \"source\", \"campaign\"} to override the "
+                                 "merchant's source and the campaign name's slug. Left out: the merchant's setting."},
         **kwargs,
     )
 
@@ -76,6 +98,12 @@ class CampaignUpdateSchema(CamelSchema):
     description = fields.String(allow_none=True, validate=[validate.Length(max=DESCRIPTION_MAX), no_nul])
     config = _config_field()
     conversation_id = fields.UUID(allow_none=True, metadata={"description": "One of the merchant's conversations."})
+
+    @validates_schema
+    def _config_settings(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors = _known_settings(data.get("config") or {})
+        if errors:
+            raise ValidationError(errors, "config")  # reported at config.<key>
 
     @pre_load
     def _refuse_read_only(self, data: Any, **kwargs: Any) -> Any:
