@@ -1,4 +1,5 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
+from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
 from app.models.campaigns import Audience, Campaign, CampaignChannel, DeletedCampaign
 from app.models.contacts import (
@@ -35,6 +36,7 @@ __all__ = [
     "MessageLink",
     "HeldReceipt",
     "SendProblem",
+    "Attribution",
     "MerchantSettings",
     "LedgerPreparation",
     "Contact",

@@ -157,6 +157,12 @@ class RatesSchema(CamelSchema):
     click = fields.Float(metadata={"description": "clicked / delivered."})
 
 
+class MoneySchema(CamelSchema):
+    currency = fields.String(allow_none=True, metadata={
+        "description": "ISO 4217, as the order events gave it; null for orders that named none."})
+    amount = fields.String(metadata={"description": "A decimal string to the currency's minor unit, e.g. \"12.50\"."})
+
+
 class TallySchema(CamelSchema):
     sent_count = fields.Integer()
     delivered_count = fields.Integer()
@@ -166,6 +172,11 @@ class TallySchema(CamelSchema):
     deferred_count = fields.Integer(metadata={
         "description": "Queued rows waiting for a later try: the provider refused them for now (e.g. an SMTP 4xx)."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
+    attributed_orders = fields.Integer(metadata={
+        "description": "Orders credited to these messages: placed within the click (or open) window after the "
+                       "contact's last click (or open), each order once."})
+    attributed_revenue = fields.List(fields.Nested(MoneySchema), metadata={
+        "description": "The credited orders' value, one entry per currency (orders without a value add none)."})
 
 
 class SendProblemSchema(CamelSchema):

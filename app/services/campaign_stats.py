@@ -1,5 +1,6 @@
-"""What a campaign achieved: per-channel counters, the delivery ledger by status, rates, and the
-ledger rows themselves. Read-only; every function takes the owner's id (another user's campaign: 404).
+"""What a campaign achieved: per-channel counters, the delivery ledger by status, rates, the orders
+credited to its messages (app.services.attribution), and the ledger rows themselves. Read-only;
+every function takes the owner's id (another user's campaign: 404).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from app.extensions import db
 from app.models import CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
+from app.services.attribution import Credited, Money, credited_by_channel
 from app.services.campaigns import owned_campaign
 
 RATE_DECIMALS = 4
@@ -30,6 +32,15 @@ class Tally:
     clicked_count: int
     ledger: dict[str, int]
     deferred_count: int  # queued rows waiting for a later try (a provider's temporary refusal)
+    credited: Credited  # orders credited to these messages
+
+    @property
+    def attributed_orders(self) -> int:
+        return self.credited.orders
+
+    @property
+    def attributed_revenue(self) -> list[Money]:
+        return self.credited.amounts
 
     @property
     def rates(self) -> dict[str, float]:
@@ -50,6 +61,7 @@ class Tally:
             clicked_count=sum(t.clicked_count for t in tallies),
             ledger={status: sum(t.ledger[status] for t in tallies) for status in DELIVERY_STATUSES},
             deferred_count=sum(t.deferred_count for t in tallies),
+            credited=Credited.total(t.credited for t in tallies),
         )
 
 
@@ -127,6 +139,7 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
+    credited = credited_by_channel(campaign_id)
     channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
     waiting: dict[uuid.UUID, int] = {}
@@ -141,7 +154,7 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             channel_id=channel.id, channel_type=channel.channel_type, status=channel.status,
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
-            deferred_count=waiting[channel.id],
+            deferred_count=waiting[channel.id], credited=credited.get(channel.id, Credited()),
             problem=problem,
         )
         for channel, problem in channels.values()
