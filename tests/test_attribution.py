@@ -238,3 +238,30 @@ def test_stats_add_up_channels_per_currency(shop):
     assert shown == {"email": (2, [("EUR", "10.10"), ("USD", "0.50")]), "sms": (1, [("EUR", "2.40")])}
     assert (stats.totals.attributed_orders, [(m.currency, m.amount) for m in stats.totals.attributed_revenue]) == \
         (3, [("EUR", "12.50"), ("USD", "0.50")])
+
+
+def test_a_credit_follows_its_contact_into_a_merge(app_ctx):
+    user = make_merchant()
+    gtm, _ = make_source(user, "gtm")
+
+    def event(name: str, client_id: str, **params: Any) -> DataEvent:
+        user_id = params.pop("user_id", None)
+        return DataEvent(data_source_id=gtm.id, event_type=name, event_data={
+            "name": name, "client_id": client_id, "user_id": user_id, "params": params,
+            "timestamp_micros": int((NOON + timedelta(hours=1)).timestamp() * 1_000_000)})
+
+    db.session.add_all([event("page_view", "cid-1", email="ann@example.com"), event("login", "cid-2", user_id="u-7")])
+    db.session.commit()
+    event_processing.process_batch()
+    shopper = db.session.scalars(sa.select(Contact).where(Contact.user_id == user.id, Contact.email.is_(None))).one()
+    _touch(user, shopper, clicked_at=NOON)
+    db.session.add(event("purchase", "cid-2", transaction_id="T-1", value=10, currency="EUR"))
+    db.session.commit()
+    event_processing.process_batch()
+    assert _credits()["order:T-1"].contact_id == shopper.id
+
+    db.session.add(event("sign_up", "cid-2", email="ann@example.com"))  # the two are one person
+    db.session.commit()
+    event_processing.process_batch()
+    (survivor,) = db.session.scalars(sa.select(Contact.id).where(Contact.user_id == user.id)).all()
+    assert _credits()["order:T-1"].contact_id == survivor

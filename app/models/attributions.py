@@ -20,8 +20,10 @@ class Attribution(Base):
     __table_args__ = (
         sa.UniqueConstraint("userId", "orderKey"),
         sa.Index("ix_attributions_campaignId", "campaignId"),
-        # Deleting deliveries (a merchant's account going) looks their credits up by this.
+        # Deleting deliveries (a merchant's account going) or contacts (a merge, an erasure) looks
+        # their credits up by these.
         sa.Index("ix_attributions_deliveryId", "deliveryId"),
+        sa.Index("ix_attributions_contactId", "contactId"),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

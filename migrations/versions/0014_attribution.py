@@ -48,6 +48,7 @@ def upgrade():
     )
     op.create_index("ix_attributions_campaignId", "attributions", ["campaignId"])
     op.create_index("ix_attributions_deliveryId", "attributions", ["deliveryId"])
+    op.create_index("ix_attributions_contactId", "attributions", ["contactId"])
     op.create_index("ix_deliveries_contact_clicked", "deliveries", ["contactId", "clickedAt"],
                     postgresql_where=sa.text('"clickedAt" IS NOT NULL'))
     op.create_index("ix_deliveries_contact_opened", "deliveries", ["contactId", "openedAt"],
