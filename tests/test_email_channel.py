@@ -24,6 +24,7 @@ from tests.conftest import TEST_ENV
 BASE = TEST_ENV["PUBLIC_BASE_URL"]
 SALE = "https://shop.test/sale?a=1&b=2"
 NEW = "https://shop.test/new"
+TAGS = "utm_source=herald&utm_medium=email&utm_campaign=spring-sale"  # make_channel's campaign: "Spring sale"
 EMAIL_CONFIG = {
     "fromEmail": "news@shop.test",
     "fromName": "Zoë's Shop, Ltd",
@@ -138,7 +139,7 @@ def test_pixel_and_rewritten_links(channel, smtp_sink):
         delivery_id, link_id = signer.verify(LinkPurpose.CLICK, token)
         assert delivery_id == delivery.id
         targets[token] = db.session.get(MessageLink, link_id).url
-    assert sorted(targets.values()) == [NEW, SALE]
+    assert sorted(targets.values()) == [f"{NEW}?{TAGS}", f"{SALE}&{TAGS}"]
     assert 'href="mailto:help@shop.test"' in html and 'href="#top"' in html
     assert links["u"] and "https://shop.test" not in html
 
@@ -159,8 +160,9 @@ def test_links_are_stored_once_per_channel_across_a_batch(channel, smtp_sink):
         sa_event.remove(db.engine, "before_cursor_execute", record)
     received = smtp_sink.wait_for(6)
     stored = db.session.scalars(sa.select(MessageLink.url).where(MessageLink.channel_id == channel.id)).all()
-    assert sorted(stored) == [NEW, SALE]
+    assert sorted(stored) == [f"{NEW}?{TAGS}", f"{SALE}&{TAGS}"]
     assert len([s for s in statements if "message_links" in s]) == 1
+    assert len([s for s in statements if "merchant_settings" in s]) == 1  # the UTM tags, read once
     # A later batch (another worker) finds the same rows instead of adding new ones.
     with email_sender() as sender:
         sender.send(outgoing(*rows[0], channel))

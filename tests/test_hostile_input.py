@@ -46,6 +46,7 @@ def routes(app, client):
         "session_id": str(uuid.uuid4()),
         "channel_type": "sms",
         "token": "x" * 40,
+        "code": "x" * 20,  # a short link's code: well formed, so its lookup runs
     }
     # The ingest routes with a real source and its key, so bodies get past authentication.
     from tests.support.sources import make_merchant, make_source

@@ -153,7 +153,7 @@ def test_a_push_campaign_reaches_every_browser_encrypted_signed_and_tracked(ctx,
     assert db.session.get(Campaign, channel.campaign_id).status == "completed"
 
 
-def test_the_click_url_redirects_to_the_original_and_counts_once(ctx, push, keys):
+def test_the_click_url_redirects_to_the_tagged_original_and_counts_once(ctx, push, keys):
     user = _merchant(keys)
     (contact,) = _push_contacts(user, 1)
     browser = _subscribe(push, contact, keys[1])
@@ -161,9 +161,11 @@ def test_the_click_url_redirects_to_the_original_and_counts_once(ctx, push, keys
     sending.send_channel(channel.id)
     (payload,) = _payloads(push, browser)
     client = ctx.test_client()
+    # UTM tags are added, the one the URL already has is kept as it was.
+    tagged = f"{SALE}&utm_medium=push&utm_campaign=push-sale"
     for _ in range(2):
         response = client.get(urlsplit(payload["url"]).path)
-        assert (response.status_code, response.headers["Location"]) == (302, SALE)
+        assert (response.status_code, response.headers["Location"]) == (302, tagged)
     channel = _channel(channel)
     assert (channel.clicked_count, channel.opened_count) == (1, 1)
     assert _rows(channel)[contact.id].clicked_at is not None

@@ -203,7 +203,8 @@ def test_links_in_a_sent_message_work_end_to_end(client, sent, smtp_sink):
     links = tracked_links(mail.html())
     assert client.get(f"/t/o/{links['o'][0]}").status_code == 200
     targets = {client.get(f"/t/c/{token}").headers["Location"] for token in links["c"]}
-    assert targets == {SALE, "https://shop.test/new"}
+    tags = "utm_source=herald&utm_medium=email&utm_campaign=spring-sale"  # the campaign is "Spring sale"
+    assert targets == {f"{SALE}&{tags}", f"https://shop.test/new?{tags}"}
     assert _counters(channel) == (1, 1)
     one_click = mail.message["List-Unsubscribe"].strip("<>").replace("https://herald.test", "")
     assert client.post(one_click, data=ONE_CLICK).status_code == 200

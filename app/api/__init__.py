@@ -21,6 +21,7 @@ def register_blueprints(app: Flask) -> None:
         ingest,
         provider_accounts,
         settings,
+        short_links,
         tracking,
         twilio_hooks,
         users,
@@ -29,5 +30,5 @@ def register_blueprints(app: Flask) -> None:
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
-                   twilio_hooks, whatsapp_hooks, provider_accounts, account_pages, settings):
+                   short_links, twilio_hooks, whatsapp_hooks, provider_accounts, account_pages, settings):
         api.register_blueprint(module.blp)

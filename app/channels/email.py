@@ -130,7 +130,7 @@ class EmailSender(SenderBase):
         self._domain = urlsplit(self._base_url).hostname or "herald"
         self._default_from = parseaddr(mail_from_default)
         self._signer = signer or link_signer()
-        self._links = LinkRegistry()
+        self._links = LinkRegistry("email")
         self._connections: ConnectionPool[SmtpConnection] = ConnectionPool(
             lambda: SmtpConnection(smtp_url), SmtpConnection.close)
 
@@ -204,7 +204,7 @@ class EmailSender(SenderBase):
         """Links rewritten to click tracking, then the unsubscribe link and the open pixel added."""
         urls = [url for url in map(self._trackable, _HREF.finditer(html)) if url]
         try:
-            link_ids = self._links.ids_for(message.channel_id, urls) if urls else {}
+            link_ids = self._links.ids_for(message.campaign_id, message.channel_id, urls) if urls else {}
         except SQLAlchemyError as exc:
             raise EmailTransientError("could not store the message's links") from exc
 

@@ -206,7 +206,7 @@ class PushSender(HttpSender):
         # Endpoints are merchant input: only public https hosts, at the address that was checked.
         self._guard = EndpointGuard(settings.push_allowed_private_networks)
         self._signer = signer or link_signer()
-        self._links = LinkRegistry()
+        self._links = LinkRegistry("push")
         self._preloaded: dict[uuid.UUID, list[_Subscription]] = {}
 
     def _new_session(self) -> requests.Session:
@@ -258,7 +258,7 @@ class PushSender(HttpSender):
         if not is_trackable(url, self._base_url):
             return url
         try:
-            link_id = self._links.ids_for(message.channel_id, [url])[url]
+            link_id = self._links.ids_for(message.campaign_id, message.channel_id, [url])[url]
         except SQLAlchemyError as exc:
             raise PushUnavailable("could not store the message's link") from exc
         token = self._signer.sign(LinkPurpose.CLICK, message.delivery_id, link_id)

@@ -11,13 +11,16 @@ What `send` says about a message (`POST /2010-04-01/Accounts/{sid}/Messages.json
   consent becomes `unsubscribed`. Any other 4xx about the message (21211 invalid number, ...):
   not accepted, "Twilio error {code}: {message}".
 - raises `ProviderUnavailable`: nothing was handed over, so the row can be sent later: no
-  connection (refused, DNS, TLS, connect timeout), or an answer about the account rather than the
-  message (401/403/404: every message would get it; the rows wait until the account is fixed).
+  connection (refused, DNS, TLS, connect timeout), an answer about the account rather than the
+  message (401/403/404: every message would get it; the rows wait until the account is fixed), or
+  the body's links could not be stored.
 - raises `SmsOutcomeUnknown`: the request went out but no definite answer came back (a read
   timeout, a dropped connection, a 5xx). Twilio's Messages API has no idempotency key, so a 5xx
   may hide a created message: resending could text the contact twice, so the engine records the
   row `unknown` and never resends it. After a few of those in a row the sender stops trying
   (`ProviderUnavailable`), so an outage costs a few unknown rows, not the rest of the campaign.
+
+URLs in the body go out as short tracked links (app.services.short_links).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.channels.base import (
     HttpSender,
@@ -43,6 +47,7 @@ from app.channels.base import (
 )
 from app.config import Settings
 from app.services.rendering import render
+from app.services.short_links import ShortLinks
 
 STATUS_CALLBACK_PATH = "/hooks/twilio/status"
 TIMEOUTS = (5.0, 20.0)  # (connect, read) seconds: Twilio answers a create in well under a second
@@ -85,6 +90,7 @@ class SmsSender(HttpSender):
         self._sender = ("MessagingServiceSid", service) if service else ("From", config["fromNumber"])
         self._status_callback = status_callback_url(settings)
         self._unknown_in_a_row = 0  # across threads: a plain int is enough for "a few in a row"
+        self._short_links = ShortLinks("sms", settings)
 
     def prepare(self, message: OutgoingMessage) -> dict[str, str]:
         try:
@@ -93,6 +99,10 @@ class SmsSender(HttpSender):
             raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if not body.strip():
             raise Refused("The message body is empty for this contact.")
+        try:
+            body = self._short_links.shorten(message, body)
+        except SQLAlchemyError as exc:
+            raise ProviderUnavailable("could not store the message's links") from exc
         sender_field, sender = self._sender
         return {"To": message.address, sender_field: sender, "Body": body, "StatusCallback": self._status_callback}
 

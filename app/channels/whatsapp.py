@@ -17,9 +17,12 @@ What `send` says about a message (Graph error codes from Meta's "Cloud API error
   Errors about the account, token or template (190 and the rest of `BATCH_WIDE_CODES`) would come
   back for every message: the rest of the batch gets the same answer without asking Meta again.
 - raises `WhatsAppUnavailable` (a ProviderUnavailable): no connection could be opened (refused,
-  DNS, connect timeout, TLS handshake); the request never left, so it is safe to send later.
+  DNS, connect timeout, TLS handshake), or the message's links could not be stored; the request
+  never left, so it is safe to send later.
 - raises `WhatsAppOutcomeUnknown`: the request went out but no usable answer came back (read
   timeout, a dropped connection, a 5xx, a 2xx without a message id). Meta may have taken it.
+
+URLs in the template's parameters go out as short tracked links (app.services.short_links).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from urllib.parse import quote
 
 import orjson
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.channels.base import (
     HttpSender,
@@ -47,6 +51,7 @@ from app.channels.base import (
 from app.config import Settings
 from app.errors import HeraldError
 from app.services.rendering import render
+from app.services.short_links import ShortLinks
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v21.0"
@@ -148,6 +153,7 @@ class WhatsAppSender(HttpSender):
         self._token = token
         self._refusal: SendOutcome | None = None  # a batch-wide error, once seen
         self._throttles = 0  # consecutive throttled answers
+        self._short_links = ShortLinks("whatsapp", settings)
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
@@ -155,7 +161,14 @@ class WhatsAppSender(HttpSender):
         return session
 
     def prepare(self, message: OutgoingMessage) -> dict[str, Any]:
-        return template_message(message)
+        body = template_message(message)
+        try:
+            for component in body["template"].get("components", []):
+                for parameter in component["parameters"]:
+                    parameter["text"] = self._short_links.shorten(message, parameter["text"])
+        except SQLAlchemyError as exc:
+            raise WhatsAppUnavailable("could not store the message's links") from exc
+        return body
 
     def transmit(self, prepared: dict[str, Any]) -> SendOutcome:
         if self._refusal is not None:

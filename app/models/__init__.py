@@ -1,4 +1,5 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
+from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
 from app.models.campaigns import Audience, Campaign, CampaignChannel, CampaignSendOptions, DeletedCampaign
 from app.models.contacts import (
@@ -37,6 +38,7 @@ __all__ = [
     "MessageLink",
     "HeldReceipt",
     "SendProblem",
+    "Attribution",
     "MerchantSettings",
     "LedgerPreparation",
     "Contact",

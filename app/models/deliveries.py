@@ -25,6 +25,11 @@ class Delivery(Base):
         sa.Index("ix_deliveries_campaign_status", "campaignId", "status"),
         # The ledger listing, newest first, page by page (keyset) however big the campaign.
         sa.Index("ix_deliveries_campaign_created", "campaignId", "createdAt", "id"),
+        # What attribution reads for each order: the contact's latest click, and latest open, before it.
+        sa.Index("ix_deliveries_contact_clicked", "contactId", "clickedAt",
+                 postgresql_where=sa.text('"clickedAt" IS NOT NULL')),
+        sa.Index("ix_deliveries_contact_opened", "contactId", "openedAt",
+                 postgresql_where=sa.text('"openedAt" IS NOT NULL')),
         sa.Index("ix_deliveries_provider_message", "providerMessageId",
                  postgresql_where=sa.text('"providerMessageId" IS NOT NULL')),
         # What a claim reads: a channel's queued rows that are due, in claim order, without sorting

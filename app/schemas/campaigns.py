@@ -16,6 +16,7 @@ NAME_MAX = 200
 DESCRIPTION_MAX = 5000
 CONFIG_KEYS_MAX = 50
 CONFIG_KEY_MAX = 200
+UTM_VALUE_MAX = 100
 ACTION_ROUTES = "/schedule, /unschedule, /launch, /pause, /resume or /cancel"
 CHANNEL_CONFIG_DOC = {
     "description": "Per channelType. email: fromEmail, fromName, subject*, html*, text* (html and/or text), "
@@ -69,12 +70,33 @@ def _name_field(**kwargs: Any) -> fields.String:
     return name_field(NAME_MAX, **kwargs)
 
 
+class CampaignUtmSchema(CamelSchema):
+    """A campaign's own UTM choice, over the merchant's `utm` setting."""
+
+    enabled = fields.Boolean(truthy={True}, falsy={False})
+    source = fields.String(validate=[validate.Length(min=1, max=UTM_VALUE_MAX), no_nul])
+    campaign = fields.String(validate=[validate.Length(min=1, max=UTM_VALUE_MAX), no_nul])
+
+
+def _known_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Errors in the keys of a campaign's config that Herald itself reads (by key)."""
+    if "utm" not in config or isinstance(config["utm"], bool):
+        return {}
+    if not isinstance(config["utm"], Mapping):
+        return {"utm": ["Must be true, false or an object with enabled, source and campaign."]}
+    errors = CampaignUtmSchema().validate(config["utm"])
+    return {"utm": errors} if errors else {}
+
+
 def _config_field(**kwargs: Any) -> fields.Dict:
     return fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=CONFIG_KEY_MAX)),
         values=fields.Raw(allow_none=True),
         validate=[validate.Length(max=CONFIG_KEYS_MAX), postgres_json],
-        metadata={"description": "Free-form campaign settings (any JSON, at most 50 keys); replaced whole on update."},
+        metadata={"description": "Campaign settings (any JSON, at most 50 keys); replaced whole on update. Herald "
+                                 "reads `utm`: false (no UTM tags on this campaign's links, whatever the merchant's "
+                                 "setting), true, or {\"enabled\", \"source\", \"campaign\"} to override the "
+                                 "merchant's source and the campaign name's slug. Left out: the merchant's setting."},
         **kwargs,
     )
 
@@ -87,6 +109,12 @@ class CampaignUpdateSchema(CamelSchema):
         "description": "Send regardless of the merchant's frequency caps (e.g. a back-in-stock alert); its "
                        "messages still count toward them."})
     conversation_id = fields.UUID(allow_none=True, metadata={"description": "One of the merchant's conversations."})
+
+    @validates_schema
+    def _config_settings(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors = _known_settings(data.get("config") or {})
+        if errors:
+            raise ValidationError(errors, "config")  # reported at config.<key>
 
     @pre_load
     def _refuse_read_only(self, data: Any, **kwargs: Any) -> Any:
@@ -162,6 +190,12 @@ class RatesSchema(CamelSchema):
     click = fields.Float(metadata={"description": "clicked / delivered."})
 
 
+class MoneySchema(CamelSchema):
+    currency = fields.String(allow_none=True, metadata={
+        "description": "ISO 4217, as the order events gave it; null for orders that named none."})
+    amount = fields.String(metadata={"description": "A decimal string to the currency's minor unit, e.g. \"12.50\"."})
+
+
 class TallySchema(CamelSchema):
     sent_count = fields.Integer()
     delivered_count = fields.Integer()
@@ -178,6 +212,11 @@ class TallySchema(CamelSchema):
         "description": "Rows that had to wait (sent since or still waiting), by what made them wait last: "
                        "quiet_hours, local_time or provider."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
+    attributed_orders = fields.Integer(metadata={
+        "description": "Orders credited to these messages: placed within the click (or open) window after the "
+                       "contact's last click (or open), each order once."})
+    attributed_revenue = fields.List(fields.Nested(MoneySchema), metadata={
+        "description": "The credited orders' value, one entry per currency (orders without a value add none)."})
 
 
 class SendProblemSchema(CamelSchema):
@@ -197,6 +236,8 @@ class VariantStatsSchema(CamelSchema):
     score = fields.Float(allow_none=True, metadata={
         "description": "The winning metric per message sent when the winner was chosen; null before."})
     winner = fields.Boolean()
+    attributed_orders = fields.Integer()
+    attributed_revenue = fields.List(fields.Nested(lambda: MoneySchema()))
 
 
 class AbTestStatsSchema(CamelSchema):

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from app import clock
 from app.extensions import db
 from app.models import AbTest, CampaignChannel, Delivery
+from app.services import attribution
 
 METRICS = ("unique_opens", "unique_clicks", "attributed_revenue")
 BUCKETS = 10_000  # test membership in steps of 0.01 % of the audience
@@ -87,23 +88,19 @@ def undecided_gate(channel_id: Any) -> sa.ColumnElement[bool]:
     return sa.select(AbTest.channel_id).where(AbTest.channel_id == channel_id, AbTest.winner.is_(None)).exists()
 
 
-def _metric(metric: str) -> sa.ColumnElement[Any]:
-    if metric == "unique_opens":
-        return sa.func.count(Delivery.opened_at)
-    if metric == "unique_clicks":
-        return sa.func.count(Delivery.clicked_at)
-    return sa.literal(0)
-
-
 def decide(test: AbTest, metric: str, variants: int) -> int:
     """Choose and record the test's winner (the caller holds its row locked and commits)."""
     sent = sa.func.count(Delivery.id).filter(Delivery.status.in_(("sent", "delivered")))
-    measured = {variant: (float(value or 0), count) for variant, value, count in db.session.execute(
-        sa.select(Delivery.variant, _metric(metric), sent)
+    measured = {variant: (opened, clicked, count) for variant, opened, clicked, count in db.session.execute(
+        sa.select(Delivery.variant, sa.func.count(Delivery.opened_at), sa.func.count(Delivery.clicked_at), sent)
         .where(Delivery.channel_id == test.channel_id, Delivery.variant.is_not(None))
         .group_by(Delivery.variant))}
-    scores = [round(value / count, 6) if count else 0.0
-              for value, count in (measured.get(index, (0.0, 0)) for index in range(variants))]
+    revenue = attribution.revenue_by_variant(test.channel_id) if metric == "attributed_revenue" else {}
+    scores = []
+    for index in range(variants):
+        opened, clicked, count = measured.get(index, (0, 0, 0))
+        value = {"unique_opens": opened, "unique_clicks": clicked}.get(metric, revenue.get(index, 0.0))
+        scores.append(round(value / count, 6) if count else 0.0)
     winner = max(range(variants), key=lambda index: (scores[index], -index))
     test.winner, test.decided_at, test.scores = winner, clock.now(), scores
     return winner

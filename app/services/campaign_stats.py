@@ -1,11 +1,12 @@
-"""What a campaign achieved: per-channel counters, the delivery ledger by status, rates, and the
-ledger rows themselves. Read-only; every function takes the owner's id (another user's campaign: 404).
+"""What a campaign achieved: per-channel counters, the delivery ledger by status, rates, the orders
+credited to its messages (app.services.attribution), and the ledger rows themselves. Read-only;
+every function takes the owner's id (another user's campaign: 404).
 """
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from app.extensions import db
 from app.models import AbTest, CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
+from app.services.attribution import Credited, Money, credited_by_channel, credited_by_variant
 from app.services.campaigns import owned_campaign
 
 RATE_DECIMALS = 4
@@ -35,6 +37,15 @@ class Tally:
     deferred_count: int  # queued rows waiting for a later time (local time, quiet hours, a provider's retry)
     skip_reasons: dict[str, int]  # skipped rows by reason
     deferred_by: dict[str, int]  # rows that had to wait, by what made them wait (the last thing)
+    credited: Credited  # orders credited to these messages
+
+    @property
+    def attributed_orders(self) -> int:
+        return self.credited.orders
+
+    @property
+    def attributed_revenue(self) -> list[Money]:
+        return self.credited.amounts
 
     @property
     def rates(self) -> dict[str, float]:
@@ -57,6 +68,7 @@ class Tally:
             deferred_count=sum(t.deferred_count for t in tallies),
             skip_reasons=_summed(t.skip_reasons for t in tallies),
             deferred_by=_summed(t.deferred_by for t in tallies),
+            credited=Credited.total(t.credited for t in tallies),
         )
 
 
@@ -81,6 +93,15 @@ class VariantStats:
     clicked_count: int = 0
     winner: bool = False
     score: float | None = None
+    credited: Credited = field(default_factory=Credited)
+
+    @property
+    def attributed_orders(self) -> int:
+        return self.credited.orders
+
+    @property
+    def attributed_revenue(self) -> list[Money]:
+        return self.credited.amounts
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,8 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
+    by_variant = credited_by_variant(campaign_id)
+    credited = credited_by_channel(campaign_id, by_variant)
     channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
     waiting_rows: dict[uuid.UUID, int] = {}
@@ -184,7 +207,7 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             channels[channel.id] = (channel, problem)
             ledgers[channel.id] = dict.fromkeys(DELIVERY_STATUSES, 0)
             waiting_rows[channel.id], skipped[channel.id], deferred[channel.id] = 0, {}, {}
-            variants[channel.id] = _variants(channel, tests.get(channel.id))
+            variants[channel.id] = _variants(channel, tests.get(channel.id), by_variant)
         waiting_rows[channel.id] += waiting_count
         if status is None:  # the outer join's row for a channel without ledger rows
             continue
@@ -206,20 +229,22 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
             deferred_count=waiting_rows[channel.id], skip_reasons=skipped[channel.id],
-            deferred_by=deferred[channel.id], problem=problem,
+            deferred_by=deferred[channel.id], credited=credited.get(channel.id, Credited()), problem=problem,
             ab_test=_ab_test(channel, tests.get(channel.id), variants[channel.id]),
         )
         for channel, problem in channels.values()
     ]
 
 
-def _variants(channel: CampaignChannel, test: AbTest | None) -> dict[int, VariantStats]:
+def _variants(channel: CampaignChannel, test: AbTest | None,
+              credited: dict[tuple[uuid.UUID, int | None], Credited]) -> dict[int, VariantStats]:
     spec = channel.config.get("abTest")
     if not spec:
         return {}
     scores = test.scores if test is not None and test.scores else []
     return {index: VariantStats(index, overrides, winner=test is not None and test.winner == index,
-                                score=scores[index] if index < len(scores) else None)
+                                score=scores[index] if index < len(scores) else None,
+                                credited=credited.get((channel.id, index), Credited()))
             for index, overrides in enumerate(spec["variants"])}
 
 

@@ -3,7 +3,9 @@
 A batch is claimed and stamped `processedAt` by one `UPDATE ... FOR UPDATE SKIP LOCKED` statement,
 in the same transaction as everything it leads to, so concurrent workers never take the same event
 and a crash un-claims the batch by rolling back. Contacts of one merchant are resolved under a
-transaction-scoped advisory lock: two batches can't both create the same new customer.
+transaction-scoped advisory lock: two batches can't both create the same new customer. The batch's
+orders are credited to the messages that brought them (app.services.attribution) in the same
+transaction, in one statement.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from app import task_names as tasks
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
-from app.services import bulk_sql
+from app.services import attribution, bulk_sql
 from app.services.identity_resolution import BatchResolver
 from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
 
@@ -128,6 +130,7 @@ def _process(events: list[ClaimedEvent]) -> None:
     for user_id in sorted(by_merchant):  # a fixed lock order: no deadlock between two batches
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
     bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities, 'ON CONFLICT ("dataEventId") DO NOTHING')
+    attribution.credit_orders(activities)
     if poisoned:
         _record_failures(poisoned, quarantine=True)
 

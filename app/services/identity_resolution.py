@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.models import Contact, ContactActivity, ContactIdentity, PushSubscription
+from app.models import Attribution, Contact, ContactActivity, ContactIdentity, PushSubscription
 from app.services import bulk_sql
 from app.services.consent import (
     AUTHORITATIVE_SOURCES,
@@ -147,10 +147,11 @@ class BatchResolver:
             self.new_keys.append((key, contact.id))
 
     def _merge(self, loser: ContactRecord, into: ContactRecord) -> None:
-        """Fold `loser` into `into`: its identities, activity and push subscriptions move over."""
+        """Fold `loser` into `into`: its identities, activity, push subscriptions and the orders
+        credited to messages it got move over."""
         if not loser.is_new:
             self._insert_new([into])  # rows are about to point at it
-            for model in (ContactIdentity, ContactActivity, PushSubscription):
+            for model in (ContactIdentity, ContactActivity, PushSubscription, Attribution):
                 self.session.execute(sa.update(model).where(model.contact_id == loser.id).values(contact_id=into.id))
             self.session.execute(sa.delete(Contact).where(Contact.id == loser.id))
         into.set(email=into.email or loser.email, phone=into.phone or loser.phone,

@@ -1,9 +1,10 @@
 """Tracking: the links a sent message carries, and the opens, clicks and unsubscribes they bring back.
 
-Links go out signed (app.security.link_tokens) and point only at URLs stored in `message_links` for
-the message's channel, so a click can never be turned into an open redirect. Opens and clicks are
-unique per delivery: the first one stamps the ledger row with a guarded UPDATE and moves the
-channel's counter in the same transaction; any later one changes nothing.
+Links go out signed (app.security.link_tokens, or a short link's code: app.security.short_codes) and
+point only at URLs stored in `message_links` for the message's channel, so a click can never be
+turned into an open redirect. A stored URL is the final one, UTM tags included (app.services.utm).
+Opens and clicks are unique per delivery: the first one stamps the ledger row with a guarded UPDATE
+and moves the channel's counter in the same transaction; any later one changes nothing.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from app.errors import NotFound
 from app.extensions import db
 from app.models import CampaignChannel, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, link_signer
-from app.services import contacts
+from app.security.short_codes import short_codes
+from app.services import contacts, utm
 from app.services.transactions import transaction
 
 CONTACT = "contact"  # an unsubscribe link is the contact speaking for themself
@@ -90,6 +92,31 @@ def record_click(token: str, count: bool = True) -> str:
     return url
 
 
+def record_short_click(code: str, count: bool = True) -> str:
+    """A short link (SMS, WhatsApp) was followed: the URL to redirect to; the delivery's first click
+    is counted. Unlike an email's, it says nothing about opens: those messages have no pixel, and
+    their reads come from the provider's receipts."""
+    codes = short_codes()
+    parsed = codes.parse(code)
+    if parsed is None:
+        raise NotFound(INVALID_LINK)
+    with transaction():
+        # Every delivery and link whose id begins as the code says (all but always one of each);
+        # the MAC picks the pair the code was made for.
+        candidates = db.session.execute(
+            sa.select(Delivery.id, MessageLink.id, MessageLink.url)
+            .join(MessageLink, MessageLink.channel_id == Delivery.channel_id)
+            .where(Delivery.id.between(*parsed.delivery_range), MessageLink.id.between(*parsed.link_range))
+        ).all()
+        found = next(((delivery_id, url) for delivery_id, link_id, url in candidates
+                      if codes.made_for(parsed, delivery_id, link_id)), None)
+        if found is None:
+            raise NotFound(INVALID_LINK)
+        if count:
+            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, found[0])
+    return found[1]
+
+
 # --- Unsubscribe -------------------------------------------------------------------------------
 
 def check_unsubscribe_link(token: str) -> None:
@@ -125,23 +152,35 @@ _UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 def is_trackable(url: str, public_base_url: str) -> bool:
     """Whether a message's link is rewritten to a tracked one: http(s), not already ours, short
     enough to store, and free of whitespace or control characters."""
-    return (urlsplit(url).scheme.lower() in ("http", "https") and not url.startswith(f"{public_base_url}/t/")
+    return (urlsplit(url).scheme.lower() in ("http", "https")
+            and not url.startswith((f"{public_base_url}/t/", f"{public_base_url}/l/"))
             and len(url) <= MAX_TRACKED_URL and not _UNSAFE_IN_URL.search(url))
 
 
 class LinkRegistry:
-    """MessageLink ids for the URLs of a batch of messages, each URL looked up once per batch."""
+    """MessageLink ids for the URLs of a run's messages on one channel type, each URL looked up once
+    per run, and stored as the URL a click redirects to: with the campaign's UTM tags."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel_type: str) -> None:
+        self._channel_type = channel_type
         self._ids: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
+        self._tags: dict[uuid.UUID, dict[str, str]] = {}  # per campaign, read once per run
 
-    def ids_for(self, channel_id: uuid.UUID, urls: Iterable[str]) -> dict[str, uuid.UUID]:
-        wanted = list(dict.fromkeys(urls))
-        missing = [url for url in wanted if (channel_id, url) not in self._ids]
+    def ids_for(self, campaign_id: uuid.UUID, channel_id: uuid.UUID, urls: Iterable[str]) -> dict[str, uuid.UUID]:
+        """The id of each URL as written in the message."""
+        if campaign_id not in self._tags:
+            self._tags[campaign_id] = utm.campaign_tags(campaign_id, self._channel_type)
+        final = {url: _final_url(url, self._tags[campaign_id]) for url in urls}
+        missing = [url for url in dict.fromkeys(final.values()) if (channel_id, url) not in self._ids]
         if missing:
             stored = store_links(channel_id, missing)
             self._ids.update({(channel_id, url): link_id for url, link_id in stored.items()})
-        return {url: self._ids[(channel_id, url)] for url in wanted}
+        return {url: self._ids[(channel_id, final_url)] for url, final_url in final.items()}
+
+
+def _final_url(url: str, tags: dict[str, str]) -> str:
+    with_tags = utm.tagged(url, tags) if tags else url
+    return with_tags if len(with_tags) <= MAX_TRACKED_URL else url
 
 
 def store_links(channel_id: uuid.UUID, urls: list[str]) -> dict[str, uuid.UUID]:
