@@ -580,6 +580,7 @@ def _deliveries(channel: dict, campaign_id: str, statuses: dict[str, int], conta
 
 
 NOTHING_CREDITED = {"attributedOrders": 0, "attributedRevenue": []}
+NOTHING_WAITED = {"skipReasons": {}, "deferredBy": {}}  # rows written here by hand carry no reasons
 
 
 def _ledger(**counts: int) -> dict[str, int]:
@@ -614,20 +615,22 @@ def test_stats_per_channel_and_totals(client, app_ctx):
             {"channelId": email["id"], "channelType": "email", "status": "sending", "sentCount": 6,
              "deliveredCount": 4, "openedCount": 3, "clickedCount": 1,
              "ledger": _ledger(queued=2, sending=1, sent=2, delivered=4, failed=1, skipped=3), "deferredCount": 0,
-             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25}, "problem": None, **NOTHING_CREDITED},
+             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25}, "problem": None, "abTest": None,
+             **NOTHING_CREDITED, **NOTHING_WAITED},
             # Nothing confirmed delivered: opens are measured against what was sent; clicks stay 0.
             {"channelId": sms["id"], "channelType": "sms", "status": "sent", "sentCount": 3,
              "deliveredCount": 0, "openedCount": 0, "clickedCount": 1, "ledger": _ledger(sent=3, unknown=1),
              "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None,
-             **NOTHING_CREDITED},
+             "abTest": None, **NOTHING_CREDITED, **NOTHING_WAITED},
             {"channelId": push["id"], "channelType": "push", "status": "pending", "sentCount": 0,
              "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(), "deferredCount": 0,
-             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None, **NOTHING_CREDITED},
+             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None, "abTest": None,
+             **NOTHING_CREDITED, **NOTHING_WAITED},
         ],
         "totals": {"sentCount": 9, "deliveredCount": 4, "openedCount": 3, "clickedCount": 2,
                    "ledger": _ledger(queued=2, sending=1, sent=5, delivered=4, failed=1, skipped=3, unknown=1),
                    "deferredCount": 0, "rates": {"delivery": 0.4444, "open": 0.75, "click": 0.5},
-                   **NOTHING_CREDITED},
+                   **NOTHING_CREDITED, **NOTHING_WAITED},
     }
 
 
@@ -642,7 +645,8 @@ def test_open_rate_falls_back_to_sent_without_delivery_receipts(client, app_ctx)
     assert client.get(f"{CAMPAIGNS}/{empty['id']}/stats", headers=headers).get_json() == {
         "campaignId": empty["id"], "status": "draft", "channels": [], "preparation": None,
         "totals": {"sentCount": 0, "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(),
-                   "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, **NOTHING_CREDITED},
+                   "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, **NOTHING_CREDITED,
+                       **NOTHING_WAITED},
     }
 
 
