@@ -184,3 +184,30 @@ def test_variants_are_validated_with_their_paths(client, app_ctx):
     good = channel(AB_TEST)
     assert good.status_code == 201, good.get_json()
     assert good.get_json()["config"]["abTest"]["variants"] == AB_TEST["variants"]
+
+
+def test_attributed_revenue_picks_the_variant_that_earned_most(ctx, smtp_sink):
+    from decimal import Decimal
+
+    from app.models import Attribution
+
+    user = verified_merchant()
+    add_contacts(user, 10)
+    campaign, channel = email_campaign(user, {"abTest": {**AB_TEST, "metric": "attributed_revenue",
+                                                         "testPercent": 100}})
+    launch(user.id, campaign.id)
+    assert sending.send_channel(channel.id) == 10
+    earners = db.session.scalars(sa.select(Delivery).where(Delivery.campaign_id == campaign.id, Delivery.variant == 1)
+                                 .limit(2)).all()
+    for index, delivery in enumerate(earners):  # two orders credited to variant 1's messages
+        db.session.add(Attribution(user_id=user.id, order_key=f"order:{index}", contact_id=delivery.contact_id,
+                                   delivery_id=delivery.id, campaign_id=campaign.id, channel_id=channel.id,
+                                   channel_type="email", touch="click", touched_at=clock.now(),
+                                   revenue=Decimal("25.00"), currency="EUR", occurred_at=clock.now()))
+    db.session.commit()
+    clock.advance(timedelta(hours=2))
+    lifecycle.launch_due()
+    assert db.session.get_one(AbTest, channel.id).winner == 1
+    variants = campaign_stats.campaign_stats(user.id, campaign.id).channels[0].ab_test.variants
+    assert [(v.attributed_orders, [(m.currency, m.amount) for m in v.attributed_revenue]) for v in variants] == [
+        (0, []), (2, [("EUR", "50.00")])]
