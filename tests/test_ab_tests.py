@@ -209,5 +209,5 @@ def test_attributed_revenue_picks_the_variant_that_earned_most(ctx, smtp_sink):
     lifecycle.launch_due()
     assert db.session.get_one(AbTest, channel.id).winner == 1
     variants = campaign_stats.campaign_stats(user.id, campaign.id).channels[0].ab_test.variants
-    assert [(v.attributed_orders, [(m.currency, m.amount) for m in v.attributed_revenue]) for v in variants] == [
+    assert [(v.credited.orders, [(m.currency, m.amount) for m in v.credited.amounts]) for v in variants] == [
         (0, []), (2, [("EUR", "50.00")])]

@@ -6,6 +6,8 @@ from html import escape
 
 from flask import Response
 
+from app.errors import NotFound
+
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
 # The token in the URL is a credential: keep it out of Referer headers, frames and search indexes.
 PAGE_HEADERS = {
@@ -26,3 +28,9 @@ def page(title: str, body: str, status: int = 200) -> Response:
     """`body` is HTML: escape anything in it that did not come from Herald's own code."""
     html = PAGE.format(title=escape(title), body=body)
     return Response(html, status=status, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+def invalid_link(exc: NotFound) -> Response:
+    """A link from a message that leads nowhere: people land here from their inbox or phone, so a
+    page, not a JSON error body."""
+    return page("Link not valid", f"<p>{escape(exc.message)}</p>", status=404)

@@ -2,13 +2,11 @@
 credential). A forged or unknown code answers 404 and redirects nowhere."""
 from __future__ import annotations
 
-from html import escape
-
-from flask import Response, redirect, request
+from flask import redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.api.blueprint import HeraldBlueprint
-from app.api.html_pages import NO_CACHE, page
+from app.api.html_pages import NO_CACHE, invalid_link
 from app.errors import NotFound
 from app.extensions import limiter
 from app.services import tracking
@@ -18,9 +16,7 @@ blp = HeraldBlueprint("short_links", __name__, url_prefix="/l", description="Sho
 limiter.exempt(blp)
 
 
-@blp.errorhandler(NotFound)
-def invalid_link(exc: NotFound) -> Response:
-    return page("Link not valid", f"<p>{escape(exc.message)}</p>", status=404)
+blp.errorhandler(NotFound)(invalid_link)
 
 
 @blp.route("/<code>", methods=["GET"])

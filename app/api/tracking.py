@@ -6,13 +6,12 @@ unsubscribe is a bare POST from the mailbox provider). A forged token answers 40
 from __future__ import annotations
 
 import base64
-from html import escape
 
 from flask import Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.api.blueprint import HeraldBlueprint
-from app.api.html_pages import NO_CACHE, page
+from app.api.html_pages import NO_CACHE, invalid_link, page
 from app.errors import NotFound
 from app.extensions import limiter
 from app.services import tracking
@@ -24,10 +23,7 @@ blp = HeraldBlueprint("tracking", __name__, url_prefix="/t", description="Open, 
 limiter.exempt(blp)
 
 
-@blp.errorhandler(NotFound)
-def invalid_link(exc: NotFound) -> Response:
-    # People land here from their inbox: a page, not a JSON error body.
-    return page("Link not valid", f"<p>{escape(exc.message)}</p>", status=404)
+blp.errorhandler(NotFound)(invalid_link)
 
 
 @blp.route("/o/<token>", methods=["GET"])

@@ -212,10 +212,10 @@ class TallySchema(CamelSchema):
         "description": "Rows that had to wait (sent since or still waiting), by what made them wait last: "
                        "quiet_hours, local_time or provider."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
-    attributed_orders = fields.Integer(metadata={
+    attributed_orders = fields.Integer(attribute="credited.orders", metadata={
         "description": "Orders credited to these messages: placed within the click (or open) window after the "
                        "contact's last click (or open), each order once."})
-    attributed_revenue = fields.List(fields.Nested(MoneySchema), metadata={
+    attributed_revenue = fields.List(fields.Nested(MoneySchema), attribute="credited.amounts", metadata={
         "description": "The credited orders' value, one entry per currency (orders without a value add none)."})
 
 
@@ -236,8 +236,8 @@ class VariantStatsSchema(CamelSchema):
     score = fields.Float(allow_none=True, metadata={
         "description": "The winning metric per message sent when the winner was chosen; null before."})
     winner = fields.Boolean()
-    attributed_orders = fields.Integer()
-    attributed_revenue = fields.List(fields.Nested(lambda: MoneySchema()))
+    attributed_orders = fields.Integer(attribute="credited.orders")
+    attributed_revenue = fields.List(fields.Nested(lambda: MoneySchema()), attribute="credited.amounts")
 
 
 class AbTestStatsSchema(CamelSchema):

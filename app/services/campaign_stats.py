@@ -19,7 +19,7 @@ from app.extensions import db
 from app.models import AbTest, CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
-from app.services.attribution import Credited, Money, credited_by_channel, credited_by_variant
+from app.services.attribution import Credited, credited_by_channel, credited_by_variant
 from app.services.campaigns import owned_campaign
 
 RATE_DECIMALS = 4
@@ -38,14 +38,6 @@ class Tally:
     skip_reasons: dict[str, int]  # skipped rows by reason
     deferred_by: dict[str, int]  # rows that had to wait, by what made them wait (the last thing)
     credited: Credited  # orders credited to these messages
-
-    @property
-    def attributed_orders(self) -> int:
-        return self.credited.orders
-
-    @property
-    def attributed_revenue(self) -> list[Money]:
-        return self.credited.amounts
 
     @property
     def rates(self) -> dict[str, float]:
@@ -94,14 +86,6 @@ class VariantStats:
     winner: bool = False
     score: float | None = None
     credited: Credited = field(default_factory=Credited)
-
-    @property
-    def attributed_orders(self) -> int:
-        return self.credited.orders
-
-    @property
-    def attributed_revenue(self) -> list[Money]:
-        return self.credited.amounts
 
 
 @dataclass(frozen=True)
