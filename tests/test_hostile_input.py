@@ -43,6 +43,7 @@ def routes(app, client):
         "conversation_id": created("/api/v1/conversations", {"title": "Q"}),
         "source_id": created("/api/v1/data-sources", {"sourceType": "facebook_pixel", "name": "Pixel",
                                                        "config": {"pixelId": "123456789", "accessToken": "EAAB"}}),
+        "suppression_id": created("/api/v1/suppressions", {"kind": "email", "address": "gone@example.com"}),
         "session_id": str(uuid.uuid4()),
         "channel_type": "sms",
         "token": "x" * 40,

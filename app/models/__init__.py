@@ -15,6 +15,7 @@ from app.models.deliveries import AbTest, Delivery, HeldReceipt, LedgerPreparati
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
+from app.models.suppressions import Suppression
 from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SendProblem",
     "Attribution",
     "MerchantSettings",
+    "Suppression",
     "LedgerPreparation",
     "Contact",
     "ContactIdentity",

@@ -23,7 +23,7 @@ from app.errors import Conflict, HeraldError
 from app.extensions import db
 from app.models import Contact, ContactIdentity, PushSubscription
 from app.schemas.contacts import ContactCreateSchema
-from app.services import contacts
+from app.services import contacts, suppressions
 from app.services.contact_identity import IdentityKey, identity_keys
 
 MAX_IMPORT_ROWS = 10_000
@@ -170,6 +170,7 @@ class _ImportPlan:
         contacts.flush_contacts()
         for contact in self.touched.values():
             contacts.sync_identities(contact)
+        suppressions.hold_consent(self.user_id, list(self.touched))
 
 
 def _identity_owners(user_id: uuid.UUID, keys: set[IdentityKey]) -> dict[IdentityKey, uuid.UUID]:

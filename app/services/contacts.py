@@ -19,6 +19,7 @@ from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, ContactTimezone, PushSubscription
+from app.services import suppressions
 from app.services.consent import (
     addressable_channels,
     merge_consent,
@@ -213,10 +214,13 @@ def settle_consent(contact: Contact) -> None:
 
 
 def store_contact(contact: Contact) -> None:
-    """Settle consent, flush, and make the identity rows match; the caller commits or rolls back."""
+    """Settle consent, flush, and make the identity rows match; the caller commits or rolls back.
+    A suppressed address keeps its channels' consent held off (app.services.suppressions)."""
     settle_consent(contact)
     flush_contacts()
     sync_identities(contact)
+    if suppressions.hold_consent(contact.user_id, [contact.id]):
+        db.session.refresh(contact, ["consent", "consent_sources"])
 
 
 def flush_contacts() -> None:

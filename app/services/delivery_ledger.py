@@ -32,7 +32,7 @@ from app.models import (
     utcnow,
 )
 from app.models.contacts import zone_for
-from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies
+from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies, suppressions
 
 ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
@@ -83,7 +83,10 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
     for _, channel_type in channels:
         address = audience_sql.contact_address(channel_type)
         consent = sa.func.coalesce(Contact.consent[channel_type].astext, "none")
-        columns += [address, sa.case((address.is_(None), "no_address"),
+        kind = suppressions.kind_for(channel_type)
+        listed = [(suppressions.suppressed(campaign.user_id, kind, suppressions.contact_address(kind)),
+                   suppressions.SUPPRESSED)] if kind else []
+        columns += [address, sa.case((address.is_(None), "no_address"), *listed,
                                      (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
     needs_zones = any(policy.needs_zones for policy in policies)
     if needs_zones:
@@ -286,7 +289,12 @@ _SETTLE = sa.text(
         SELECT t.winner FROM ab_tests AS t WHERE t."channelId" = CAST(:channel_id AS uuid)
     ),
     due AS (
-        SELECT d.id FROM deliveries AS d
+        -- An address suppressed since the launch is skipped as it comes up, never sent.
+        SELECT d.id, CAST(:kind AS text) IS NOT NULL AND EXISTS (
+            SELECT 1 FROM suppressions AS s JOIN campaigns AS c ON c."userId" = s."userId"
+            WHERE c.id = d."campaignId" AND s.kind = :kind
+              AND s."addressHash" = encode(sha256(convert_to(lower(d.address), 'UTF8')), 'hex')) AS suppressed
+        FROM deliveries AS d
         WHERE d."channelId" = CAST(:channel_id AS uuid) AND d.status = 'queued'
           AND d."notBefore" <= CAST(:now AS timestamp)
           AND (d.variant IS NOT NULL OR NOT EXISTS (SELECT 1 FROM test WHERE winner IS NULL))
@@ -296,11 +304,13 @@ _SETTLE = sa.text(
         FOR UPDATE SKIP LOCKED
     ),
     claimed AS (
-        UPDATE deliveries AS d SET status = 'sending', "leaseExpiresAt" = now() + make_interval(secs => :lease),
+        UPDATE deliveries AS d SET status = CASE WHEN due.suppressed THEN 'skipped' ELSE 'sending' END,
+                                   "skipReason" = CASE WHEN due.suppressed THEN 'suppressed' ELSE d."skipReason" END,
+                                   "leaseExpiresAt" = now() + make_interval(secs => :lease),
                                    "claimedAt" = CAST(:now AS timestamp),
                                    variant = coalesce(d.variant, (SELECT winner FROM test)), "updatedAt" = now()
         FROM due WHERE d.id = due.id
-        RETURNING d.id, d."contactId", d.address, d.attempts, d.variant
+        RETURNING d.id, d."contactId", d.address, d.attempts, d.variant, d.status
     )
     SELECT
         (SELECT coalesce(json_agg(h ORDER BY h."createdAt"), '[]') FROM held AS h) AS held,
@@ -308,7 +318,8 @@ _SETTLE = sa.text(
             SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, claimed.variant, c.email,
                    c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", z.timezone
             FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId"
-                         LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId") AS x) AS claimed
+                         LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId"
+            WHERE claimed.status = 'sending') AS x) AS claimed
     """
 )
 
@@ -324,7 +335,8 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
     held, claimed = db.session.execute(
         _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
-                  "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now()},
+                  "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now(),
+                  "kind": suppressions.kind_for(channel_type) if channel_type else None},
         bind_arguments={"bind": autocommit_engine()},
     ).one()
     for receipt in held:

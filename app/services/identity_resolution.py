@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.models import Attribution, Contact, ContactActivity, ContactIdentity, PushSubscription
-from app.services import bulk_sql
+from app.services import bulk_sql, suppressions
 from app.services.consent import (
     AUTHORITATIVE_SOURCES,
     addressable_channels,
@@ -175,6 +175,7 @@ class BatchResolver:
     def write(self) -> None:
         """Store new and changed contacts, then the keys this batch claimed (a key claimed
         concurrently elsewhere keeps its owner)."""
+        written = [record.id for record in self.contacts.values() if record.is_new or record.dirty]
         self._insert_new(list(self.contacts.values()))
         changed = [record.row() for record in self.contacts.values() if record.dirty]
         bulk_sql.update_rows(self.session, Contact.__table__, changed)
@@ -182,6 +183,7 @@ class BatchResolver:
                 for (kind, value), owner in self.new_keys]
         bulk_sql.insert_rows(self.session, ContactIdentity.__table__, rows, "ON CONFLICT DO NOTHING")
         self.new_keys = []
+        suppressions.hold_consent(self.user_id, written, self.session)
 
 
 def _apply_profile(contact: ContactRecord, profile: dict[str, str]) -> None:
