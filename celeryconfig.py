@@ -109,6 +109,10 @@ beat_schedule = {
         "task": tasks.PURGE_HELD_RECEIPTS,
         "schedule": 86400.0,
     },
+    tasks.APPLY_RETENTION: {
+        "task": tasks.APPLY_RETENTION,
+        "schedule": 86400.0,
+    },
     tasks.LAUNCH_DUE: {
         "task": tasks.LAUNCH_DUE,
         "schedule": 15.0,

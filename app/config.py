@@ -180,6 +180,9 @@ class Settings:
     send_retry_seconds: int = 60
     # The longest a channel whose rows all wait (quiet hours, local times, retries) goes unlooked at.
     send_wake_seconds: int = 60
+    # Retention: processed raw events and finished sync runs are deleted after this many days.
+    event_retention_days: int = 90
+    sync_run_retention_days: int = 30
     # Tests only: every process's policy clock reads an offset from Redis (app.clock).
     adjustable_clock: bool = False
     # The platform's Meta app: it signs WhatsApp webhooks (X-Hub-Signature-256) and is asked to echo
@@ -306,6 +309,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_max_senders=_bounded_int(env, "SEND_MAX_SENDERS_PER_CHANNEL", 8, MAX_SENDERS),
         send_retry_seconds=_bounded_int(env, "SEND_RETRY_SECONDS", 60, 3600),
         send_wake_seconds=_bounded_int(env, "SEND_WAKE_SECONDS", 60, 3600),
+        event_retention_days=_bounded_int(env, "EVENT_RETENTION_DAYS", 90, 3650),
+        sync_run_retention_days=_bounded_int(env, "SYNC_RUN_RETENTION_DAYS", 30, 3650),
         adjustable_clock=adjustable_clock,
         push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),

@@ -16,6 +16,7 @@ PROCESS_PENDING = "events.process_pending"
 PURGE_TOKEN_BLACKLIST = "maintenance.purge_token_blacklist"
 PURGE_DEDUPE_KEYS = "maintenance.purge_dedupe_keys"
 PURGE_HELD_RECEIPTS = "maintenance.purge_held_receipts"
+APPLY_RETENTION = "maintenance.apply_retention"
 SEND_BATCH = "sends.send_batch"
 SYNC = "sources.sync"
 SYNC_ALL = "sources.sync_all"
@@ -35,6 +36,7 @@ ALL = (
     PURGE_TOKEN_BLACKLIST,
     PURGE_DEDUPE_KEYS,
     PURGE_HELD_RECEIPTS,
+    APPLY_RETENTION,
     SEND_BATCH,
     SYNC,
     SYNC_ALL,

@@ -56,3 +56,44 @@ def test_dedupe_keys_older_than_a_week_are_forgotten(app_ctx):
     db.session.commit()
     assert purge_dedupe_keys(now=now, batch_size=1) == 2
     assert db.session.scalars(sa.select(EventDedupeKey.dedupe_key)).all() == ["fresh"]
+
+
+def test_retention_deletes_only_old_processed_events_and_keeps_activity(app_ctx):
+    from app.models import Contact, ContactActivity, DataEvent, SyncRun
+    from app.services.maintenance import apply_retention
+    from tests.support.sources import make_merchant, make_source
+
+    now = utcnow()
+    user = make_merchant()
+    source, _ = make_source(user, "shopify")
+    contact = Contact(user_id=user.id, email="eve@example.com", attributes={}, external_ids={}, consent={},
+                      consent_sources={})
+    db.session.add(contact)
+    events = {
+        "old processed": DataEvent(data_source_id=source.id, event_type="orders/create", event_data={"id": 1},
+                                   processed_at=now - timedelta(days=91)),
+        "old waiting": DataEvent(data_source_id=source.id, event_type="orders/create", event_data={"id": 2},
+                                 created_at=now - timedelta(days=120)),
+        "recent processed": DataEvent(data_source_id=source.id, event_type="orders/create", event_data={"id": 3},
+                                      processed_at=now - timedelta(days=89)),
+    }
+    db.session.add_all(events.values())
+    db.session.flush()
+    db.session.add(ContactActivity(user_id=user.id, contact_id=contact.id,
+                                   data_event_id=events["old processed"].id, event_type="order_placed",
+                                   original_name="orders/create", occurred_at=now - timedelta(days=91)))
+    runs = [SyncRun(data_source_id=source.id, trigger="schedule", status=status, lease_expires_at=now,
+                    finished_at=finished) for status, finished in (("succeeded", now - timedelta(days=31)),
+                                                                   ("succeeded", now - timedelta(days=2)),
+                                                                   ("running", None))]
+    db.session.add_all(runs)
+    db.session.commit()
+    ids = {name: event.id for name, event in events.items()}
+
+    result = apply_retention(now=now, batch_size=1)
+    assert (result.events, result.sync_runs) == (1, 1)
+    db.session.expire_all()
+    left = set(db.session.scalars(sa.select(DataEvent.id)))
+    assert left == {ids["old waiting"], ids["recent processed"]}
+    assert db.session.scalar(sa.select(sa.func.count(ContactActivity.id))) == 1  # audiences still see it
+    assert db.session.scalar(sa.select(sa.func.count(SyncRun.id))) == 2

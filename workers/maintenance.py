@@ -19,3 +19,9 @@ def purge_dedupe_keys() -> int:
 @shared_task(name=tasks.PURGE_HELD_RECEIPTS)
 def purge_held_receipts() -> int:
     return maintenance.purge_held_receipts()
+
+
+@shared_task(name=tasks.APPLY_RETENTION)
+def apply_retention() -> dict[str, int]:
+    result = maintenance.apply_retention()
+    return {"events": result.events, "sync_runs": result.sync_runs}

@@ -48,6 +48,8 @@ class DataEvent(Base):
         # The processing queue: only unprocessed rows, oldest first.
         sa.Index("ix_data_events_pending", "createdAt", postgresql_where=sa.text('"processedAt" IS NULL')),
         sa.Index("ix_data_events_source_created", "dataSourceId", "createdAt"),
+        # What retention reads: processed events by age.
+        sa.Index("ix_data_events_processed", "processedAt", postgresql_where=sa.text('"processedAt" IS NOT NULL')),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

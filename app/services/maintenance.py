@@ -1,4 +1,6 @@
-"""Housekeeping of the account tables: revoked tokens and sessions that can no longer matter."""
+"""Housekeeping: revoked tokens and sessions that can no longer matter, provider ids past any
+redelivery, and retention — raw events and sync runs kept only as long as their settings say
+(the contacts' activity that audiences read, and campaign totals, stay)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +8,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.extensions import db, rowcount
-from app.models import EventDedupeKey, HeldReceipt, TokenBlacklist, UserSession, utcnow
+from app.models import DataEvent, EventDedupeKey, HeldReceipt, SyncRun, TokenBlacklist, UserSession, utcnow
 
 SESSION_RETENTION = timedelta(days=30)
 # Providers redeliver for up to two days (Shopify's webhook retries, Meta's dedup window); a week of
@@ -46,6 +49,25 @@ def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH
 def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
     cutoff = (now or utcnow()) - HELD_RECEIPT_RETENTION
     return _delete_in_batches(HeldReceipt, HeldReceipt.created_at < cutoff, batch_size)
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    events: int
+    sync_runs: int
+
+
+def apply_retention(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> RetentionResult:
+    """Delete processed raw events older than EVENT_RETENTION_DAYS (their activity rows are not tied
+    to them and stay; events still waiting to be processed are never deleted) and finished sync runs
+    older than SYNC_RUN_RETENTION_DAYS, in bounded batches."""
+    now = now or utcnow()
+    settings = current_app.config["HERALD_SETTINGS"]
+    events = _delete_in_batches(
+        DataEvent, DataEvent.processed_at < now - timedelta(days=settings.event_retention_days), batch_size)
+    runs = _delete_in_batches(
+        SyncRun, SyncRun.finished_at < now - timedelta(days=settings.sync_run_retention_days), batch_size)
+    return RetentionResult(events=events, sync_runs=runs)
 
 
 def _delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:
