@@ -54,5 +54,5 @@ def unsubscribe_page(token: str) -> Response:
 @blp.route("/u/<token>", methods=["POST"])
 def unsubscribe(token: str) -> Response:
     """RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`), or the page's form; idempotent."""
-    tracking.unsubscribe(token)
+    tracking.unsubscribe(token, request.remote_addr, request.user_agent.string)
     return page("You are unsubscribed", "<p>You will not receive these messages any more.</p>")

@@ -3,6 +3,7 @@ from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
 from app.models.campaigns import Audience, Campaign, CampaignChannel, CampaignSendOptions, DeletedCampaign
 from app.models.contacts import (
+    ConsentChange,
     Contact,
     ContactActivity,
     ContactIdentity,
@@ -46,6 +47,7 @@ __all__ = [
     "Contact",
     "ContactIdentity",
     "ContactTimezone",
+    "ConsentChange",
     "ContactActivity",
     "PushSubscription",
     "IngestKey",

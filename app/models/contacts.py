@@ -174,3 +174,26 @@ class ContactActivity(Base):
     occurred_at: orm.Mapped[datetime] = orm.mapped_column("occurredAt", sa.DateTime(), nullable=False)
     properties: orm.Mapped[dict[str, Any]] = _jsonb_object()
     created_at: orm.Mapped[datetime] = created_at()
+
+
+class ConsentChange(Base):
+    """One change of one channel's consent, written by a trigger on `contacts` whatever the path
+    (migration 0019): the value, the source the contact now names for it, what the writing
+    transaction declared (`via`: api, import, event, unsubscribe_link, provider, suppression,
+    erasure...) and, for a person's own action, the request's IP and user agent."""
+
+    __tablename__ = "consent_changes"
+    __table_args__ = (sa.Index("ix_consent_changes_contact_created", "contactId", "createdAt"),)
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column("userId", pg.UUID(as_uuid=True), nullable=False)
+    contact_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "contactId", sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    channel: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    value: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False)
+    source: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    via: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    ip: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    user_agent: orm.Mapped[str | None] = orm.mapped_column("userAgent", sa.String())
+    created_at: orm.Mapped[datetime] = created_at()

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import sqlalchemy as sa
+from sqlalchemy import orm
+
 from app.channels.catalogue import CHANNEL_TYPES, reachable_channels
+from app.extensions import db
 from app.models.contacts import CONSENT_VALUES
 
 SUBSCRIBED = "subscribed"
@@ -46,3 +50,17 @@ def with_default_consent(
     """A channel with an address and no stated consent is `subscribed` (the merchant vouches)."""
     missing = {channel: SUBSCRIBED for channel in channels if channel not in consent}
     return merge_consent(consent, sources, missing, source)
+
+
+_DECLARE = sa.text("SELECT set_config('herald.consent_via', :via, true), set_config('herald.consent_ip', :ip, true),"
+                   " set_config('herald.consent_user_agent', :user_agent, true)")
+
+
+def declare(via: str, ip: str | None = None, user_agent: str | None = None,
+            session: orm.Session | None = None) -> None:
+    """Say, for the rest of the current transaction, how the consent changes it writes come about
+    (`api`, `import`, `event`, `unsubscribe_link`, `provider`, `suppression`...) and, for the
+    person's own action, from which IP address and user agent: the consent history's trigger
+    (migration 0019) records it with each change."""
+    params = {"via": via, "ip": ip or "", "user_agent": (user_agent or "")[:500]}
+    (session.execute if session is not None else db.session.execute)(_DECLARE, params)

@@ -24,6 +24,7 @@ from app.extensions import db
 from app.models import Contact, ContactIdentity, PushSubscription
 from app.schemas.contacts import ContactCreateSchema
 from app.services import contacts, suppressions
+from app.services.consent import declare
 from app.services.contact_identity import IdentityKey, identity_keys
 
 MAX_IMPORT_ROWS = 10_000
@@ -63,6 +64,7 @@ def import_contacts(user_id: uuid.UUID, rows: Sequence[Any]) -> ImportResult:
     result = ImportResult()
     valid = _validate(rows, result)
     try:
+        declare("import")
         plan = _ImportPlan(user_id, [data for _, data in valid])
         for number, data in valid:
             _apply_row(plan, number, data, result)

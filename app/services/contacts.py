@@ -22,6 +22,7 @@ from app.models import Contact, ContactIdentity, ContactTimezone, PushSubscripti
 from app.services import suppressions
 from app.services.consent import (
     addressable_channels,
+    declare,
     merge_consent,
     with_default_consent,
 )
@@ -76,6 +77,7 @@ def get_contact(user_id: uuid.UUID, contact_id: uuid.UUID, *, lock: bool = False
 def create_contact(user_id: uuid.UUID, data: Mapping[str, Any]) -> Contact:
     """A new contact; channels with an address and no stated consent start `subscribed`."""
     with transaction():
+        declare("api")
         contact = new_contact(user_id)
         apply_fields(contact, data, merge=False)
         db.session.add(contact)
@@ -87,6 +89,7 @@ def update_contact(user_id: uuid.UUID, contact_id: uuid.UUID, changes: Mapping[s
     """PATCH: given fields replace the old ones (attributes, externalIds and pushSubscriptions whole);
     consent is merged per channel as the merchant's word, so the contact's own opt-out stands."""
     with transaction():
+        declare("api")
         contact = get_contact(user_id, contact_id, lock=True)
         apply_fields(contact, changes, merge=False)
         if {"email", "phone"} & changes.keys() and not (contact.email or contact.phone):
@@ -112,6 +115,7 @@ def unsubscribe(user_id: uuid.UUID, contact_id: uuid.UUID, channels: Collection[
     with source `contact`, not `merchant`: no later import, PATCH or sync can resubscribe them.
     """
     with transaction():
+        declare("api")
         contact = get_contact(user_id, contact_id, lock=True)
         _merge_opt_out(contact, CHANNEL_TYPES if channels is None else channels, CONTACT)
     return contact
@@ -120,6 +124,8 @@ def unsubscribe(user_id: uuid.UUID, contact_id: uuid.UUID, channels: Collection[
 def record_opt_out(contact_id: uuid.UUID, channels: Collection[str], source: str) -> None:
     """An opt-out the contact made (an unsubscribe link: source `contact`) or a provider reported
     (a carrier STOP, a bounce: source `provider`). The caller commits. A deleted contact: nothing."""
+    if source == "provider":
+        declare("provider")
     # Locked: a merchant's edit committing in between must not write back the old consent.
     contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
     if contact is not None:

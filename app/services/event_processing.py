@@ -27,6 +27,7 @@ from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
 from app.services import attribution, bulk_sql
+from app.services.consent import declare
 from app.services.identity_resolution import BatchResolver
 from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
 
@@ -144,6 +145,7 @@ def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
     with orm.Session(bind=db.engine, join_transaction_mode="create_savepoint") as session, session.begin():
         session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                         {"key": f"herald.contacts:{user_id}"})
+        declare("event", session=session)
         resolver = BatchResolver(session, user_id, (normalized[e.id].identity for e in events))
         owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
         resolver.write()

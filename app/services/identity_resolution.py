@@ -89,7 +89,9 @@ class BatchResolver:
         self.contacts: dict[uuid.UUID, ContactRecord] = {}
         self.merged_into: dict[uuid.UUID, uuid.UUID] = {}
         self.new_keys: list[tuple[IdentityKey, uuid.UUID]] = []
+        identities = list(identities)
         self._load({key for identity in identities for key in keys_of(identity)})
+        self.erased = suppressions.erased_among(session, user_id, identities)
 
     def _load(self, keys: set[IdentityKey]) -> None:
         if not keys:
@@ -111,6 +113,8 @@ class BatchResolver:
             for other in dict.fromkeys(owners[1:]):
                 if other != contact.id and _compatible(contact, self.contacts[other]):
                     self._merge(self.contacts[other], into=contact)
+        elif _hashes(identity) & self.erased:
+            return None  # a person Herald was asked to forget: their events belong to no one
         else:
             contact = ContactRecord(id=uuid.uuid4(), is_new=True)
             self.contacts[contact.id] = contact
@@ -184,6 +188,10 @@ class BatchResolver:
         bulk_sql.insert_rows(self.session, ContactIdentity.__table__, rows, "ON CONFLICT DO NOTHING")
         self.new_keys = []
         suppressions.hold_consent(self.user_id, written, self.session)
+
+
+def _hashes(identity: Identity) -> set[str]:
+    return suppressions.identity_hashes(identity.email, identity.email_sha256, identity.phone)
 
 
 def _apply_profile(contact: ContactRecord, profile: dict[str, str]) -> None:

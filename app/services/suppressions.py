@@ -32,6 +32,7 @@ from app.errors import NotFound, ValidationFailed
 from app.extensions import db, rowcount
 from app.models import Contact
 from app.models.suppressions import ADDRESS_KINDS, Suppression
+from app.services.consent import declare
 from app.sources.normalize import normalize_email, normalize_phone
 
 SUPPRESSED = "suppressed"  # the skip reason
@@ -173,6 +174,7 @@ def hold_consent(user_id: uuid.UUID, contact_ids: Sequence[uuid.UUID], session: 
     One statement per address kind, on `session` (default: the app's); no commit. Contacts changed."""
     if not contact_ids:
         return 0
+    declare("suppression", session=session)
     run = session.execute if session is not None else db.session.execute
     changed = 0
     for kind in ADDRESS_KINDS:
@@ -197,3 +199,24 @@ def hold_consent(user_id: uuid.UUID, contact_ids: Sequence[uuid.UUID], session: 
             .values({Contact.consent: consent, Contact.consent_sources: sources, Contact.updated_at: sa.func.now()})
             .execution_options(synchronize_session=False)))
     return changed
+
+
+# --- The forgotten ------------------------------------------------------------------------------
+
+def identity_hashes(email: str | None, email_sha256: str | None, phone: str | None) -> set[str]:
+    """The address hashes an event's identity carries (Meta's email hash is this same hash)."""
+    found = {email_sha256} if email_sha256 else set()
+    if email:
+        found.add(address_hash(email.lower()))
+    if phone:
+        found.add(address_hash(phone))
+    return found
+
+
+def erased_among(session: orm.Session, user_id: uuid.UUID, identities: Iterable[Any]) -> set[str]:
+    """Of the hashes these identities carry, those of people erased (one query for a batch)."""
+    hashes = set().union(*(identity_hashes(i.email, i.email_sha256, i.phone) for i in identities))
+    if not hashes:
+        return set()
+    return set(session.scalars(sa.select(Suppression.address_hash).where(
+        Suppression.user_id == user_id, Suppression.reason == "erased", Suppression.address_hash.in_(hashes))))

@@ -23,6 +23,7 @@ from app.models import CampaignChannel, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, link_signer
 from app.security.short_codes import short_codes
 from app.services import contacts, utm
+from app.services.consent import declare
 from app.services.transactions import transaction
 
 CONTACT = "contact"  # an unsubscribe link is the contact speaking for themself
@@ -125,14 +126,16 @@ def check_unsubscribe_link(token: str) -> None:
     _require_delivery(delivery_id)
 
 
-def unsubscribe(token: str) -> None:
+def unsubscribe(token: str, ip: str | None = None, user_agent: str | None = None) -> None:
     """The contact opts out of the channel the message came through (idempotent).
 
     Recorded as the contact's own word (source `contact`), so no import, sync or merchant edit can
-    resubscribe them. A contact deleted since the send has nothing left to unsubscribe.
+    resubscribe them; the consent history keeps the request's IP and user agent. A contact deleted
+    since the send has nothing left to unsubscribe.
     """
     (delivery_id,) = _verified(LinkPurpose.UNSUBSCRIBE, token)
     with transaction():
+        declare("unsubscribe_link", ip, user_agent)
         row = db.session.execute(
             sa.select(Delivery.contact_id, Delivery.channel_type).where(Delivery.id == delivery_id)
         ).one_or_none()
