@@ -18,6 +18,8 @@ CONSENT_VALUES = ("subscribed", "unsubscribed", "bounced", "complained")
 # Who last set a channel's consent. An unsubscribe by the contact themself is never overwritten by
 # the merchant's imports or by synced data.
 CONSENT_SOURCES = ("contact", "merchant", "source", "provider")
+# The `contact_timezones` source of a zone the merchant set; derived ones never replace it.
+ZONE_SET_BY_MERCHANT = "merchant"
 IDENTITY_KINDS = (
     "email", "phone", "email_sha256", "phone_sha256",
     "shopifyCustomerId", "ga4UserId", "ga4ClientId", "metaExternalId",
@@ -72,10 +74,12 @@ class Contact(Base):
     )
 
     def timezone_in_force(self) -> tuple[str, str]:
-        """(zone, where it comes from): the contact's own, else their phone number's region when it
-        has one zone, else the merchant's default."""
+        """(zone, where it comes from): the contact's own (`contact`), else one derived from their
+        Shopify address (`shopify`) or from events (`event`), else their phone number's region when it
+        has one zone (`phone`), else the merchant's default (`merchant_default`)."""
         if self.own_timezone is not None:
-            return self.own_timezone.timezone, "contact"
+            stored = self.own_timezone
+            return stored.timezone, "contact" if stored.source == ZONE_SET_BY_MERCHANT else stored.source
         zones = phone_timezones(self.phone)
         if len(zones) == 1:
             return zones[0], "phone"
@@ -101,7 +105,9 @@ def phone_timezones(phone: str | None) -> tuple[str, ...]:
 
 
 class ContactTimezone(Base):
-    """A contact's own IANA timezone, as the merchant gave it (API, import)."""
+    """A contact's IANA timezone as the merchant gave it (API, import; source `merchant`) or as
+    derived from where their Shopify address or events place them (`shopify`, `event`: see
+    app.services.contact_timezones)."""
 
     __tablename__ = "contact_timezones"
 

@@ -51,8 +51,9 @@ class ContactSchema(CamelSchema):
     timezone = fields.Function(lambda contact: contact.timezone_in_force()[0], metadata={
         "description": "IANA zone the contact's local times are reckoned in."})
     timezone_source = fields.Function(lambda contact: contact.timezone_in_force()[1], metadata={
-        "description": "contact (given by the merchant), phone (the number's region, where it has one zone) "
-                       "or merchant_default (the settings' timezone)."})
+        "description": "contact (given by the merchant), shopify (the Shopify customer's default address), "
+                       "event (a country and region events named), phone (the number's region, where it "
+                       "has one zone) or merchant_default (the settings' timezone)."})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
@@ -122,7 +123,8 @@ class PushSubscriptionInputSchema(CamelSchema):
 class ContactUpdateSchema(CamelSchema):
     email = ContactEmail(allow_none=True)
     timezone = fields.String(allow_none=True, validate=iana_zone, metadata={
-        "description": "The contact's own IANA zone; null: derived again (phone region, else the merchant's)."})
+        "description": "The contact's own IANA zone; null: derived again (Shopify address or events, "
+                       "phone region, else the merchant's)."})
     phone = E164Phone(allow_none=True, metadata={"description": "International form; stored as E.164."})
     first_name = _text(NAME_MAX, allow_none=True)
     last_name = _text(NAME_MAX, allow_none=True)

@@ -19,6 +19,7 @@ from app.channels.catalogue import CHANNEL_TYPES
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, ContactTimezone, PushSubscription
+from app.models.contacts import ZONE_SET_BY_MERCHANT
 from app.services import suppressions
 from app.services.consent import (
     addressable_channels,
@@ -181,12 +182,15 @@ def apply_fields(contact: Contact, data: Mapping[str, Any], *, merge: bool) -> N
 
 
 def _set_timezone(contact: Contact, zone: str | None) -> None:
+    """The merchant's zone for the contact; None takes theirs back, leaving a derived one in place."""
+    stored = contact.own_timezone
     if zone is None:
-        contact.own_timezone = None
-    elif contact.own_timezone is None:
-        contact.own_timezone = ContactTimezone(timezone=zone, source=MERCHANT)
+        if stored is not None and stored.source == ZONE_SET_BY_MERCHANT:
+            contact.own_timezone = None
+    elif stored is None:
+        contact.own_timezone = ContactTimezone(timezone=zone, source=ZONE_SET_BY_MERCHANT)
     else:
-        contact.own_timezone.timezone, contact.own_timezone.source = zone, MERCHANT
+        stored.timezone, stored.source = zone, ZONE_SET_BY_MERCHANT
 
 
 def combined(current: dict[str, Any], given: Mapping[str, Any] | None, *, merge: bool) -> dict[str, Any]:

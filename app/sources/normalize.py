@@ -28,6 +28,11 @@ normalized key names are reserved: a provider `value` or `currency` that did not
 empty string) is dropped rather than copied, so `value` is always a float. Identity fields (email,
 phone) are never copied there. Shopify payloads are not copied: they are large and full of
 addresses, and the `data_events` row keeps them anyway.
+
+`zone` is the IANA timezone the payload's place implies (`app.sources.geo_zones`: only where the
+country, and the region where the country needs one, settle it), with where it was read: `shopify`
+for the Shopify customer's default address, `event` for any other place an event names (an order's
+billing address, GA4's `user_location` or user-provided address, Meta's `country` and `st`).
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from app.sources import geo_zones
+
 NORMALIZED_TYPES: tuple[str, ...] = (
     "page_viewed", "product_viewed", "added_to_cart", "checkout_started", "order_placed",
     "customer_created", "customer_updated", "lead", "custom",
@@ -52,6 +59,10 @@ PROPERTY_KEYS: frozenset[str] = frozenset({
     "value", "currency", "orderId", "orderName", "checkoutId", "checkoutToken", "checkoutUrl", "customerId",
     "tags", "productIds", "itemCount", "url",
 })
+
+# Where a derived zone was read (module doc).
+SHOPIFY_ADDRESS = "shopify"
+EVENT_PLACE = "event"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _EPOCH = datetime(1970, 1, 1)
@@ -81,6 +92,12 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class DerivedZone:
+    zone: str  # IANA name
+    source: str  # SHOPIFY_ADDRESS or EVENT_PLACE
+
+
+@dataclass(frozen=True)
 class NormalizedEvent:
     type: str  # one of NORMALIZED_TYPES
     original_name: str  # the provider's own name, kept for `custom` and for audits
@@ -88,6 +105,7 @@ class NormalizedEvent:
     properties: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, keys in module doc
     identity: Identity = field(default_factory=Identity)
     consent: dict[str, str] = field(default_factory=dict)  # channel → subscribed | unsubscribed
+    zone: DerivedZone | None = None  # where the contact is, as a timezone (module doc)
 
     def __post_init__(self) -> None:
         if self.type not in NORMALIZED_TYPES:
@@ -234,6 +252,21 @@ def build_identity(
         external_ids=ids,
         profile=clean_profile,
     )
+
+
+def derive_zone(source: str, places: Iterable[tuple[object, object]]) -> DerivedZone | None:
+    """The zone of (country, region) places in order of trust. The first place with a country names
+    it; later places of the same country may only add the region it lacked."""
+    country: str | None = None
+    for raw_country, raw_region in places:
+        code = normalize_country(raw_country)
+        if code is None or (country is not None and code != country):
+            continue
+        country = code
+        zone = geo_zones.zone_for(code, text(raw_region))
+        if zone is not None:
+            return DerivedZone(zone, source)
+    return None
 
 
 def _first(values: Iterable[str | None]) -> str | None:

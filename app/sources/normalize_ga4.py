@@ -6,20 +6,24 @@ Its `name` is authoritative.
 
 Plain contact details may come in `params` (`email`, `phone`, ...), in gtag-style user-provided data
 (`user_data` on the envelope or in `params`: `email_address`, `phone_number`,
-`address: {first_name, last_name, country}`, each one value or a list) or in `user_properties`
-(MP's `{"key": {"value": ...}}` or plain values). MP's hashed fields (`sha256_email_address`, ...)
-are ignored: Google normalizes before hashing differently from Meta (dots removed from Gmail
-addresses, `+` kept on phones), so they could never match `Identity`'s Meta-rule hashes.
+`address: {first_name, last_name, country, region}`, each one value or a list) or in
+`user_properties` (MP's `{"key": {"value": ...}}` or plain values). Where the user is comes from that
+address, else from MP's `user_location` (`{"country_id": "US", "region_id": "US-CA"}`, ISO 3166).
+MP's hashed fields (`sha256_email_address`, ...) are ignored: Google normalizes before hashing
+differently from Meta (dots removed from Gmail addresses, `+` kept on phones), so they could never
+match `Identity`'s Meta-rule hashes.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from app.sources.normalize import (
+    EVENT_PLACE,
     NormalizedEvent,
     as_list,
     build_identity,
     count_units,
+    derive_zone,
     first_text,
     get_dict,
     get_objects,
@@ -70,6 +74,12 @@ def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
         },
     )
 
+    # Optional and only a hint: a malformed one is ignored rather than spoiling the event.
+    location = payload.get("user_location")
+    location = location if isinstance(location, dict) else {}
+    places = [*((a.get("country"), a.get("region")) for a in addresses),
+              (location.get("country_id"), location.get("region_id"))]
+
     items = get_objects(params, "items")
     normalized = without_none({
         "value": parse_amount(params.get("value"), "params.value"),
@@ -85,6 +95,7 @@ def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
         occurred_at=parse_epoch(payload.get("timestamp_micros"), "timestamp_micros", 1_000_000),
         properties=provider_properties(params, normalized, exclude=_NOT_COPIED),
         identity=identity,
+        zone=derive_zone(EVENT_PLACE, places),
     )
 
 

@@ -3,21 +3,27 @@
 A stored event is one element of a CAPI `data` array; its `event_name` is authoritative. Contact
 fields in `user_data` (`em`, `ph`, `fn`, `ln`, `country`, ...) are, per Meta's parameter reference,
 SHA-256 hex of a normalized form (email: trimmed and lower-cased; phone: digits only, country code
-included, no `+`), one value or a list of them. Gateways sometimes send plain values despite that,
-so a value counts as a hash by its shape (64 hex digits) and anything else is read as plain.
+included, no `+`; state `st`: its code in lower case), one value or a list of them. Gateways
+sometimes send plain values despite that, so a value counts as a hash by its shape (64 hex digits)
+and anything else is read as plain.
 """
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
 
+from app.sources import geo_zones
 from app.sources.normalize import (
+    EVENT_PLACE,
+    DerivedZone,
     NormalizedEvent,
     as_list,
     build_identity,
     count_units,
+    derive_zone,
     first_text,
     get_dict,
     get_objects,
@@ -90,6 +96,7 @@ def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
         occurred_at=parse_epoch(payload.get("event_time"), "event_time", 1),
         properties=provider_properties(custom, normalized),
         identity=identity,
+        zone=_zone(identity.profile.get("country"), user.get("st")),
     )
 
 
@@ -102,6 +109,23 @@ def _split_hashed(value: object) -> tuple[list[str], list[str]]:
         if item_text:
             (hashed if is_sha256_hex(item_text) else plain).append(item_text)
     return plain, hashed
+
+
+def _zone(country: str | None, states: object) -> DerivedZone | None:
+    """The zone of the country and state (`st`); a hashed state is recognised among the region codes
+    `geo_zones` knows for that country, the way the country itself is."""
+    if country is None:
+        return None
+    plain, hashed = _split_hashed(states)
+    known = _regions_by_hash(country)
+    regions = [*plain, *filter(None, (known.get(value.lower()) for value in hashed))]
+    return derive_zone(EVENT_PLACE, [(country, region) for region in regions] or [(country, None)])
+
+
+@lru_cache(maxsize=64)
+def _regions_by_hash(country: str) -> dict[str, str]:
+    return {hashlib.sha256(code.lower().encode("ascii")).hexdigest(): code
+            for code in geo_zones.region_codes(country)}
 
 
 def _country(value: object) -> str | None:

@@ -12,11 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from app.sources.normalize import (
+    EVENT_PLACE,
+    SHOPIFY_ADDRESS,
+    DerivedZone,
     Identity,
     NormalizedEvent,
     PoisonEvent,
     build_identity,
     count_units,
+    derive_zone,
     first_text,
     get_dict,
     get_objects,
@@ -45,7 +49,7 @@ _CONSENT_FIELDS = (
 )
 _GID_PREFIX = "gid://shopify/"
 
-Reading = tuple[dict[str, Any], Identity, dict[str, str]]
+Reading = tuple[dict[str, Any], Identity, dict[str, str], DerivedZone | None]
 
 
 def map_event(topic: str, payload: dict[str, Any]) -> NormalizedEvent:
@@ -53,7 +57,7 @@ def map_event(topic: str, payload: dict[str, Any]) -> NormalizedEvent:
         raise PoisonEvent(f"Shopify topic must look like 'resource/action', got {topic!r}")
     topic = topic.strip()
     reader = _READERS.get(topic.split("/", 1)[0])
-    properties, identity, consent = reader(payload) if reader else ({}, Identity(), {})
+    properties, identity, consent, zone = reader(payload) if reader else ({}, Identity(), {}, None)
     return NormalizedEvent(
         type=type_for(topic, TOPIC_TYPES),
         original_name=topic,
@@ -61,6 +65,7 @@ def map_event(topic: str, payload: dict[str, Any]) -> NormalizedEvent:
         properties=properties,
         identity=identity,
         consent=consent,
+        zone=zone,
     )
 
 
@@ -102,7 +107,7 @@ def _read_customer(payload: dict[str, Any]) -> Reading:
     properties = {"customerId": shopify_id(payload.get("id"), "id"), "tags": _tags(payload.get("tags")) or None}
     default_address = get_dict(payload, _key(payload, "default_address", "defaultAddress"))
     identity = _identity(payload, payload, buyer_addresses=[default_address], other_addresses=[])
-    return without_none(properties), identity, _consent(payload)
+    return without_none(properties), identity, _consent(payload), _zone(default_address, {})
 
 
 def _tags(value: object) -> list[str]:
@@ -115,20 +120,20 @@ def _tags(value: object) -> list[str]:
 _READERS = {"orders": _read_order, "checkouts": _read_checkout, "customers": _read_customer}
 
 
-def _buyer(payload: dict[str, Any]) -> tuple[Identity, dict[str, str]]:
-    """Who placed an order or started a checkout, and the consent their customer record carries."""
+def _buyer(payload: dict[str, Any]) -> tuple[Identity, dict[str, str], DerivedZone | None]:
+    """Who placed an order or started a checkout, the consent their customer record carries, and
+    the zone their addresses tell."""
     customer = get_dict(payload, "customer")
+    billing = get_dict(payload, _key(payload, "billing_address", "billingAddress"))
+    default_address = get_dict(customer, _key(customer, "default_address", "defaultAddress"))
     identity = _identity(
         payload,
         customer,
-        buyer_addresses=[
-            get_dict(payload, _key(payload, "billing_address", "billingAddress")),
-            get_dict(customer, _key(customer, "default_address", "defaultAddress")),
-        ],
-        # A shipping address may be a gift recipient's: it only tells the country.
+        buyer_addresses=[billing, default_address],
+        # A shipping address may be a gift recipient's: it only tells the country (and no zone).
         other_addresses=[get_dict(payload, _key(payload, "shipping_address", "shippingAddress"))],
     )
-    return identity, _consent(customer)
+    return identity, _consent(customer), _zone(default_address, billing)
 
 
 def _identity(
@@ -153,6 +158,16 @@ def _identity(
             "country": next(filter(None, (_country(a) for a in [*buyer_addresses, *other_addresses])), None),
         },
     )
+
+
+def _zone(default_address: dict[str, Any], billing: dict[str, Any]) -> DerivedZone | None:
+    """The customer's default address speaks for them (`shopify`); else the order's billing address."""
+    return (derive_zone(SHOPIFY_ADDRESS, [_place(default_address)])
+            or derive_zone(EVENT_PLACE, [_place(billing)]))
+
+
+def _place(address: dict[str, Any]) -> tuple[str | None, object]:
+    return _country(address), address.get(_key(address, "province_code", "provinceCode"))
 
 
 def _country(address: dict[str, Any]) -> str | None:

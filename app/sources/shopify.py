@@ -47,7 +47,7 @@ _CUSTOMER = """id legacyResourceId firstName lastName displayName state locale t
   defaultAddress { firstName lastName phone city provinceCode countryCodeV2 zip }"""
 _MONEY_AND_ADDRESSES = f"""totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
   customer {{ {_CUSTOMER_BRIEF} }}
-  billingAddress {{ firstName lastName phone countryCodeV2 }} shippingAddress {{ countryCodeV2 }}
+  billingAddress {{ firstName lastName phone countryCodeV2 provinceCode }} shippingAddress {{ countryCodeV2 }}
   lineItems(first: 10) {{ nodes {{ title quantity product {{ id }} }} }}"""
 _ORDER = f"""id legacyResourceId name email phone createdAt processedAt updatedAt cancelledAt test
   sourceName tags displayFinancialStatus displayFulfillmentStatus currencyCode
