@@ -15,8 +15,9 @@ from app.schemas.contacts import (
     UnsubscribeSchema,
     read_import_body,
 )
+from app.schemas.privacy import ConsentChangeSchema, ContactExportSchema
 from app.security.access_tokens import current_user_id
-from app.services import contact_import, contacts
+from app.services import contact_import, contacts, privacy
 
 blp = ApiBlueprint("contacts", __name__, url_prefix="/api/v1/contacts", description="The merchant's contacts")
 
@@ -96,3 +97,31 @@ def unsubscribe(data, contact_id: uuid.UUID):
     It is the contact's wish relayed by the merchant, so imports and merchant edits cannot undo it.
     """
     return contacts.unsubscribe(current_user_id(), contact_id, data.get("channels"))
+
+
+@blp.route("/<uuid:contact_id>/consent-history", methods=["GET"])
+@blp.authenticated
+@blp.response(200, ConsentChangeSchema(many=True))
+def consent_history(contact_id: uuid.UUID):
+    """Every change of the contact's consent, oldest first: value, source, how it was written, and
+    for their own action the request's IP and user agent."""
+    return privacy.consent_history(current_user_id(), contact_id)
+
+
+@blp.route("/<uuid:contact_id>/export", methods=["GET"])
+@blp.authenticated
+@blp.response(200, ContactExportSchema)
+def export_contact(contact_id: uuid.UUID):
+    """Everything Herald holds about the person, in one document: profile, consent and its history,
+    activity, messages sent, orders credited, and their addresses' suppressions."""
+    return privacy.export(current_user_id(), contact_id)
+
+
+@blp.route("/<uuid:contact_id>/erase", methods=["POST"])
+@blp.authenticated
+@blp.response(204)
+def erase_contact(contact_id: uuid.UUID):
+    """Forget the person: the contact and everything tied to it goes, their addresses leave the
+    ledger and the raw events, and stay only as suppression hashes so no sync brings them back.
+    Campaign totals stay. Cannot be undone."""
+    privacy.erase(current_user_id(), contact_id)
