@@ -96,6 +96,7 @@ worker_hijack_root_logger = False
 #   process_pending  events every ingest already hinted; a lost hint waits at most a minute
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
 #   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
+#   resume_deletions account deletions whose worker died (10 minutes without progress)
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -142,5 +143,9 @@ beat_schedule = {
     tasks.ASSISTANT_REPLY_PENDING: {
         "task": tasks.ASSISTANT_REPLY_PENDING,
         "schedule": 120.0,
+    },
+    tasks.RESUME_ACCOUNT_DELETIONS: {
+        "task": tasks.RESUME_ACCOUNT_DELETIONS,
+        "schedule": 600.0,
     },
 }

@@ -6,6 +6,8 @@ Names are `<kind>.<action>`; the kind is the task's queue (celeryconfig routes `
 SEND_VERIFICATION = "accounts.send_verification_email"
 SEND_PENDING_VERIFICATIONS = "accounts.send_pending_verifications"
 NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
+DELETE_ACCOUNT = "accounts.delete_account"
+RESUME_ACCOUNT_DELETIONS = "accounts.resume_deletions"
 ASSISTANT_REPLY = "assistant.reply"
 ASSISTANT_REPLY_PENDING = "assistant.reply_pending"
 COUNT_AUDIENCES = "campaigns.count_unsized_audiences"
@@ -26,6 +28,8 @@ ALL = (
     SEND_VERIFICATION,
     SEND_PENDING_VERIFICATIONS,
     NOTIFY_DUPLICATE,
+    DELETE_ACCOUNT,
+    RESUME_ACCOUNT_DELETIONS,
     ASSISTANT_REPLY,
     ASSISTANT_REPLY_PENDING,
     COUNT_AUDIENCES,

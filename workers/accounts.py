@@ -1,10 +1,10 @@
-"""Account mail tasks (queue `default`)."""
+"""Account tasks: mail, and deleting an account (queue `default`)."""
 import uuid
 
 from celery import shared_task
 
 from app import task_names as tasks
-from app.services import accounts
+from app.services import account_deletion, accounts
 
 
 @shared_task(name=tasks.SEND_VERIFICATION, autoretry_for=(OSError,), retry_backoff=True,
@@ -23,3 +23,13 @@ def send_pending_verifications() -> int:
              retry_jitter=True, max_retries=5)
 def notify_duplicate_registration(user_id: str) -> None:
     accounts.notify_duplicate_registration(uuid.UUID(user_id))
+
+
+@shared_task(name=tasks.DELETE_ACCOUNT)
+def delete_account(user_id: str) -> bool:
+    return account_deletion.delete_account(uuid.UUID(user_id))
+
+
+@shared_task(name=tasks.RESUME_ACCOUNT_DELETIONS)
+def resume_deletions() -> int:
+    return account_deletion.resume_stalled()

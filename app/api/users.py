@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from app.api.blueprint import ApiBlueprint
-from app.schemas.users import PasswordChangeSchema, UserSchema, UserUpdateSchema
+from app.schemas.users import AccountDeletionSchema, PasswordChangeSchema, UserSchema, UserUpdateSchema
 from app.security.access_tokens import current_session_id, current_user_id
-from app.services import accounts
+from app.services import account_deletion, accounts
 
 blp = ApiBlueprint("users", __name__, url_prefix="/api/v1/users", description="The signed-in user")
 
@@ -31,3 +31,13 @@ def update_me(changes):
 def change_password(data):
     """Change the password; every other session is signed out."""
     accounts.change_password(current_user_id(), current_session_id(), data["current_password"], data["new_password"])
+
+
+@blp.route("/me", methods=["DELETE"])
+@blp.authenticated
+@blp.arguments(AccountDeletionSchema)
+@blp.response(202)
+def delete_me(data):
+    """Delete the account and all its data (password confirmed). At once: signed out everywhere,
+    unable to sign in, campaigns stopped; a worker then deletes the data in batches."""
+    account_deletion.request_deletion(current_user_id(), data["password"])

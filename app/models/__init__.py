@@ -17,7 +17,7 @@ from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRu
 from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
 from app.models.suppressions import Suppression
-from app.models.users import EmailVerification, TokenBlacklist, User, UserSession
+from app.models.users import AccountDeletion, EmailVerification, TokenBlacklist, User, UserSession
 
 __all__ = [
     "Base",
@@ -26,6 +26,7 @@ __all__ = [
     "UserSession",
     "TokenBlacklist",
     "EmailVerification",
+    "AccountDeletion",
     "DataSource",
     "DataEvent",
     "Conversation",

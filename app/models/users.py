@@ -106,3 +106,17 @@ class EmailVerification(Base):
     sent_at: orm.Mapped[datetime | None] = orm.mapped_column("sentAt", sa.DateTime())
     used_at: orm.Mapped[datetime | None] = orm.mapped_column("usedAt", sa.DateTime())
     created_at: orm.Mapped[datetime] = created_at()
+
+
+class AccountDeletion(Base):
+    """A merchant who asked for their account to be deleted: signed out and locked out at once, their
+    data deleted by a worker in bounded batches; the row goes with the user's at the end."""
+
+    __tablename__ = "account_deletions"
+
+    user_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "userId", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested_at: orm.Mapped[datetime] = orm.mapped_column("requestedAt", sa.DateTime(), nullable=False,
+                                                           server_default=sa.func.now())
+    updated_at: orm.Mapped[datetime] = updated_at()

@@ -94,3 +94,8 @@ class SessionSchema(CamelSchema):
         lambda session: session.id == current_session_id(),
         metadata={"description": "The session of the token making this request."},
     )
+
+
+class AccountDeletionSchema(CamelSchema):
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1024),
+                             metadata={"description": "The account's current password."})

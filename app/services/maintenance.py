@@ -35,20 +35,20 @@ def purge_expired_tokens(now: datetime | None = None, batch_size: int = PURGE_BA
     in bounded batches, each its own transaction, so a large backlog never holds long locks.
     """
     now = now or utcnow()
-    tokens = _delete_in_batches(TokenBlacklist, TokenBlacklist.expires_at < now, batch_size)
-    sessions = _delete_in_batches(UserSession, UserSession.expires_at < now - SESSION_RETENTION, batch_size)
+    tokens = delete_in_batches(TokenBlacklist, TokenBlacklist.expires_at < now, batch_size)
+    sessions = delete_in_batches(UserSession, UserSession.expires_at < now - SESSION_RETENTION, batch_size)
     return PurgeResult(blacklisted_tokens=tokens, sessions=sessions)
 
 
 def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
     """Forget provider event ids older than any redelivery (the events themselves stay)."""
     cutoff = (now or utcnow()) - DEDUPE_KEY_RETENTION
-    return _delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
+    return delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
 
 
 def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
     cutoff = (now or utcnow()) - HELD_RECEIPT_RETENTION
-    return _delete_in_batches(HeldReceipt, HeldReceipt.created_at < cutoff, batch_size)
+    return delete_in_batches(HeldReceipt, HeldReceipt.created_at < cutoff, batch_size)
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,14 @@ def apply_retention(now: datetime | None = None, batch_size: int = PURGE_BATCH_S
     older than SYNC_RUN_RETENTION_DAYS, in bounded batches."""
     now = now or utcnow()
     settings = current_app.config["HERALD_SETTINGS"]
-    events = _delete_in_batches(
+    events = delete_in_batches(
         DataEvent, DataEvent.processed_at < now - timedelta(days=settings.event_retention_days), batch_size)
-    runs = _delete_in_batches(
+    runs = delete_in_batches(
         SyncRun, SyncRun.finished_at < now - timedelta(days=settings.sync_run_retention_days), batch_size)
     return RetentionResult(events=events, sync_runs=runs)
 
 
-def _delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:
+def delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:
     total = 0
     row: sa.ColumnClause[Any] = sa.literal_column("ctid")  # the physical row id: works for any primary key shape
     while True:

@@ -148,9 +148,14 @@ def logout(user_id: uuid.UUID, session_id: uuid.UUID, jti: str, token_expiry: da
 
 
 def logout_all(user_id: uuid.UUID) -> int:
-    count = _revoke(UserSession.user_id == user_id)
+    count = revoke_all(user_id)
     db.session.commit()
     return count
+
+
+def revoke_all(user_id: uuid.UUID) -> int:
+    """Revoke every session of the user (their access tokens die with them). No commit."""
+    return _revoke(UserSession.user_id == user_id)
 
 
 def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
