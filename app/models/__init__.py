@@ -1,5 +1,6 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.base import Base, utcnow
+from app.models.bounces import BounceCount, BounceEvent, BounceMail, BounceStreak
 from app.models.campaigns import Audience, Campaign, CampaignChannel, DeletedCampaign
 from app.models.contacts import (
     Contact,
@@ -47,4 +48,8 @@ __all__ = [
     "EventFailure",
     "SyncRun",
     "ProviderAccount",
+    "BounceEvent",
+    "BounceCount",
+    "BounceStreak",
+    "BounceMail",
 ]

@@ -127,6 +127,8 @@ class RatesSchema(CamelSchema):
     delivery = fields.Float(metadata={"description": "delivered / sent."})
     open = fields.Float(metadata={"description": "opened / delivered (/ sent while nothing is confirmed delivered)."})
     click = fields.Float(metadata={"description": "clicked / delivered."})
+    bounce = fields.Float(metadata={"description": "bounced / sent."})
+    complaint = fields.Float(metadata={"description": "complained / sent."})
 
 
 class TallySchema(CamelSchema):
@@ -137,6 +139,13 @@ class TallySchema(CamelSchema):
     ledger = fields.Nested(LedgerSchema, metadata={"description": "Ledger rows by delivery status."})
     deferred_count = fields.Integer(metadata={
         "description": "Queued rows waiting for a later try: the provider refused them for now (e.g. an SMTP 4xx)."})
+    bounced_count = fields.Integer(metadata={
+        "description": "Deliveries that bounced: a hard bounce (or BOUNCE_SOFT_LIMIT soft ones in a row), by mail, "
+                       "provider webhook or the relay's refusal of an unknown mailbox. Each delivery once."})
+    soft_bounced_count = fields.Integer(metadata={
+        "description": "Deliveries that bounced softly (a full mailbox, a delay), each once."})
+    complained_count = fields.Integer(metadata={
+        "description": "Deliveries whose recipient marked the message as spam, each once."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import orm
 
 from app.errors import ValidationFailed
 from app.extensions import db
-from app.models import CampaignChannel, Delivery, SendProblem
+from app.models import BounceCount, CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
 from app.services.campaigns import owned_campaign
@@ -30,6 +30,11 @@ class Tally:
     clicked_count: int
     ledger: dict[str, int]
     deferred_count: int  # queued rows waiting for a later try (a provider's temporary refusal)
+    # Deliveries a mailbox provider bounced (hard, or soft too often in a row), soft-bounced, or
+    # that their recipient marked as spam (from bounce_counts): each delivery counted once.
+    bounced_count: int
+    soft_bounced_count: int
+    complained_count: int
 
     @property
     def rates(self) -> dict[str, float]:
@@ -38,6 +43,8 @@ class Tally:
             "delivery": _ratio(self.delivered_count, self.sent_count),
             "open": _ratio(self.opened_count, self.delivered_count or self.sent_count),
             "click": _ratio(self.clicked_count, self.delivered_count),
+            "bounce": _ratio(self.bounced_count, self.sent_count),
+            "complaint": _ratio(self.complained_count, self.sent_count),
         }
 
     @classmethod
@@ -50,6 +57,9 @@ class Tally:
             clicked_count=sum(t.clicked_count for t in tallies),
             ledger={status: sum(t.ledger[status] for t in tallies) for status in DELIVERY_STATUSES},
             deferred_count=sum(t.deferred_count for t in tallies),
+            bounced_count=sum(t.bounced_count for t in tallies),
+            soft_bounced_count=sum(t.soft_bounced_count for t in tallies),
+            complained_count=sum(t.complained_count for t in tallies),
         )
 
 
@@ -119,19 +129,20 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     # One statement for counters and ledger, so both come from the same snapshot while sends go on.
     deferred = sa.func.count(Delivery.id).filter(Delivery.not_before > sa.func.timezone("UTC", sa.func.now()))
     rows = db.session.execute(
-        sa.select(CampaignChannel, SendProblem, Delivery.status, sa.func.count(Delivery.id), deferred)
+        sa.select(CampaignChannel, SendProblem, BounceCount, Delivery.status, sa.func.count(Delivery.id), deferred)
         .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
         .outerjoin(SendProblem, SendProblem.channel_id == CampaignChannel.id)
+        .outerjoin(BounceCount, BounceCount.channel_id == CampaignChannel.id)
         .where(CampaignChannel.campaign_id == campaign_id)
-        .group_by(CampaignChannel.id, SendProblem.channel_id, Delivery.status)
+        .group_by(CampaignChannel.id, SendProblem.channel_id, BounceCount.channel_id, Delivery.status)
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
-    channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
+    channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None, BounceCount | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
     waiting: dict[uuid.UUID, int] = {}
-    for channel, problem, status, count, deferred_count in rows:
-        channels[channel.id] = (channel, problem)
+    for channel, problem, bounced, status, count, deferred_count in rows:
+        channels[channel.id] = (channel, problem, bounced)
         ledger = ledgers.setdefault(channel.id, dict.fromkeys(DELIVERY_STATUSES, 0))
         waiting[channel.id] = waiting.get(channel.id, 0) + deferred_count
         if status is not None:  # the outer join's row for a channel without ledger rows
@@ -142,9 +153,12 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
             deferred_count=waiting[channel.id],
+            bounced_count=bounced.bounced_count if bounced else 0,
+            soft_bounced_count=bounced.soft_bounced_count if bounced else 0,
+            complained_count=bounced.complained_count if bounced else 0,
             problem=problem,
         )
-        for channel, problem in channels.values()
+        for channel, problem, bounced in channels.values()
     ]
 
 
