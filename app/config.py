@@ -147,6 +147,8 @@ def _url_pattern(env: Mapping[str, str], name: str, default: str) -> str:
         re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"{name} must be a regular expression: {exc}") from exc
+    if env.get("HERALD_ENV") == "production" and not pattern.startswith("https://"):
+        raise ConfigError(f"{name} must only allow https URLs in production")
     return pattern
 
 

@@ -28,6 +28,7 @@ from app.channels import sendgrid
 from app.extensions import db
 from app.models import BounceEvent, BounceMail, Contact, Delivery, User
 from app.services import bounces, contact_import, contacts, sending
+from tests.conftest import TEST_ENV
 from tests.support import processes
 from tests.support.accounts import signed_in
 from tests.support.bounce_reports import (
@@ -463,3 +464,25 @@ def test_an_import_cannot_resubscribe_a_bounced_contact(ctx):
     result = contact_import.import_contacts(user.id, [{"email": "C0@example.com", "consent": {"email": "subscribed"}}])
     assert (result.updated, result.failed) == (1, 0)
     assert _consent(user.id, "c0@example.com") == ("bounced", "provider")
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("BOUNCE_DOMAIN", "not a domain!", "BOUNCE_DOMAIN"),
+    ("SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(b"not a key").decode(), "SENDGRID_WEBHOOK_PUBLIC_KEY"),
+    ("SNS_URL_PATTERN", "http://(", "SNS_URL_PATTERN"),
+])
+def test_bad_bounce_settings_stop_start_up(name, value, says):
+    from app.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=says):
+        load_settings({**TEST_ENV, name: value})
+
+
+def test_bounce_settings_in_production_and_their_defaults():
+    from app.config import ConfigError, load_settings
+
+    # In production, certificates and subscriptions are only ever fetched over https.
+    with pytest.raises(ConfigError, match="https"):
+        load_settings({**TEST_ENV, "HERALD_ENV": "production", "SNS_URL_PATTERN": r"http://127\.0\.0\.1:\d+/.*"})
+    settings = load_settings({**TEST_ENV, "BOUNCE_DOMAIN": "Bounces.Example.com."})
+    assert (settings.bounce_domain, settings.bounce_soft_limit, settings.ses_sns_topic_arns) == ("bounces.example.com", 3, ())
