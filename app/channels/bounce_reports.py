@@ -70,8 +70,14 @@ def _kind(status: str | None) -> str:
     return SOFT if status and status.startswith("4") else HARD
 
 
+def storable(text: str) -> str:
+    """Text PostgreSQL can keep: header bytes the parser carried as surrogates decoded as UTF-8 (or
+    replaced), and no NUL."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
 def _clip(text: str) -> str:
-    return " ".join(text.split())[:DIAGNOSTIC_MAX]
+    return storable(" ".join(text.split()))[:DIAGNOSTIC_MAX]
 
 
 def read_mail(raw: bytes) -> Report:

@@ -57,7 +57,7 @@ def parse_events(body: bytes) -> list[Report]:
     """One report per event that says something about a recipient; other events are left out."""
     try:
         events = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedEvents("The body is not JSON.") from exc
     if not isinstance(events, list):
         raise MalformedEvents("The body is not a JSON array of events.")

@@ -53,7 +53,7 @@ class MalformedMessage(ValueError):
 def load_message(body: bytes) -> dict[str, Any]:
     try:
         message = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedMessage("The body is not JSON.") from exc
     if not isinstance(message, dict) or message.get("Type") not in SIGNED_FIELDS:
         raise MalformedMessage("The body is not an Amazon SNS message.")
@@ -151,7 +151,7 @@ def parse_notification(text: str) -> Report | None:
     """An SES notification (or event) as a report; None for types that say nothing of recipients."""
     try:
         notification = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedMessage("The notification is not JSON.") from exc
     if not isinstance(notification, dict):
         raise MalformedMessage("The notification is not a JSON object.")

@@ -32,7 +32,17 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.channels import catalogue, sendgrid, ses
-from app.channels.bounce_reports import COMPLAINT, DELIVERED, HARD, SOFT, Feedback, Report, read_mail, status_in
+from app.channels.bounce_reports import (
+    COMPLAINT,
+    DELIVERED,
+    HARD,
+    SOFT,
+    Feedback,
+    Report,
+    read_mail,
+    status_in,
+    storable,
+)
 from app.config import Settings
 from app.errors import Forbidden, HeraldError, TryLater, Unauthorized
 from app.extensions import db
@@ -68,7 +78,8 @@ def receive_mail(mail_from: str, recipients: Sequence[str], raw: bytes) -> str |
     with transaction():
         reason = report.problem or _apply_report(report, "mail", envelope=recipients)
         if reason is not None:
-            db.session.add(BounceMail(mail_from=mail_from, recipients=list(recipients), raw=raw, reason=reason))
+            db.session.add(BounceMail(mail_from=storable(mail_from), recipients=[storable(r) for r in recipients],
+                                      raw=raw, reason=storable(reason)))
     return reason
 
 
@@ -251,7 +262,7 @@ _RECORD = sa.text(
 def _record_event(row: sa.Row[Any], kind: str, source: str, status: str | None, diagnostic: str) -> bool:
     recorded = db.session.execute(_RECORD, {
         "delivery_id": row.id, "channel_id": str(row.channel_id), "kind": kind, "source": source,
-        "status": status, "diagnostic": diagnostic[:ERROR_MAX] or None}).first()
+        "status": status, "diagnostic": storable(diagnostic)[:ERROR_MAX] or None}).first()
     return recorded is not None
 
 
@@ -259,7 +270,7 @@ def _fail(delivery_id: uuid.UUID, diagnostic: str) -> None:
     """The message did not arrive. Only a row that went out moves; its counters stay."""
     db.session.execute(
         sa.update(Delivery).where(Delivery.id == delivery_id, Delivery.status.in_(("sent", "delivered", "unknown")))
-        .values(status="failed", error=(diagnostic or "Bounced.")[:ERROR_MAX], updated_at=sa.func.now())
+        .values(status="failed", error=storable(diagnostic or "Bounced.")[:ERROR_MAX], updated_at=sa.func.now())
         .execution_options(synchronize_session=False)
     )
 
