@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import limits
 
 from app.channels.catalogue import CHANNELS
+from app.channels.sendgrid import load_public_key
 
 AUTOCOMMIT_BIND = "autocommit"
 ENGINE_OPTIONS: dict[str, Any] = {
@@ -133,6 +134,33 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
         raise ConfigError(f"{name} must be comma-separated IP addresses or networks (10.0.0.0/8)") from exc
 
 
+def _bounce_domain(env: Mapping[str, str]) -> str:
+    domain = env.get("BOUNCE_DOMAIN", "").strip().lower().rstrip(".")
+    if domain and not _DOMAIN.fullmatch(domain):
+        raise ConfigError("BOUNCE_DOMAIN must be a domain name, e.g. bounces.example.com")
+    return domain
+
+
+def _url_pattern(env: Mapping[str, str], name: str, default: str) -> str:
+    pattern = env.get(name) or default
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{name} must be a regular expression: {exc}") from exc
+    if env.get("HERALD_ENV") == "production" and not pattern.startswith("https://"):
+        raise ConfigError(f"{name} must only allow https URLs in production")
+    return pattern
+
+
+def _sendgrid_key(env: Mapping[str, str]) -> str:
+    """SENDGRID_WEBHOOK_PUBLIC_KEY: an ECDSA P-256 public key, base64 DER or PEM."""
+    value = env.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "").strip()
+    if value and load_public_key(value) is None:
+        raise ConfigError("SENDGRID_WEBHOOK_PUBLIC_KEY must be the Event Webhook's verification key "
+                          "(an ECDSA P-256 public key, base64 as SendGrid shows it)")
+    return value
+
+
 def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
     found = {name: env.get(name) or default for name, default in RATE_LIMIT_DEFAULTS.items()}
     for name, value in found.items():
@@ -152,6 +180,9 @@ MAX_SENDERS = 64
 SEND_LEASE_SECONDS = 30
 # Contacts per chunk when a launch writes its ledger: about a second of writing per transaction.
 LAUNCH_CHUNK_CONTACTS = 100_000
+# Where Amazon SNS keeps its signing certificates and confirms subscriptions: https, on sns.<region>.
+SNS_URL_PATTERN = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/.*"
+_DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -192,6 +223,20 @@ class Settings:
     push_allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
+    # Bounces (app.services.bounces): the domain of each email's signed envelope sender (empty: the
+    # From address, and nothing can name its delivery), where the `bounces` process listens, and
+    # soft bounces in a row that count as a hard one.
+    bounce_domain: str = ""
+    bounce_smtp_address: str = "0.0.0.0"
+    bounce_smtp_port: int = 2525
+    bounce_soft_limit: int = 3
+    # Amazon SES through SNS: the topics whose notifications are applied (empty: all refused), and
+    # what a signing certificate's and a subscription's URL must match.
+    ses_sns_topic_arns: tuple[str, ...] = ()
+    sns_url_pattern: str = SNS_URL_PATTERN
+    # SendGrid's Event Webhook verification key (base64 DER, as its settings page shows it; empty:
+    # every event refused).
+    sendgrid_webhook_public_key: str = field(default="", repr=False)
     rate_limits: dict[str, str] = field(default_factory=dict)
     api_base_urls: dict[str, str] = field(default_factory=dict)
     # The assistant's model (app.assistant). The endpoint itself is LLM_BASE_URL in api_base_urls.
@@ -315,6 +360,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
+        bounce_domain=_bounce_domain(env),
+        bounce_smtp_address=env.get("BOUNCE_SMTP_ADDRESS", "") or "0.0.0.0",
+        bounce_smtp_port=_bounded_int(env, "BOUNCE_SMTP_PORT", 2525, 65535),
+        bounce_soft_limit=_bounded_int(env, "BOUNCE_SOFT_LIMIT", 3, 100),
+        ses_sns_topic_arns=tuple(arn.strip() for arn in env.get("SES_SNS_TOPIC_ARNS", "").split(",") if arn.strip()),
+        sns_url_pattern=_url_pattern(env, "SNS_URL_PATTERN", SNS_URL_PATTERN),
+        sendgrid_webhook_public_key=_sendgrid_key(env),
         rate_limits=_rate_limits(env),
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
         llm_api_key=env.get("LLM_API_KEY", ""),

@@ -58,6 +58,12 @@ class TooManyRequests(HeraldError):
     status, code = 429, "too_many_requests"
 
 
+class TryLater(HeraldError):
+    """Nothing was wrong with the request, but it cannot be handled now: the caller retries."""
+
+    status, code = 503, "service_unavailable"
+
+
 MAX_REPORTED_ERRORS = 20
 
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import (
+    BounceCount,
     Campaign,
     CampaignChannel,
     Contact,
@@ -588,6 +589,10 @@ def _ledger(**counts: int) -> dict[str, int]:
             for status in ("queued", "sending", "sent", "delivered", "failed", "skipped", "unknown")}
 
 
+NO_BOUNCES = {"bouncedCount": 0, "softBouncedCount": 0, "complainedCount": 0}
+NO_RATES = {"delivery": 0.0, "open": 0.0, "click": 0.0, "bounce": 0.0, "complaint": 0.0}
+
+
 def test_stats_per_channel_and_totals(client, app_ctx):
     _, headers = signed_in(client)
     campaign = _create(client, headers)
@@ -601,6 +606,9 @@ def test_stats_per_channel_and_totals(client, app_ctx):
     _deliveries(email, campaign["id"],
                 {"queued": 2, "sending": 1, "sent": 2, "delivered": 4, "failed": 1, "skipped": 3})
     _deliveries(sms, campaign["id"], {"sent": 3, "unknown": 1})
+    db.session.add(BounceCount(channel_id=uuid.UUID(email["id"]), bounced_count=1, soft_bounced_count=2,
+                               complained_count=1))
+    db.session.commit()
     other = _create(client, headers)
     _deliveries(_add_channel(client, headers, other["id"], "email"), other["id"], {"delivered": 5})
 
@@ -615,21 +623,23 @@ def test_stats_per_channel_and_totals(client, app_ctx):
             {"channelId": email["id"], "channelType": "email", "status": "sending", "sentCount": 6,
              "deliveredCount": 4, "openedCount": 3, "clickedCount": 1,
              "ledger": _ledger(queued=2, sending=1, sent=2, delivered=4, failed=1, skipped=3), "deferredCount": 0,
-             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25}, "problem": None, "abTest": None,
-             **NOTHING_CREDITED, **NOTHING_WAITED},
+             "bouncedCount": 1, "softBouncedCount": 2, "complainedCount": 1,
+             "rates": {"delivery": 0.6667, "open": 0.75, "click": 0.25, "bounce": 0.1667, "complaint": 0.1667},
+             "problem": None, "abTest": None, **NOTHING_CREDITED, **NOTHING_WAITED},
             # Nothing confirmed delivered: opens are measured against what was sent; clicks stay 0.
             {"channelId": sms["id"], "channelType": "sms", "status": "sent", "sentCount": 3,
              "deliveredCount": 0, "openedCount": 0, "clickedCount": 1, "ledger": _ledger(sent=3, unknown=1),
-             "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None,
+             "deferredCount": 0, **NO_BOUNCES, "problem": None,
+             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0, "bounce": 0.0, "complaint": 0.0},
              "abTest": None, **NOTHING_CREDITED, **NOTHING_WAITED},
             {"channelId": push["id"], "channelType": "push", "status": "pending", "sentCount": 0,
              "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(), "deferredCount": 0,
-             "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, "problem": None, "abTest": None,
-             **NOTHING_CREDITED, **NOTHING_WAITED},
+             **NO_BOUNCES, "rates": NO_RATES, "problem": None, "abTest": None, **NOTHING_CREDITED, **NOTHING_WAITED},
         ],
         "totals": {"sentCount": 9, "deliveredCount": 4, "openedCount": 3, "clickedCount": 2,
                    "ledger": _ledger(queued=2, sending=1, sent=5, delivered=4, failed=1, skipped=3, unknown=1),
-                   "deferredCount": 0, "rates": {"delivery": 0.4444, "open": 0.75, "click": 0.5},
+                   "deferredCount": 0, "bouncedCount": 1, "softBouncedCount": 2, "complainedCount": 1,
+                   "rates": {"delivery": 0.4444, "open": 0.75, "click": 0.5, "bounce": 0.1111, "complaint": 0.1111},
                    **NOTHING_CREDITED, **NOTHING_WAITED},
     }
 
@@ -640,13 +650,12 @@ def test_open_rate_falls_back_to_sent_without_delivery_receipts(client, app_ctx)
     push = _add_channel(client, headers, campaign["id"], "push")
     _set(CampaignChannel, push["id"], sent_count=8, opened_count=3)
     stats = client.get(f"{CAMPAIGNS}/{campaign['id']}/stats", headers=headers).get_json()
-    assert stats["channels"][0]["rates"] == {"delivery": 0.0, "open": 0.375, "click": 0.0}
+    assert stats["channels"][0]["rates"] == {**NO_RATES, "open": 0.375}
     empty = _create(client, headers)
     assert client.get(f"{CAMPAIGNS}/{empty['id']}/stats", headers=headers).get_json() == {
         "campaignId": empty["id"], "status": "draft", "channels": [], "preparation": None,
         "totals": {"sentCount": 0, "deliveredCount": 0, "openedCount": 0, "clickedCount": 0, "ledger": _ledger(),
-                   "deferredCount": 0, "rates": {"delivery": 0.0, "open": 0.0, "click": 0.0}, **NOTHING_CREDITED,
-                       **NOTHING_WAITED},
+                   "deferredCount": 0, **NO_BOUNCES, "rates": NO_RATES, **NOTHING_CREDITED, **NOTHING_WAITED},
     }
 
 

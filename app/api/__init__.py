@@ -17,6 +17,7 @@ def register_blueprints(app: Flask) -> None:
         contacts,
         conversations,
         data_sources,
+        email_hooks,
         health,
         ingest,
         provider_accounts,
@@ -31,6 +32,6 @@ def register_blueprints(app: Flask) -> None:
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
-                   short_links, twilio_hooks, whatsapp_hooks, provider_accounts, account_pages, settings,
+                   short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
                    suppressions):
         api.register_blueprint(module.blp)

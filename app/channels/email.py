@@ -6,7 +6,9 @@ What `transmit` says about a message:
   250 counts as delivered); `provider_message_id` is the Message-ID header.
 - `SendOutcome(accepted=False, error=...)`: a permanent refusal of this recipient or message (a 5xx
   answer). Sending it again would fail again. (`prepare` raises `Refused` for a message that
-  cannot be composed: a bad address, a broken template.)
+  cannot be composed: a bad address, a broken template.) A refusal of the recipient's mailbox
+  itself (enhanced status 5.1.x, other than of our sender) also names the address in `gone`: a
+  hard bounce at send time.
 - `SendOutcome(accepted=False, deferred=True, error=...)`: a temporary refusal of this message (a
   4xx to MAIL, RCPT or DATA: a full mailbox, greylisting). Only this recipient waits and is tried
   again later; the session carries the next message.
@@ -44,7 +46,9 @@ from app.channels.base import (
     SenderBase,
     SendOutcome,
 )
+from app.channels.bounce_reports import enhanced_status
 from app.channels.smtp import open_smtp, parse_smtp_url
+from app.security.bounce_addresses import BounceAddresses, bounce_addresses
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
 from app.services.rendering import render
 from app.services.tracking import LinkRegistry, is_trackable
@@ -82,6 +86,14 @@ def _mail_policy() -> email.policy.EmailPolicy[EmailMessage]:
 
 MAIL_POLICY = _mail_policy()  # composing (\n line ends)
 WIRE_POLICY = MAIL_POLICY.clone(linesep="\r\n")  # serializing for SMTP
+
+
+class _MailboxGone(Refused):
+    """A 5.1.x refusal of the recipient (no such mailbox or domain): a hard bounce."""
+
+
+# Enhanced status codes that refuse our own sender, not the recipient (RFC 3463: 5.1.7, 5.1.8).
+_SENDER_STATUSES = frozenset({"5.1.7", "5.1.8"})
 
 
 class _Deferred(Exception):
@@ -124,12 +136,14 @@ class EmailSender(SenderBase):
     """ChannelSender for email: one SMTP session per sending thread, each reused across messages."""
 
     def __init__(self, smtp_url: str, public_base_url: str, mail_from_default: str,
-                 *, signer: LinkSigner | None = None) -> None:
+                 *, signer: LinkSigner | None = None, bounces: BounceAddresses | None = None) -> None:
         self._smtp_url = smtp_url
         self._base_url = public_base_url.rstrip("/")
         self._domain = urlsplit(self._base_url).hostname or "herald"
         self._default_from = parseaddr(mail_from_default)
         self._signer = signer or link_signer()
+        # The envelope sender: each delivery's own signed bounce address when BOUNCE_DOMAIN is set.
+        self._bounces = bounces or bounce_addresses()
         self._links = LinkRegistry("email")
         self._connections: ConnectionPool[SmtpConnection] = ConnectionPool(
             lambda: SmtpConnection(smtp_url), SmtpConnection.close)
@@ -151,6 +165,8 @@ class EmailSender(SenderBase):
         with self._connections.connection() as connection:
             try:
                 return connection.transmit(prepared)
+            except _MailboxGone as exc:
+                return SendOutcome(accepted=False, error=str(exc), gone=(prepared.recipient,))
             except Refused as exc:
                 return SendOutcome(accepted=False, error=str(exc))
             except _Deferred as exc:
@@ -178,7 +194,8 @@ class EmailSender(SenderBase):
         mail.set_content(f"{text.rstrip()}\n\n{footer}" if text.strip() else footer)
         if html is not None:
             mail.add_alternative(self._tracked_html(html, message, unsubscribe_url), subtype="html")
-        return _Composed(sender.addr_spec, recipient.addr_spec, mail, mail["Message-ID"])
+        envelope = self._bounces.address(message.delivery_id) if self._bounces else sender.addr_spec
+        return _Composed(envelope, recipient.addr_spec, mail, mail["Message-ID"])
 
     def _sender(self, config: dict[str, Any]) -> Address:
         if not config.get("fromEmail"):
@@ -309,6 +326,10 @@ class SmtpConnection:
             self._drop()
             raise _Dropped(detail)
         self._reset()
+        status = enhanced_status(text)
+        if code >= 500 and stage != "MAIL FROM" and status and status.startswith("5.1.") and \
+                status not in _SENDER_STATUSES:
+            raise _MailboxGone(detail)
         if code >= 500:
             raise Refused(detail)
         raise _Deferred(detail)

@@ -1,6 +1,7 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
 from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
+from app.models.bounces import BounceCount, BounceEvent, BounceMail, BounceStreak
 from app.models.campaigns import Audience, Campaign, CampaignChannel, CampaignSendOptions, DeletedCampaign
 from app.models.contacts import (
     ConsentChange,
@@ -56,4 +57,8 @@ __all__ = [
     "EventFailure",
     "SyncRun",
     "ProviderAccount",
+    "BounceEvent",
+    "BounceCount",
+    "BounceStreak",
+    "BounceMail",
 ]

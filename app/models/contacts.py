@@ -184,7 +184,7 @@ class ContactActivity(Base):
 
 class ConsentChange(Base):
     """One change of one channel's consent, written by a trigger on `contacts` whatever the path
-    (migration 0019): the value, the source the contact now names for it, what the writing
+    (migration 0017): the value, the source the contact now names for it, what the writing
     transaction declared (`via`: api, import, event, unsubscribe_link, provider, suppression,
     erasure...) and, for a person's own action, the request's IP and user agent."""
 

@@ -188,6 +188,8 @@ class RatesSchema(CamelSchema):
     delivery = fields.Float(metadata={"description": "delivered / sent."})
     open = fields.Float(metadata={"description": "opened / delivered (/ sent while nothing is confirmed delivered)."})
     click = fields.Float(metadata={"description": "clicked / delivered."})
+    bounce = fields.Float(metadata={"description": "bounced / sent."})
+    complaint = fields.Float(metadata={"description": "complained / sent."})
 
 
 class MoneySchema(CamelSchema):
@@ -211,6 +213,13 @@ class TallySchema(CamelSchema):
     deferred_by = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
         "description": "Rows that had to wait (sent since or still waiting), by what made them wait last: "
                        "quiet_hours, local_time or provider."})
+    bounced_count = fields.Integer(metadata={
+        "description": "Deliveries that bounced: a hard bounce (or BOUNCE_SOFT_LIMIT soft ones in a row), by mail, "
+                       "provider webhook or the relay's refusal of an unknown mailbox. Each delivery once."})
+    soft_bounced_count = fields.Integer(metadata={
+        "description": "Deliveries that bounced softly (a full mailbox, a delay), each once."})
+    complained_count = fields.Integer(metadata={
+        "description": "Deliveries whose recipient marked the message as spam, each once."})
     rates = fields.Nested(RatesSchema, metadata={"description": "0 when the denominator is 0; 4 decimals."})
     attributed_orders = fields.Integer(attribute="credited.orders", metadata={
         "description": "Orders credited to these messages: placed within the click (or open) window after the "

@@ -16,7 +16,7 @@ from sqlalchemy import orm
 from app import clock
 from app.errors import ValidationFailed
 from app.extensions import db
-from app.models import AbTest, CampaignChannel, Delivery, SendProblem
+from app.models import AbTest, BounceCount, CampaignChannel, Delivery, SendProblem
 from app.models.deliveries import DELIVERY_STATUSES
 from app.services import delivery_ledger
 from app.services.attribution import Credited, credited_by_channel, credited_by_variant
@@ -38,6 +38,11 @@ class Tally:
     skip_reasons: dict[str, int]  # skipped rows by reason
     deferred_by: dict[str, int]  # rows that had to wait, by what made them wait (the last thing)
     credited: Credited  # orders credited to these messages
+    # Deliveries a mailbox provider bounced (hard, or soft too often in a row), soft-bounced, or
+    # that their recipient marked as spam (from bounce_counts): each delivery counted once.
+    bounced_count: int
+    soft_bounced_count: int
+    complained_count: int
 
     @property
     def rates(self) -> dict[str, float]:
@@ -46,6 +51,8 @@ class Tally:
             "delivery": _ratio(self.delivered_count, self.sent_count),
             "open": _ratio(self.opened_count, self.delivered_count or self.sent_count),
             "click": _ratio(self.clicked_count, self.delivered_count),
+            "bounce": _ratio(self.bounced_count, self.sent_count),
+            "complaint": _ratio(self.complained_count, self.sent_count),
         }
 
     @classmethod
@@ -61,6 +68,9 @@ class Tally:
             skip_reasons=_summed(t.skip_reasons for t in tallies),
             deferred_by=_summed(t.deferred_by for t in tallies),
             credited=Credited.total(t.credited for t in tallies),
+            bounced_count=sum(t.bounced_count for t in tallies),
+            soft_bounced_count=sum(t.soft_bounced_count for t in tallies),
+            complained_count=sum(t.complained_count for t in tallies),
         )
 
 
@@ -165,20 +175,22 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     # One statement for counters and ledger, so both come from the same snapshot while sends go on.
     waiting = sa.func.count(Delivery.id).filter(Delivery.status == "queued", Delivery.not_before > clock.now())
     rows = db.session.execute(
-        sa.select(CampaignChannel, SendProblem, Delivery.status, Delivery.skip_reason, Delivery.deferred_by,
-                  Delivery.variant, sa.func.count(Delivery.id), waiting, sa.func.count(Delivery.opened_at),
-                  sa.func.count(Delivery.clicked_at))
+        sa.select(CampaignChannel, SendProblem, BounceCount, Delivery.status, Delivery.skip_reason,
+                  Delivery.deferred_by, Delivery.variant, sa.func.count(Delivery.id), waiting,
+                  sa.func.count(Delivery.opened_at), sa.func.count(Delivery.clicked_at))
         .outerjoin(Delivery, Delivery.channel_id == CampaignChannel.id)
         .outerjoin(SendProblem, SendProblem.channel_id == CampaignChannel.id)
+        .outerjoin(BounceCount, BounceCount.channel_id == CampaignChannel.id)
         .where(CampaignChannel.campaign_id == campaign_id)
-        .group_by(CampaignChannel.id, SendProblem.channel_id, Delivery.status, Delivery.skip_reason,
+        .group_by(CampaignChannel.id, SendProblem.channel_id, BounceCount.channel_id, Delivery.status,
+                  Delivery.skip_reason,
                   Delivery.deferred_by, Delivery.variant)
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
         .execution_options(populate_existing=True)
     )
     by_variant = credited_by_variant(campaign_id)
     credited = credited_by_channel(campaign_id, by_variant)
-    channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None]] = {}
+    channels: dict[uuid.UUID, tuple[CampaignChannel, SendProblem | None, BounceCount | None]] = {}
     ledgers: dict[uuid.UUID, dict[str, int]] = {}
     waiting_rows: dict[uuid.UUID, int] = {}
     skipped: dict[uuid.UUID, dict[str, int]] = {}
@@ -186,9 +198,10 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     variants: dict[uuid.UUID, dict[int, VariantStats]] = {}
     tests = {test.channel_id: test for test in db.session.scalars(
         sa.select(AbTest).where(AbTest.campaign_id == campaign_id))}
-    for channel, problem, status, skip_reason, deferred_by, variant, count, waiting_count, opened, clicked in rows:
+    for channel, problem, bounced, status, skip_reason, deferred_by, variant, count, waiting_count, opened, clicked \
+            in rows:
         if channel.id not in channels:
-            channels[channel.id] = (channel, problem)
+            channels[channel.id] = (channel, problem, bounced)
             ledgers[channel.id] = dict.fromkeys(DELIVERY_STATUSES, 0)
             waiting_rows[channel.id], skipped[channel.id], deferred[channel.id] = 0, {}, {}
             variants[channel.id] = _variants(channel, tests.get(channel.id), by_variant)
@@ -213,10 +226,13 @@ def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
             sent_count=channel.sent_count, delivered_count=channel.delivered_count,
             opened_count=channel.opened_count, clicked_count=channel.clicked_count, ledger=ledgers[channel.id],
             deferred_count=waiting_rows[channel.id], skip_reasons=skipped[channel.id],
-            deferred_by=deferred[channel.id], credited=credited.get(channel.id, Credited()), problem=problem,
-            ab_test=_ab_test(channel, tests.get(channel.id), variants[channel.id]),
+            deferred_by=deferred[channel.id], credited=credited.get(channel.id, Credited()),
+            bounced_count=bounced.bounced_count if bounced else 0,
+            soft_bounced_count=bounced.soft_bounced_count if bounced else 0,
+            complained_count=bounced.complained_count if bounced else 0,
+            problem=problem, ab_test=_ab_test(channel, tests.get(channel.id), variants[channel.id]),
         )
-        for channel, problem in channels.values()
+        for channel, problem, bounced in channels.values()
     ]
 
 

@@ -61,6 +61,6 @@ def declare(via: str, ip: str | None = None, user_agent: str | None = None,
     """Say, for the rest of the current transaction, how the consent changes it writes come about
     (`api`, `import`, `event`, `unsubscribe_link`, `provider`, `suppression`...) and, for the
     person's own action, from which IP address and user agent: the consent history's trigger
-    (migration 0019) records it with each change."""
+    (migration 0017) records it with each change."""
     params = {"via": via, "ip": ip or "", "user_agent": (user_agent or "")[:500]}
     (session.execute if session is not None else db.session.execute)(_DECLARE, params)

@@ -122,15 +122,16 @@ def unsubscribe(user_id: uuid.UUID, contact_id: uuid.UUID, channels: Collection[
     return contact
 
 
-def record_opt_out(contact_id: uuid.UUID, channels: Collection[str], source: str) -> None:
+def record_opt_out(contact_id: uuid.UUID, channels: Collection[str], source: str, value: str = UNSUBSCRIBED) -> None:
     """An opt-out the contact made (an unsubscribe link: source `contact`) or a provider reported
-    (a carrier STOP, a bounce: source `provider`). The caller commits. A deleted contact: nothing."""
+    (a carrier STOP: `unsubscribed`; a hard bounce: `bounced`; a complaint: `complained`; source
+    `provider`). The caller commits. A deleted contact: nothing."""
     if source == "provider":
         declare("provider")
     # Locked: a merchant's edit committing in between must not write back the old consent.
     contact = db.session.scalar(sa.select(Contact).where(Contact.id == contact_id).with_for_update())
     if contact is not None:
-        _merge_opt_out(contact, channels, source)
+        _merge_opt_out(contact, channels, source, value)
 
 
 def remove_gone_addresses(channel_type: str, addresses: Collection[str]) -> None:
@@ -141,8 +142,8 @@ def remove_gone_addresses(channel_type: str, addresses: Collection[str]) -> None
     db.session.execute(sa.delete(PushSubscription).where(PushSubscription.id.in_([uuid.UUID(a) for a in addresses])))
 
 
-def _merge_opt_out(contact: Contact, channels: Collection[str], source: str) -> None:
-    wish = {channel: UNSUBSCRIBED for channel in channels}
+def _merge_opt_out(contact: Contact, channels: Collection[str], source: str, value: str = UNSUBSCRIBED) -> None:
+    wish = dict.fromkeys(channels, value)
     contact.consent, contact.consent_sources = merge_consent(contact.consent, contact.consent_sources, wish, source)
 
 

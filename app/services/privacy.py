@@ -20,6 +20,7 @@ from app import clock
 from app.extensions import db
 from app.models import (
     Attribution,
+    BounceEvent,
     Campaign,
     ConsentChange,
     Contact,
@@ -39,6 +40,9 @@ from app.sources.normalize import sha256_phone
 ERASED = "[erased]"
 ERASED_REASON = "erased"
 CONTAINED_MIN = 6  # identifiers at least this long are looked for inside strings; shorter ones whole
+
+
+_DROP_BOUNCE_MAIL = sa.text("DELETE FROM bounce_mail WHERE position(convert_to(:identifier, 'UTF8') IN raw) > 0")
 
 
 def consent_history(user_id: uuid.UUID, contact_id: uuid.UUID) -> list[ConsentChange]:
@@ -99,10 +103,17 @@ def erase(user_id: uuid.UUID, contact_id: uuid.UUID) -> None:
             Suppression.address_hash.in_([suppressions.address_hash(a) for a in _addresses(contact)]))
             .values(address=None))
         _redact_events(user_id, contact_id, identifiers)
+        theirs = sa.select(Delivery.id).where(Delivery.contact_id == contact_id)
         for identifier in identifiers:
             db.session.execute(sa.update(Delivery).where(Delivery.contact_id == contact_id,
                                                          Delivery.error.contains(identifier))
                                .values(error=sa.func.replace(Delivery.error, identifier, ERASED)))
+            db.session.execute(sa.update(BounceEvent).where(BounceEvent.delivery_id.in_(theirs),
+                                                            BounceEvent.diagnostic.contains(identifier))
+                               .values(diagnostic=sa.func.replace(BounceEvent.diagnostic, identifier, ERASED)))
+        # Bounce mail kept for inspection that names them goes (whole messages, not theirs to keep).
+        for identifier in identifiers:
+            db.session.execute(_DROP_BOUNCE_MAIL, {"identifier": identifier})
         db.session.execute(sa.update(Delivery).where(Delivery.contact_id == contact_id)
                            .values(address=None, meta={}, updated_at=sa.func.now()))
         db.session.execute(sa.delete(Contact).where(Contact.id == contact_id))

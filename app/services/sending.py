@@ -41,7 +41,7 @@ from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel
 from app.models.contacts import zone_for
-from app.services import ab_tests, contacts, send_policies, send_rate
+from app.services import ab_tests, bounces, contacts, send_policies, send_rate
 from app.services import delivery_ledger as ledger
 from app.services.delivery_ledger import ClaimedDelivery, Outcome
 from app.services.rendering import contact_context
@@ -168,7 +168,7 @@ class _Run:
         self._in_flight: dict[Future[SendOutcome], ClaimedDelivery] = {}
         self._outcomes: list[Outcome] = []  # back from the provider, not yet recorded
         self._opted_out: list[uuid.UUID] = []
-        self._gone: list[str] = []  # addresses the provider called gone for good
+        self._gone: list[tuple[uuid.UUID, str]] = []  # (delivery, address) the provider called gone for good
         self._oldest_outcome = 0.0
         self._next_claim = 0.0  # not before: a rate limit's or a hold's wait
         self._last_claim = -CLAIM_EVERY
@@ -297,7 +297,7 @@ class _Run:
             return Outcome(row.id, "unknown", error=f"{type(exc).__name__}: {exc}")
         if result.opted_out and row.contact_id:
             self._opted_out.append(row.contact_id)
-        self._gone.extend(result.gone)
+        self._gone.extend((row.id, address) for address in result.gone)
         if result.accepted:
             self.handed += 1
             return Outcome(row.id, "delivered" if result.delivered else "sent", result.provider_message_id)
@@ -371,7 +371,7 @@ class _Run:
         for contact_id in opted_out:
             contacts.record_opt_out(contact_id, [self.channel_type], source="provider")
         if gone:
-            contacts.remove_gone_addresses(self.channel_type, gone)
+            bounces.record_gone(self.channel_type, gone)
         db.session.commit()
         return claimed
 

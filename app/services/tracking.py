@@ -22,7 +22,7 @@ from app.extensions import db
 from app.models import CampaignChannel, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, link_signer
 from app.security.short_codes import short_codes
-from app.services import contacts, utm
+from app.services import bounces, contacts, utm
 from app.services.consent import declare
 from app.services.transactions import transaction
 
@@ -70,7 +70,9 @@ def record_open(token: str, count: bool = True) -> None:
     for a HEAD request, which only checks the link: it shows nothing to anyone)."""
     (delivery_id,) = _verified(LinkPurpose.OPEN, token)
     with transaction():
-        if not (count and _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)):
+        if count and _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
+            bounces.end_streak_of(delivery_id)  # an opened email: its address works
+        else:
             _require_delivery(delivery_id)
 
 
@@ -89,7 +91,8 @@ def record_click(token: str, count: bool = True) -> str:
             raise NotFound(INVALID_LINK)
         if count:
             _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id)
-            _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id)
+            if _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
+                bounces.end_streak_of(delivery_id)
     return url
 
 

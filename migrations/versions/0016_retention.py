@@ -1,14 +1,14 @@
 """Retention: processed raw events are found by age without reading the pending ones.
 
-Revision ID: 0018_retention
-Revises: 0017_suppressions
+Revision ID: 0016_retention
+Revises: 0015_suppressions
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_retention"
-down_revision = "0017_suppressions"
+revision = "0016_retention"
+down_revision = "0015_suppressions"
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """Account deletions: merchants whose data a worker is deleting, batch by batch.
 
-Revision ID: 0020_account_deletions
-Revises: 0019_consent_history
+Revision ID: 0018_account_deletions
+Revises: 0017_consent_history
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020_account_deletions"
-down_revision = "0019_consent_history"
+revision = "0018_account_deletions"
+down_revision = "0017_consent_history"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """Suppressions: addresses a merchant must not send to, kept by hash beyond the contact.
 
-Revision ID: 0017_suppressions
+Revision ID: 0015_suppressions
 Revises: 0014_attribution
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_suppressions"
+revision = "0015_suppressions"
 down_revision = "0014_attribution"
 branch_labels = None
 depends_on = None

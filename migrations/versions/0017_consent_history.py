@@ -5,15 +5,15 @@ contact), with the source the row now names for it and what the writing transact
 (`herald.consent_via`, and for a person's own action `herald.consent_ip` / `herald.consent_user_agent`:
 app.services.consent.declare). Bulk writes (imports, event processing) are covered like single ones.
 
-Revision ID: 0019_consent_history
-Revises: 0018_retention
+Revision ID: 0017_consent_history
+Revises: 0016_retention
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019_consent_history"
-down_revision = "0018_retention"
+revision = "0017_consent_history"
+down_revision = "0016_retention"
 branch_labels = None
 depends_on = None
 
