@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 from app.channels import sendgrid
 from app.extensions import db
-from app.models import BounceEvent, BounceMail, Contact, Delivery, User
+from app.models import BounceEvent, BounceMail, Contact, Delivery, Suppression, User
 from app.services import bounces, contact_import, contacts, sending
 from tests.conftest import TEST_ENV
 from tests.support import processes
@@ -280,6 +280,10 @@ def test_three_soft_bounces_in_a_row_make_a_hard_one_and_an_open_ends_the_run(ct
         delivery = _delivery("c0@example.com", campaign_id)
         assert delivery.status == "failed" and "Mailbox full" in delivery.error
     assert _events(fifth) == [("c0@example.com", "bounce", "mail"), ("c0@example.com", "soft_bounce", "mail")]
+    # The address went on the suppression list; the person opts in again (their own word lifts it).
+    (entry,) = db.session.scalars(sa.select(Suppression).where(Suppression.user_id == user.id)).all()
+    assert (entry.address, entry.reason) == ("c0@example.com", "bounced")
+    db.session.delete(entry)
     # A delay warning counts as soft but leaves the delivery alone: the message may still arrive.
     db.session.execute(sa.update(Contact).where(Contact.user_id == user.id).values(
         consent={"email": "subscribed"}, consent_sources={}))
@@ -483,6 +487,7 @@ def test_bounce_settings_in_production_and_their_defaults():
 
     # In production, certificates and subscriptions are only ever fetched over https.
     with pytest.raises(ConfigError, match="https"):
-        load_settings({**TEST_ENV, "HERALD_ENV": "production", "SNS_URL_PATTERN": r"http://127\.0\.0\.1:\d+/.*"})
+        load_settings({**TEST_ENV, "HERALD_ENV": "production", "ADJUSTABLE_CLOCK": "",
+                       "SNS_URL_PATTERN": r"http://127\.0\.0\.1:\d+/.*"})
     settings = load_settings({**TEST_ENV, "BOUNCE_DOMAIN": "Bounces.Example.com."})
     assert (settings.bounce_domain, settings.bounce_soft_limit, settings.ses_sns_topic_arns) == ("bounces.example.com", 3, ())

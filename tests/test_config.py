@@ -26,6 +26,12 @@ def test_production_requires_service_addresses():
         load_settings(env)
 
 
+def test_the_adjustable_clock_is_refused_in_production():
+    with pytest.raises(ConfigError, match="ADJUSTABLE_CLOCK"):
+        load_settings({**TEST_ENV, "HERALD_ENV": "production", "ADJUSTABLE_CLOCK": "1"})
+    assert load_settings({**TEST_ENV, "ADJUSTABLE_CLOCK": ""}).adjustable_clock is False
+
+
 def test_development_defaults_point_at_localhost():
     env = {k: TEST_ENV[k] for k in ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")}
     settings = load_settings(env)
