@@ -1,4 +1,5 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
+from app.models.api_keys import ApiKey, IdempotencyKey
 from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
 from app.models.campaigns import Audience, Campaign, CampaignChannel, CampaignSendOptions, DeletedCampaign
@@ -24,6 +25,8 @@ __all__ = [
     "UserSession",
     "TokenBlacklist",
     "EmailVerification",
+    "ApiKey",
+    "IdempotencyKey",
     "DataSource",
     "DataEvent",
     "Conversation",
