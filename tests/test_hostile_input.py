@@ -44,6 +44,7 @@ def routes(app, client):
         "source_id": created("/api/v1/data-sources", {"sourceType": "facebook_pixel", "name": "Pixel",
                                                        "config": {"pixelId": "123456789", "accessToken": "EAAB"}}),
         "session_id": str(uuid.uuid4()),
+        "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",
         "token": "x" * 40,
         "code": "x" * 20,  # a short link's code: well formed, so its lookup runs
