@@ -241,7 +241,7 @@ def test_openapi_documents_both_credentials_and_the_key_routes(client):
     assert schemes["bearerAuth"]["scheme"] == schemes["apiKeyAuth"]["scheme"] == "bearer"
     operation = spec["paths"]["/api/v1/contacts"]["post"]
     assert operation["security"] == [{"bearerAuth": []}, {"apiKeyAuth": ["contacts:write"]}]
-    assert {"201", "401", "403"} <= set(operation["responses"])
+    assert {"201", "401", "403", "409", "422"} <= set(operation["responses"])
     assert spec["paths"]["/api/v1/contacts"]["get"]["security"][1] == {"apiKeyAuth": ["read"]}
     keys = spec["paths"]["/api/v1/api-keys"]
     assert keys["post"]["security"] == keys["get"]["security"] == [{"bearerAuth": []}]

@@ -19,6 +19,7 @@ def register_blueprints(app: Flask) -> None:
         conversations,
         data_sources,
         health,
+        idempotency,
         ingest,
         provider_accounts,
         settings,
@@ -29,6 +30,7 @@ def register_blueprints(app: Flask) -> None:
         whatsapp_hooks,
     )
 
+    app.after_request(idempotency.record_response)
     api.spec.components.security_scheme(LOGIN_SCHEME, {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "A login access token (POST /api/v1/auth/login): every route.",

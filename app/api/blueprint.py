@@ -1,5 +1,5 @@
 """The blueprint every API resource uses: flask-smorest's, plus authentication (a login token or an
-API key with the route's scope)."""
+API key with the route's scope) and `Idempotency-Key` on POSTs."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,6 +16,7 @@ from flask_smorest.utils import deepupdate
 from marshmallow import missing
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
+from app.api import idempotency
 from app.api.authentication import authenticate
 from app.extensions import db
 from app.schemas.json_input import JsonRejected, parse
@@ -98,7 +99,14 @@ class RouteAccess:
             responses["403"] = _error_doc(f"An API key without the `{self.scope}` scope.")
         else:
             responses["403"] = _error_doc("An API key: this route takes a login access token only.")
-        return deepupdate(deepcopy(apidoc), {"manual_doc": {"security": security, "responses": responses}})
+        apidoc = deepcopy(apidoc)
+        if self.method == "POST":
+            responses["409"] = _error_doc(f"A request with this `{idempotency.HEADER}` is still running.")
+            if "arguments" not in apidoc:  # else documented already, as invalid input
+                responses["422"] = _error_doc(f"This `{idempotency.HEADER}` came with a different request.")
+            # Beside the route's own parameters (a manual doc's list would replace them).
+            apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(dict(IDEMPOTENCY_KEY_PARAMETER))
+        return deepupdate(apidoc, {"manual_doc": {"security": security, "responses": responses}})
 
 
 class ApiBlueprint(HeraldBlueprint):
@@ -112,15 +120,19 @@ class ApiBlueprint(HeraldBlueprint):
         super().__init__(*args, **kwargs)
 
     def authenticated(self, view: Callable[..., Any] | None = None, *, scope: str | None = None) -> Any:
-        """Require a live login token, or an API key holding the route's scope (401, 403 otherwise).
-        `scope` overrides the one derived from the method."""
+        """Require a live login token, or an API key holding the route's scope (401, 403 otherwise),
+        and honour `Idempotency-Key` on a POST. `scope` overrides the one derived from the method."""
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             access = RouteAccess(scope)
 
             @wraps(view)
             def guarded(*args: Any, **kwargs: Any) -> Any:
-                authenticate(access.scope)
+                principal = authenticate(access.scope)
+                if access.method == "POST":
+                    replayed = idempotency.begin(principal.user_id)
+                    if replayed is not None:
+                        return replayed
                 return view(*args, **kwargs)
 
             guarded.route_access = access  # type: ignore[attr-defined]
@@ -142,6 +154,17 @@ class ApiBlueprint(HeraldBlueprint):
             return super(ApiBlueprint, self).route(rule, parameters=parameters, tags=tags, **options)(view)
 
         return decorator
+
+
+IDEMPOTENCY_KEY_PARAMETER = {
+    "in": "header",
+    "name": idempotency.HEADER,
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Any unique string (a UUID, say). A retry with the same key and the same request within 24 "
+                   "hours answers what the first did (with `Idempotent-Replayed: true`) and changes nothing "
+                   "again; the same key with a different request answers 422; while the first still runs, 409.",
+}
 
 
 def _error_doc(description: str) -> dict[str, Any]:

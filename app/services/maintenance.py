@@ -1,4 +1,5 @@
-"""Housekeeping of the account tables: revoked tokens and sessions that can no longer matter."""
+"""Housekeeping: revoked tokens and sessions that can no longer matter, and de-duplication records
+(provider event ids, API idempotency keys) past any retry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.extensions import db, rowcount
-from app.models import EventDedupeKey, HeldReceipt, TokenBlacklist, UserSession, utcnow
+from app.models import EventDedupeKey, HeldReceipt, IdempotencyKey, TokenBlacklist, UserSession, utcnow
+from app.services import idempotency
 
 SESSION_RETENTION = timedelta(days=30)
 # Providers redeliver for up to two days (Shopify's webhook retries, Meta's dedup window); a week of
@@ -41,6 +43,11 @@ def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH
     """Forget provider event ids older than any redelivery (the events themselves stay)."""
     cutoff = (now or utcnow()) - DEDUPE_KEY_RETENTION
     return _delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
+
+
+def purge_idempotency_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Forget API answers kept for retries once their 24 hours are over (a claim already ignores them)."""
+    return _delete_in_batches(IdempotencyKey, idempotency.expired(now or utcnow()), batch_size)
 
 
 def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
