@@ -45,6 +45,7 @@ def routes(app, client):
                                                        "config": {"pixelId": "123456789", "accessToken": "EAAB"}}),
         "suppression_id": created("/api/v1/suppressions", {"kind": "email", "address": "gone@example.com"}),
         "session_id": str(uuid.uuid4()),
+        "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",
         "token": "x" * 40,
         "code": "x" * 20,  # a short link's code: well formed, so its lookup runs

@@ -12,8 +12,9 @@ def purge_token_blacklist() -> dict[str, int]:
 
 
 @shared_task(name=tasks.PURGE_DEDUPE_KEYS)
-def purge_dedupe_keys() -> int:
-    return maintenance.purge_dedupe_keys()
+def purge_dedupe_keys() -> dict[str, int]:
+    """Daily: providers' event ids past any redelivery, and API idempotency keys past their 24 hours."""
+    return {"eventDedupeKeys": maintenance.purge_dedupe_keys(), "idempotencyKeys": maintenance.purge_idempotency_keys()}
 
 
 @shared_task(name=tasks.PURGE_HELD_RECEIPTS)

@@ -5,12 +5,13 @@ from app.extensions import api
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api.blueprint import BoundedRequest, JsonProvider
+    from app.api.blueprint import KEY_SCHEME, LOGIN_SCHEME, BoundedRequest, JsonProvider
 
     app.json = JsonProvider(app)
     app.request_class = BoundedRequest
     from app.api import (
         account_pages,
+        api_keys,
         audiences,
         auth,
         campaigns,
@@ -19,6 +20,7 @@ def register_blueprints(app: Flask) -> None:
         data_sources,
         email_hooks,
         health,
+        idempotency,
         ingest,
         provider_accounts,
         settings,
@@ -30,8 +32,16 @@ def register_blueprints(app: Flask) -> None:
         whatsapp_hooks,
     )
 
-    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    for module in (health, auth, users, data_sources, contacts, campaigns, audiences, conversations, ingest, tracking,
-                   short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
+    app.after_request(idempotency.record_response)
+    api.spec.components.security_scheme(LOGIN_SCHEME, {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "A login access token (POST /api/v1/auth/login): every route.",
+    })
+    api.spec.components.security_scheme(KEY_SCHEME, {
+        "type": "http", "scheme": "bearer", "bearerFormat": "hk_live_...",
+        "description": "An API key (POST /api/v1/api-keys): the routes whose requirement names a scope it holds.",
+    })
+    for module in (health, auth, users, api_keys, data_sources, contacts, campaigns, audiences, conversations, ingest,
+                   tracking, short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
                    suppressions):
         api.register_blueprint(module.blp)

@@ -11,17 +11,19 @@ from app.schemas.audiences import (
     AudienceSchema,
     AudienceUpdateSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.api_keys import READ
+from app.security.principal import current_user_id
 from app.services import audiences
 
-blp = ApiBlueprint("audiences", __name__, url_prefix="/api/v1", description="Campaign audiences and previews")
+blp = ApiBlueprint("audiences", __name__, write_scope="campaigns:write", url_prefix="/api/v1",
+                   description="Campaign audiences and previews")
 
 AUDIENCES = "/campaigns/<uuid:campaign_id>/audiences"
 AUDIENCE = f"{AUDIENCES}/<uuid:audience_id>"
 
 
 @blp.route("/audiences/preview", methods=["POST"])
-@blp.authenticated
+@blp.authenticated(scope=READ)  # counts and samples contacts, changes nothing
 @blp.arguments(AudiencePreviewRequestSchema)
 @blp.response(200, AudiencePreviewSchema)
 def preview(data):

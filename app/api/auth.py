@@ -17,14 +17,14 @@ from app.schemas.users import (
     UserSchema,
     VerifyEmailSchema,
 )
-from app.security.access_tokens import (
-    current_session_id,
-    current_token_expiry,
-    current_user_id,
-)
+from app.security.access_tokens import current_token_expiry
+from app.security.api_keys import LOGIN_ONLY
+from app.security.principal import current_session_id, current_user_id
 from app.services import accounts, sessions
 
-blp = ApiBlueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts, login and sessions")
+# Sessions and the account's own security: a login token only, never an API key.
+blp = ApiBlueprint("auth", __name__, write_scope=LOGIN_ONLY, url_prefix="/api/v1/auth",
+                   description="Accounts, login and sessions")
 
 
 def _client() -> sessions.ClientInfo:

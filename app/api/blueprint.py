@@ -1,22 +1,28 @@
-"""The blueprint every API resource uses: flask-smorest's, plus bearer-token protection."""
+"""The blueprint every API resource uses: flask-smorest's, plus authentication (a login token or an
+API key with the route's scope) and `Idempotency-Key` on POSTs."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
+from functools import wraps
 from typing import Any, Literal, overload
 
 import flask_smorest
 import sqlalchemy as sa
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
-from flask_jwt_extended import jwt_required
 from flask_smorest import Page
+from flask_smorest.utils import deepupdate
 from marshmallow import missing
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
+from app.api import idempotency
+from app.api.authentication import authenticate
 from app.extensions import db
 from app.schemas.json_input import JsonRejected, parse
+from app.security.api_keys import LOGIN_ONLY, READ, SCOPES
 
-BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+LOGIN_SCHEME, KEY_SCHEME = "bearerAuth", "apiKeyAuth"
 # Beyond any real listing; a larger OFFSET would overflow PostgreSQL's bigint (a page past the end
 # is simply empty).
 MAX_OFFSET = 2**40
@@ -70,10 +76,99 @@ class HeraldBlueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = JsonBodyParser()
 
 
+class RouteAccess:
+    """What an authenticated route asks of the credential; settled when the route is registered,
+    since the scope depends on the method (`read` for a GET)."""
+
+    def __init__(self, scope: str | None) -> None:
+        self.scope = scope or ""
+        self.method = ""
+
+    def settle(self, method: str, write_scope: str) -> None:
+        self.method = method
+        if not self.scope:
+            self.scope = LOGIN_ONLY if write_scope == LOGIN_ONLY else READ if method == "GET" else write_scope
+        if self.scope != LOGIN_ONLY and self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}")
+
+    def apidoc(self, apidoc: dict[str, Any]) -> dict[str, Any]:
+        security: list[dict[str, list[str]]] = [{LOGIN_SCHEME: []}]
+        responses = {"401": _error_doc("No credential, or an invalid, expired or revoked one.")}
+        if self.scope != LOGIN_ONLY:
+            security.append({KEY_SCHEME: [self.scope]})
+            responses["403"] = _error_doc(f"An API key without the `{self.scope}` scope.")
+        else:
+            responses["403"] = _error_doc("An API key: this route takes a login access token only.")
+        apidoc = deepcopy(apidoc)
+        if self.method == "POST":
+            responses["409"] = _error_doc(f"A request with this `{idempotency.HEADER}` is still running.")
+            if "arguments" not in apidoc:  # else documented already, as invalid input
+                responses["422"] = _error_doc(f"This `{idempotency.HEADER}` came with a different request.")
+            # Beside the route's own parameters (a manual doc's list would replace them).
+            apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(dict(IDEMPOTENCY_KEY_PARAMETER))
+        return deepupdate(apidoc, {"manual_doc": {"security": security, "responses": responses}})
+
+
 class ApiBlueprint(HeraldBlueprint):
-    def authenticated(self, view: Callable[..., Any]) -> Callable[..., Any]:
-        """Require a live access token (401 otherwise) and document it in the OpenAPI spec."""
-        return self.doc(security=BEARER_SECURITY)(jwt_required()(view))
+    """`write_scope`: the API-key scope this resource's non-GET routes need, or LOGIN_ONLY (no key
+    may use any of its routes). Every resource says which: an unknown scope stops the app's start."""
+
+    def __init__(self, *args: Any, write_scope: str, **kwargs: Any) -> None:
+        if write_scope != LOGIN_ONLY and write_scope not in SCOPES:
+            raise ValueError(f"unknown scope {write_scope!r}")
+        self.write_scope = write_scope
+        super().__init__(*args, **kwargs)
+
+    def authenticated(self, view: Callable[..., Any] | None = None, *, scope: str | None = None) -> Any:
+        """Require a live login token, or an API key holding the route's scope (401, 403 otherwise),
+        and honour `Idempotency-Key` on a POST. `scope` overrides the one derived from the method."""
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            access = RouteAccess(scope)
+
+            @wraps(view)
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                principal = authenticate(access.scope)
+                if access.method == "POST":
+                    replayed = idempotency.begin(principal.user_id)
+                    if replayed is not None:
+                        return replayed
+                return view(*args, **kwargs)
+
+            guarded.route_access = access  # type: ignore[attr-defined]
+            return guarded
+
+        return decorate(view) if view is not None else decorate
+
+    def route(self, rule: str, *, parameters: list[Any] | None = None, tags: list[str] | None = None,
+              **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        methods = options.get("methods", ["GET"])
+
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            access: RouteAccess | None = getattr(view, "route_access", None)
+            if access is not None:
+                if len(methods) != 1:
+                    raise ValueError(f"{rule}: an authenticated route has one method, so one scope")
+                access.settle(methods[0], self.write_scope)
+                view._apidoc = access.apidoc(getattr(view, "_apidoc", {}))  # type: ignore[attr-defined]
+            return super(ApiBlueprint, self).route(rule, parameters=parameters, tags=tags, **options)(view)
+
+        return decorator
+
+
+IDEMPOTENCY_KEY_PARAMETER = {
+    "in": "header",
+    "name": idempotency.HEADER,
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Any unique string (a UUID, say). A retry with the same key and the same request within 24 "
+                   "hours answers what the first did (with `Idempotent-Replayed: true`) and changes nothing "
+                   "again; the same key with a different request answers 422; while the first still runs, 409.",
+}
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 class SelectPage(Page):

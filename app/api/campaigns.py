@@ -17,10 +17,11 @@ from app.schemas.campaigns import (
     DeliverySchema,
     ScheduleSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import campaign_lifecycle, campaign_stats, campaigns
 
-blp = ApiBlueprint("campaigns", __name__, url_prefix="/api/v1/campaigns", description="Campaigns and their channels")
+blp = ApiBlueprint("campaigns", __name__, write_scope="campaigns:write", url_prefix="/api/v1/campaigns",
+                   description="Campaigns and their channels")
 
 CAMPAIGN = "/<uuid:campaign_id>"
 CHANNEL = CAMPAIGN + "/channels/<uuid:channel_id>"

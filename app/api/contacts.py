@@ -16,10 +16,11 @@ from app.schemas.contacts import (
     read_import_body,
 )
 from app.schemas.privacy import ConsentChangeSchema, ContactExportSchema
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import contact_import, contacts, privacy
 
-blp = ApiBlueprint("contacts", __name__, url_prefix="/api/v1/contacts", description="The merchant's contacts")
+blp = ApiBlueprint("contacts", __name__, write_scope="contacts:write", url_prefix="/api/v1/contacts",
+                   description="The merchant's contacts")
 
 IMPORT_BODY = {
     "required": True,

@@ -12,10 +12,11 @@ from app.schemas.conversations import (
     MessageCreateSchema,
     MessageSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import conversations
 
-blp = ApiBlueprint("conversations", __name__, url_prefix="/api/v1/conversations",
+blp = ApiBlueprint("conversations", __name__, write_scope="conversations:write",
+                   url_prefix="/api/v1/conversations",
                    description="Chats with the marketing assistant")
 
 CONVERSATION = "/<uuid:conversation_id>"

@@ -15,10 +15,12 @@ from app.schemas.data_sources import (
     IngestKeySchema,
     SyncRunSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import data_sources, source_syncs
 
-blp = ApiBlueprint("data_sources", __name__, url_prefix="/api/v1/data-sources", description="Connected data sources")
+# events:write: the sources events come from.
+blp = ApiBlueprint("data_sources", __name__, write_scope="events:write", url_prefix="/api/v1/data-sources",
+                   description="Connected data sources")
 
 
 @blp.route("", methods=["GET"])

@@ -7,10 +7,10 @@ from app.schemas.provider_accounts import (
     ProviderAccountPutSchema,
     ProviderAccountSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import provider_accounts
 
-blp = ApiBlueprint("provider_accounts", __name__, url_prefix="/api/v1/provider-accounts",
+blp = ApiBlueprint("provider_accounts", __name__, write_scope="settings:write", url_prefix="/api/v1/provider-accounts",
                    description="The merchant's SMS, WhatsApp and web push provider accounts")
 
 # Any other channel type is not a route at all: 404, like a missing account.

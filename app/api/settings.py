@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from app.api.blueprint import ApiBlueprint
 from app.schemas.settings import SettingsSchema, SettingsUpdateSchema
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import settings
 
-blp = ApiBlueprint("settings", __name__, url_prefix="/api/v1/settings",
+blp = ApiBlueprint("settings", __name__, write_scope="settings:write", url_prefix="/api/v1/settings",
                    description="Timezone, quiet hours, frequency caps, UTM and attribution")
 
 

@@ -13,10 +13,10 @@ from app.schemas.suppressions import (
     SuppressionQuerySchema,
     SuppressionSchema,
 )
-from app.security.access_tokens import current_user_id
+from app.security.principal import current_user_id
 from app.services import suppressions
 
-blp = ApiBlueprint("suppressions", __name__, url_prefix="/api/v1/suppressions",
+blp = ApiBlueprint("suppressions", __name__, write_scope="contacts:write", url_prefix="/api/v1/suppressions",
                    description="Addresses the merchant must not send to (they outlive the contact)")
 
 CSV_BODY = {"required": True, "content": {"text/csv": {"schema": {"type": "string", "description": (

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from app.api.blueprint import ApiBlueprint
 from app.schemas.users import AccountDeletionSchema, PasswordChangeSchema, UserSchema, UserUpdateSchema
-from app.security.access_tokens import current_session_id, current_user_id
+from app.security.api_keys import LOGIN_ONLY
+from app.security.principal import current_session_id, current_user_id
 from app.services import account_deletion, accounts
 
-blp = ApiBlueprint("users", __name__, url_prefix="/api/v1/users", description="The signed-in user")
+blp = ApiBlueprint("users", __name__, write_scope="settings:write", url_prefix="/api/v1/users",
+                   description="The signed-in user")
 
 
 @blp.route("/me", methods=["GET"])
@@ -25,7 +27,7 @@ def update_me(changes):
 
 
 @blp.route("/me/password", methods=["POST"])
-@blp.authenticated
+@blp.authenticated(scope=LOGIN_ONLY)
 @blp.arguments(PasswordChangeSchema)
 @blp.response(204)
 def change_password(data):
@@ -34,7 +36,7 @@ def change_password(data):
 
 
 @blp.route("/me", methods=["DELETE"])
-@blp.authenticated
+@blp.authenticated(scope=LOGIN_ONLY)
 @blp.arguments(AccountDeletionSchema)
 @blp.response(202)
 def delete_me(data):

@@ -1,4 +1,5 @@
 """All models, imported here so metadata and relationships are complete wherever one is used."""
+from app.models.api_keys import ApiKey, IdempotencyKey
 from app.models.attributions import Attribution
 from app.models.base import Base, utcnow
 from app.models.bounces import BounceCount, BounceEvent, BounceMail, BounceStreak
@@ -28,6 +29,8 @@ __all__ = [
     "TokenBlacklist",
     "EmailVerification",
     "AccountDeletion",
+    "ApiKey",
+    "IdempotencyKey",
     "DataSource",
     "DataEvent",
     "Conversation",

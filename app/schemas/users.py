@@ -5,7 +5,7 @@ from email_validator import EmailNotValidError, validate_email
 from marshmallow import ValidationError, fields, validate
 
 from app.schemas.base import CamelSchema, UtcDateTime
-from app.security.access_tokens import current_session_id
+from app.security.principal import current_session_id
 
 EMAIL_MAX = 254
 NAME_MAX = 100

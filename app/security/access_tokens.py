@@ -17,7 +17,6 @@ from flask_jwt_extended import (
     create_access_token,
     decode_token,
     get_jwt,
-    get_jwt_identity,
 )
 
 from app.errors import error_body
@@ -34,14 +33,6 @@ def issue_access_token(user_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, 
     claims = decode_token(token)
     expires = datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None)
     return token, claims["jti"], expires
-
-
-def current_user_id() -> uuid.UUID:
-    return uuid.UUID(get_jwt_identity())
-
-
-def current_session_id() -> uuid.UUID:
-    return uuid.UUID(get_jwt()[SESSION_CLAIM])
 
 
 def current_token_expiry() -> datetime:
@@ -77,7 +68,8 @@ def register_jwt_handlers(jwt: JWTManager) -> None:
 
     @jwt.unauthorized_loader
     def missing(reason: str):
-        return _unauthorized("missing_token", "Authentication required: send 'Authorization: Bearer <accessToken>'.")
+        return _unauthorized("missing_token",
+                             "Authentication required: send 'Authorization: Bearer <accessToken or API key>'.")
 
     @jwt.invalid_token_loader
     def invalid(reason: str):

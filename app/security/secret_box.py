@@ -1,4 +1,5 @@
-"""Encryption of secrets at rest (data source credentials, provider keys) with DATA_ENCRYPTION_KEY.
+"""Encryption of secrets at rest (data source credentials, provider keys, API answers kept for
+idempotent retries) with DATA_ENCRYPTION_KEY.
 
 Fernet (AES-128-CBC + HMAC-SHA256, from `cryptography`) under MultiFernet: the first key encrypts,
 every listed key decrypts, so keys rotate by prepending a new one.
@@ -29,6 +30,17 @@ def decrypt(value: str) -> str:
         raise ValueError("not an encrypted value")
     try:
         return _box().decrypt(value[len(ENCRYPTED_PREFIX):].encode()).decode()
+    except InvalidToken as exc:
+        raise ValueError("cannot decrypt: DATA_ENCRYPTION_KEY does not hold the key it was written with") from exc
+
+
+def encrypt_bytes(data: bytes) -> bytes:
+    return _box().encrypt(data)
+
+
+def decrypt_bytes(token: bytes) -> bytes:
+    try:
+        return _box().decrypt(token)
     except InvalidToken as exc:
         raise ValueError("cannot decrypt: DATA_ENCRYPTION_KEY does not hold the key it was written with") from exc
 

@@ -1,11 +1,12 @@
 """Deleting a merchant's account and everything in it (`DELETE /api/v1/users/me`).
 
 The request (password confirmed) takes effect at once in one transaction: the merchant is signed
-out everywhere and can no longer sign in, every campaign still to send is stopped, and the deletion
-is recorded. A worker then deletes the data in bounded batches, each a transaction of its own and
-biggest tables first (the ledger, activity, contacts, raw events), so no statement holds locks for
-long; the user's row goes last and the seed's cascades take what little is left. A worker that dies
-part way is followed by beat's sweep, which starts the deletion again where the batches left off.
+out everywhere, their API keys are revoked, they can no longer sign in, every campaign still to
+send is stopped, and the deletion is recorded. A worker then deletes the data in bounded batches,
+each a transaction of its own and biggest tables first (the ledger, activity, contacts, raw
+events), so no statement holds locks for long; the user's row goes last and the seed's cascades
+take what little is left. A worker that dies part way is followed by beat's sweep, which starts the
+deletion again where the batches left off.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import (
     AccountDeletion,
+    ApiKey,
     Attribution,
     Campaign,
     ConsentChange,
@@ -48,6 +50,8 @@ def request_deletion(user_id: uuid.UUID, password: str) -> None:
         raise ValidationFailed("The password is incorrect.", errors={"password": ["Is incorrect."]})
     user.password_hash = LOCKED_OUT
     sessions.revoke_all(user_id)
+    db.session.execute(sa.update(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+                       .values(revoked_at=sa.func.now()))
     db.session.execute(sa.update(Campaign).where(Campaign.user_id == user_id,
                                                  Campaign.status.in_(("scheduled", "running", "paused")))
                        .values(status="completed", ended_at=sa.func.now(), updated_at=sa.func.now()))

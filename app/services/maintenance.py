@@ -1,6 +1,7 @@
-"""Housekeeping: revoked tokens and sessions that can no longer matter, provider ids past any
-redelivery, and retention — raw events and sync runs kept only as long as their settings say
-(the contacts' activity that audiences read, and campaign totals, stay)."""
+"""Housekeeping: revoked tokens and sessions that can no longer matter, de-duplication records
+(provider event ids, API idempotency keys) past any retry, and retention — raw events and sync runs
+kept only as long as their settings say (the contacts' activity that audiences read, and campaign
+totals, stay)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,17 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db, rowcount
-from app.models import DataEvent, EventDedupeKey, HeldReceipt, SyncRun, TokenBlacklist, UserSession, utcnow
+from app.models import (
+    DataEvent,
+    EventDedupeKey,
+    HeldReceipt,
+    IdempotencyKey,
+    SyncRun,
+    TokenBlacklist,
+    UserSession,
+    utcnow,
+)
+from app.services import idempotency
 
 SESSION_RETENTION = timedelta(days=30)
 # Providers redeliver for up to two days (Shopify's webhook retries, Meta's dedup window); a week of
@@ -44,6 +55,11 @@ def purge_dedupe_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH
     """Forget provider event ids older than any redelivery (the events themselves stay)."""
     cutoff = (now or utcnow()) - DEDUPE_KEY_RETENTION
     return delete_in_batches(EventDedupeKey, EventDedupeKey.created_at < cutoff, batch_size)
+
+
+def purge_idempotency_keys(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Forget API answers kept for retries once their 24 hours are over (a claim already ignores them)."""
+    return delete_in_batches(IdempotencyKey, idempotency.expired(now or utcnow()), batch_size)
 
 
 def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
