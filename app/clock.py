@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import redis
 from flask import current_app
 
 from app.extensions import redis_client
@@ -17,12 +18,20 @@ from app.extensions import redis_client
 OFFSET_KEY = "herald:clock:offset"
 
 
+_last_offset = 0.0  # what this process last read: kept while Redis cannot be reached
+
+
 def now() -> datetime:
+    global _last_offset
     real = datetime.now(UTC).replace(tzinfo=None)
     if not current_app.config["HERALD_SETTINGS"].adjustable_clock:
         return real
-    offset = redis_client().get(OFFSET_KEY)
-    return real + timedelta(seconds=float(offset)) if offset else real
+    try:
+        offset = redis_client().get(OFFSET_KEY)
+        _last_offset = float(offset) if offset else 0.0
+    except redis.RedisError:
+        pass  # an outage must not stop what reads the time (recording outcomes, above all)
+    return real + timedelta(seconds=_last_offset)
 
 
 def set_offset(seconds: float) -> None:

@@ -13,7 +13,6 @@ import signal
 import smtplib
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 from flask import Flask
-from werkzeug.serving import make_server
 
 from app.channels import sendgrid
 from app.extensions import db
@@ -44,7 +42,7 @@ from tests.support.bounce_reports import (
 )
 from tests.support.campaigns import add_contacts, email_campaign, launch, verified_merchant
 from tests.support.processes import ROOT, kill_group, process_env
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, serving, wait_for_port
 from tests.support.smtp_sink import ReceivedMail
 
 DOMAIN = "bounces.herald.test"
@@ -99,13 +97,8 @@ def ctx(app: Flask, committed_db: None, smtp_sink, sns: SnsEmulator,
 @pytest.fixture()
 def hooks_url(ctx: Flask) -> Iterator[str]:
     """Herald itself behind a real HTTP server, where providers post their webhooks."""
-    server = make_server("127.0.0.1", 0, ctx, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(ctx) as url:
+        yield url + "/hooks"
 
 
 # --- Helpers --------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 from flask import Flask
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.models import Campaign, CampaignChannel, Contact, Delivery, MessageLink, User
@@ -27,6 +25,7 @@ from tests.support import processes
 from tests.support.accounts import signed_in
 from tests.support.campaigns import add_contacts, campaign_on, launch, verified_merchant
 from tests.support.providers import add_provider_account
+from tests.support.servers import serving
 from tests.test_email_channel import tracked_links
 
 TAGS = {"utm_source": "herald", "utm_medium": "email", "utm_campaign": "winter-sale"}
@@ -134,12 +133,8 @@ def test_a_campaigns_utm_setting_is_validated(client, app_ctx, utm_value, error)
 @pytest.fixture()
 def herald_url(app: Flask) -> Iterator[str]:
     """The app on a real port: PUBLIC_BASE_URL, where short links are followed."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(app) as url:
+        yield url
 
 
 @contextmanager

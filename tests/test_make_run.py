@@ -34,7 +34,7 @@ def _free_port() -> int:
 def _answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=2).ok
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
         return False
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.channels import sms
@@ -25,6 +24,7 @@ from app.services import sending
 from tests.emulators.twilio import TwilioEmulator, twilio_signature
 from tests.support.campaigns import EVERYONE, launch, verified_merchant
 from tests.support.providers import add_provider_account
+from tests.support.servers import serving
 
 ACCOUNT_SID = "AC" + "5e" * 16
 AUTH_TOKEN = "herald-test-twilio-token"
@@ -46,12 +46,8 @@ def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
 @pytest.fixture()
 def herald_url(app: Flask) -> Iterator[str]:
     """The app on a real port, so the emulator's callbacks arrive over HTTP as Twilio's would."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(app) as url:
+        yield url
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 import uuid
 from collections import Counter
@@ -15,7 +14,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 from flask import Flask
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.channels.base import ProviderUnavailable
@@ -31,6 +29,7 @@ from tests.emulators.whatsapp import (
 )
 from tests.support.campaigns import EVERYONE, launch, verified_merchant
 from tests.support.providers import add_provider_account
+from tests.support.servers import serving
 
 TOKEN = "EAAG-whatsapp-test-token"
 APP_SECRET = TEST_ENV["WHATSAPP_APP_SECRET"]
@@ -83,13 +82,8 @@ def ctx(app: Flask, committed_db: None, whatsapp: WhatsAppEmulator) -> Iterator[
 @pytest.fixture()
 def hooks_url(ctx: Flask) -> Iterator[str]:
     """Herald itself behind a real HTTP server, so the emulator's signed webhooks reach it."""
-    server = make_server("127.0.0.1", 0, ctx, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/whatsapp"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(ctx) as url:
+        yield url + "/hooks/whatsapp"
 
 
 def _add_phone_contacts(user: User, count: int, prefix: str = "+1415555", **consent: str) -> list[Contact]:

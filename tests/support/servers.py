@@ -10,13 +10,34 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from flask import Flask
+from werkzeug.serving import make_server
 
 from tests.conftest import recreate_database
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 PG_BIN = Path(shutil.which("initdb") or "/usr/local/bin/initdb").parent
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """The app on a real port of 127.0.0.1 (its base URL), for requests that must arrive over HTTP:
+    providers' webhooks and callbacks, links followed."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def free_port() -> int:
