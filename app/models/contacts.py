@@ -80,18 +80,21 @@ class Contact(Base):
         if self.own_timezone is not None:
             stored = self.own_timezone
             return stored.timezone, "contact" if stored.source == ZONE_SET_BY_MERCHANT else stored.source
-        zones = phone_timezones(self.phone)
-        if len(zones) == 1:
-            return zones[0], "phone"
+        zone = phone_zone(self.phone)
+        if zone is not None:
+            return zone, "phone"
         return self.merchant_timezone or "UTC", "merchant_default"
 
 
 def zone_for(own: str | None, phone: str | None, default: str) -> str:
     """The zone to plan a recipient's messages in, as `Contact.timezone_in_force` shows it."""
-    if own:
-        return own
+    return own or phone_zone(phone) or default
+
+
+def phone_zone(phone: str | None) -> str | None:
+    """The phone number's region's zone, when the region has exactly one."""
     zones = phone_timezones(phone)
-    return zones[0] if len(zones) == 1 else default
+    return zones[0] if len(zones) == 1 else None
 
 
 def phone_timezones(phone: str | None) -> tuple[str, ...]:

@@ -78,7 +78,7 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
         .where(CampaignChannel.campaign_id == campaign.id, CampaignChannel.status.in_(("pending", "sending")))
         .order_by(CampaignChannel.created_at, CampaignChannel.id)
     ).all()
-    policies = [send_policies.channel_policy(campaign.user_id, campaign.id, t) for _, t in channels]
+    policies = send_policies.channel_policies(campaign.user_id, campaign.id, [t for _, t in channels])
     columns: list[Any] = [Contact.id]
     for _, channel_type in channels:
         address = audience_sql.contact_address(channel_type)

@@ -31,7 +31,7 @@ from app.models import (
     Suppression,
 )
 from app.models.ingestion import EventFailure
-from app.services import suppressions
+from app.services import bulk_sql, suppressions
 from app.services.consent import declare
 from app.services.contacts import get_contact
 from app.services.transactions import transaction
@@ -147,9 +147,8 @@ def _redact_events(user_id: uuid.UUID, contact_id: uuid.UUID, identifiers: list[
         sa.select(DataEvent.id, DataEvent.event_data).join(DataSource, DataSource.id == DataEvent.data_source_id)
         .where(DataSource.user_id == user_id, sa.or_(DataEvent.id.in_(linked), *naming))
         .with_for_update(of=DataEvent)).all()
-    for event_id, data in events:
-        db.session.execute(sa.update(DataEvent).where(DataEvent.id == event_id)
-                           .values(event_data=_scrubbed(data, contained, exact)))
+    bulk_sql.update_rows(db.session, DataEvent.__table__, [
+        {"id": event_id, "eventData": _scrubbed(data, contained, exact)} for event_id, data in events], touch=None)
     for identifier in identifiers:
         db.session.execute(sa.update(EventFailure).where(
             EventFailure.data_event_id.in_([event_id for event_id, _ in events]),

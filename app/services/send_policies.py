@@ -123,17 +123,19 @@ def _utc(aware: datetime) -> datetime:
     return aware.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
 
-def channel_policy(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_type: str) -> ChannelPolicy:
+def channel_policies(user_id: uuid.UUID, campaign_id: uuid.UUID,
+                     channel_types: Sequence[str]) -> list[ChannelPolicy]:
+    """The policy of each of the campaign's channel types, from one read of the settings."""
     settings = get_settings(user_id)
     options = db.session.get(CampaignSendOptions, campaign_id)
-    return ChannelPolicy(
+    return [ChannelPolicy(
         default_zone=settings["timezone"],
         quiet=QuietHours.parse(settings["quiet_hours"].get(channel_type)),
         caps=tuple(Cap(c["messages"], c["window_hours"]) for c in settings["frequency_caps"].get(channel_type, [])),
         local_time=options.local_time if options else None,
         skip_passed=bool(options and options.passed_zones == "skip"),
         exempt=bool(options and options.frequency_cap_exempt),
-    )
+    ) for channel_type in channel_types]
 
 
 class Planner:
@@ -211,11 +213,11 @@ def admit(policy: ChannelPolicy, channel_type: str, rows: Sequence[Claimed], now
             statements.append(_DEFER)
             params["rows"] = bulk_sql.to_json([{"id": row_id, "until": until} for row_id, until in waits.items()])
             held |= set(waits)
-    candidates = [row for row in rows if row.id not in held and row.contact_id is not None]
-    if policy.caps and not policy.exempt and candidates:
+    contacts = {row.id: row.contact_id for row in rows if row.id not in held and row.contact_id is not None}
+    if policy.caps and not policy.exempt and contacts:
         statements += [_LOCK, _CAP]
-        params["keys"] = sorted({_lock_key(row.contact_id, channel_type) for row in candidates if row.contact_id})
-        params["ids"] = [str(row.id) for row in candidates]
+        params["keys"] = sorted({_lock_key(contact_id, channel_type) for contact_id in contacts.values()})
+        params["ids"] = [str(row_id) for row_id in contacts]
         params["caps"] = bulk_sql.to_json([{"messages": c.messages, "windowHours": c.window_hours}
                                            for c in policy.caps])
     if not statements:
