@@ -127,3 +127,14 @@ def test_erasure_leaves_no_trace_keeps_totals_and_the_next_sync_does_not_bring_t
     event_processing.process_batch()
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count(Contact.id)).where(Contact.user_id == user_id)) == 0
+
+
+def test_the_export_is_its_own_snapshot_after_earlier_reads_in_the_same_session(client):
+    """A test client shares one session across requests, so reads before the export leave a transaction
+    open; the export must still begin its own snapshot."""
+    _, headers = signed_in(client)
+    contact = client.post("/api/v1/contacts", json={"email": EMAIL}, headers=headers).get_json()
+    assert client.get(f"/api/v1/contacts/{contact['id']}", headers=headers).status_code == 200
+    exported = client.get(f"/api/v1/contacts/{contact['id']}/export", headers=headers)
+    assert exported.status_code == 200, exported.get_json()
+    assert exported.get_json()["contact"]["email"] == EMAIL

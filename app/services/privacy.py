@@ -34,7 +34,7 @@ from app.models.ingestion import EventFailure
 from app.services import bulk_sql, suppressions
 from app.services.consent import declare
 from app.services.contacts import get_contact
-from app.services.transactions import transaction
+from app.services.transactions import snapshot, transaction
 from app.sources.normalize import sha256_phone
 
 ERASED = "[erased]"
@@ -64,8 +64,7 @@ class ContactExport:
 
 def export(user_id: uuid.UUID, contact_id: uuid.UUID) -> ContactExport:
     """Everything held about the contact, read in one snapshot."""
-    with transaction():
-        db.session.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+    with snapshot():
         contact = get_contact(user_id, contact_id)
         hashes = [suppressions.address_hash(a) for a in _addresses(contact)]
         found = ContactExport(

@@ -4,6 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy as sa
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
 from app.extensions import db
 
 
@@ -15,3 +18,15 @@ def transaction() -> Iterator[None]:
         db.session.rollback()
         raise
     db.session.commit()
+
+
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """A read-only unit of work whose reads all see one snapshot (REPEATABLE READ). PostgreSQL fixes a
+    transaction's isolation before its first query, so inside one already begun the block reads that
+    transaction's own view instead."""
+    with transaction():
+        connection = db.session.connection()
+        if connection.connection.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+            db.session.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        yield
