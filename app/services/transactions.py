@@ -26,7 +26,7 @@ def snapshot() -> Iterator[None]:
     transaction's isolation before its first query, so inside one already begun the block reads that
     transaction's own view instead."""
     with transaction():
-        connection = db.session.connection()
-        if connection.connection.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+        raw = db.session.connection().connection.dbapi_connection
+        if raw is not None and raw.info.transaction_status == TRANSACTION_STATUS_IDLE:
             db.session.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         yield
