@@ -92,6 +92,7 @@ worker_hijack_root_logger = False
 # each one), so each runs only as often as the delay it bounds is worth:
 #   launch_due       when a scheduled campaign starts, or an A/B test's winner is chosen: within
 #                    15 s of its time
+#   dispatch_flow_steps  flow steps as they fall due: within 5 s of their time
 #   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 120 s) and restarts stalled channels
 #   process_pending  events every ingest already hinted; a lost hint waits at most a minute
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
@@ -117,6 +118,10 @@ beat_schedule = {
     tasks.LAUNCH_DUE: {
         "task": tasks.LAUNCH_DUE,
         "schedule": 15.0,
+    },
+    tasks.DISPATCH_FLOW_STEPS: {
+        "task": tasks.DISPATCH_FLOW_STEPS,
+        "schedule": 5.0,
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,

@@ -12,6 +12,7 @@ ASSISTANT_REPLY = "assistant.reply"
 ASSISTANT_REPLY_PENDING = "assistant.reply_pending"
 COUNT_AUDIENCES = "campaigns.count_unsized_audiences"
 LAUNCH_DUE = "campaigns.launch_due"
+DISPATCH_FLOW_STEPS = "campaigns.dispatch_flow_steps"
 PREPARE_LEDGER = "campaigns.prepare_ledger"
 REAP_STALLED = "campaigns.reap_stalled"
 PROCESS_PENDING = "events.process_pending"
@@ -34,6 +35,7 @@ ALL = (
     ASSISTANT_REPLY_PENDING,
     COUNT_AUDIENCES,
     LAUNCH_DUE,
+    DISPATCH_FLOW_STEPS,
     PREPARE_LEDGER,
     REAP_STALLED,
     PROCESS_PENDING,

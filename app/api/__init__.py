@@ -19,6 +19,7 @@ def register_blueprints(app: Flask) -> None:
         conversations,
         data_sources,
         email_hooks,
+        flows,
         health,
         idempotency,
         ingest,
@@ -41,7 +42,7 @@ def register_blueprints(app: Flask) -> None:
         "type": "http", "scheme": "bearer", "bearerFormat": "hk_live_...",
         "description": "An API key (POST /api/v1/api-keys): the routes whose requirement names a scope it holds.",
     })
-    for module in (health, auth, users, api_keys, data_sources, contacts, campaigns, audiences, conversations, ingest,
+    for module in (health, auth, users, api_keys, data_sources, contacts, campaigns, flows, audiences, conversations, ingest,
                    tracking, short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
                    suppressions):
         api.register_blueprint(module.blp)

@@ -45,6 +45,7 @@ class OutgoingMessage:
     address: str  # email address or E.164 phone; for push, "push" (the contact's subscriptions are read by the sender)
     contact: dict[str, Any]  # template context: id, email, phone, firstName, lastName, attributes, ...
     config: dict[str, Any]  # the channel's config (templates and settings), secrets decrypted
+    event: dict[str, Any] | None = None  # a flow step's triggering event (its properties), for templates
 
 
 @dataclass(frozen=True)

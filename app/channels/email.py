@@ -184,9 +184,9 @@ class EmailSender(SenderBase):
         unsubscribe_url = self._tracking_url(LinkPurpose.UNSUBSCRIBE, message.delivery_id)
         try:
             # One line: whatever a contact's fields hold, a subject can never add a header.
-            subject = " ".join(render(config.get("subject") or "", contact).split())
-            text = render(config.get("text") or "", contact)
-            html = render(config["html"], contact, html=True) if config.get("html") else None
+            subject = " ".join(render(config.get("subject") or "", contact, event=message.event).split())
+            text = render(config.get("text") or "", contact, event=message.event)
+            html = render(config["html"], contact, html=True, event=message.event) if config.get("html") else None
         except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
             raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         mail = self._headers(message, sender, recipient, subject, unsubscribe_url)

@@ -240,7 +240,8 @@ class PushSender(HttpSender):
     def _payload(self, message: OutgoingMessage) -> str:
         config = message.config
         try:
-            shown = {name: render(config.get(name) or "", message.contact) for name in TEMPLATE_FIELDS["push"]}
+            shown = {name: render(config.get(name) or "", message.contact, event=message.event)
+                     for name in TEMPLATE_FIELDS["push"]}
         except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
             raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if config.get("url"):

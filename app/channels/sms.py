@@ -94,7 +94,7 @@ class SmsSender(HttpSender):
 
     def prepare(self, message: OutgoingMessage) -> dict[str, str]:
         try:
-            body = render(message.config.get("body") or "", message.contact)
+            body = render(message.config.get("body") or "", message.contact, event=message.event)
         except Exception as exc:
             raise Refused(f"template error: {type(exc).__name__}: {exc}") from exc
         if not body.strip():

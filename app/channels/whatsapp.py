@@ -87,9 +87,9 @@ def recipient(address: str) -> str:
     return f"+{digits}"
 
 
-def _parameter(source: str, contact: dict[str, Any], position: int) -> dict[str, str]:
+def _parameter(source: str, message: OutgoingMessage, position: int) -> dict[str, str]:
     try:
-        rendered = render(source, contact)
+        rendered = render(source, message.contact, event=message.event)
     except Exception as exc:  # e.g. arithmetic on one contact's attribute: fails this message only
         raise Refused(f"template error in parameter {position}: {type(exc).__name__}: {exc}") from exc
     # Meta refuses body parameters with line breaks, tabs or runs of more than four spaces (132018).
@@ -103,7 +103,7 @@ def template_message(message: OutgoingMessage) -> dict[str, Any]:
     """The Cloud API body of the channel's template message for one contact."""
     config = message.config
     template: dict[str, Any] = {"name": config["templateName"], "language": {"code": config["language"]}}
-    parameters = [_parameter(source, message.contact, position)
+    parameters = [_parameter(source, message, position)
                   for position, source in enumerate(config.get("parameters") or [], start=1)]
     if parameters:
         template["components"] = [{"type": "body", "parameters": parameters}]

@@ -15,6 +15,7 @@ from app.models.contacts import (
 from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
 from app.models.deliveries import AbTest, Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
+from app.models.flows import Flow, FlowEnrollment, FlowStep
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
@@ -42,6 +43,9 @@ __all__ = [
     "AbTest",
     "DeletedCampaign",
     "Delivery",
+    "Flow",
+    "FlowStep",
+    "FlowEnrollment",
     "MessageLink",
     "HeldReceipt",
     "SendProblem",

@@ -91,9 +91,9 @@ class CampaignChannel(Base):
     __tablename__ = "campaign_channels"
     __table_args__ = (
         sa.PrimaryKeyConstraint("id", name="PK_27d3e75ca672ccee35f3336b7ab"),
+        # A campaign has one channel per type (app.services.campaigns, under the campaign's row
+        # lock); a flow's campaign has one per step, of any types.
         sa.Index("ix_campaign_channels_campaignId", "campaignId"),
-        # One channel of each type per campaign.
-        sa.Index("uq_campaign_channels_campaign_type", "campaignId", "channelType", unique=True),
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()

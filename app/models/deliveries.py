@@ -20,7 +20,11 @@ FINAL_DELIVERY_STATUSES = ("sent", "delivered", "failed", "skipped", "unknown")
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        sa.UniqueConstraint("channelId", "contactId"),
+        # A campaign's row per (channel, contact); a flow step's per (enrolment, channel).
+        sa.Index("uq_deliveries_channel_contact", "channelId", "contactId", unique=True,
+                 postgresql_where=sa.text('"enrollmentId" IS NULL')),
+        sa.Index("uq_deliveries_enrollment_channel", "enrollmentId", "channelId", unique=True,
+                 postgresql_where=sa.text('"enrollmentId" IS NOT NULL')),
         sa.Index("ix_deliveries_channel_status", "channelId", "status"),
         sa.Index("ix_deliveries_campaign_status", "campaignId", "status"),
         # The ledger listing, newest first, page by page (keyset) however big the campaign.
@@ -54,6 +58,9 @@ class Delivery(Base):
     contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
         "contactId", sa.ForeignKey("contacts.id", ondelete="SET NULL")
     )
+    # The flow enrolment a flow step's row belongs to (None: a campaign's row).
+    enrollment_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
+        "enrollmentId", sa.ForeignKey("flow_enrollments.id", ondelete="CASCADE"))
     channel_type: orm.Mapped[str] = orm.mapped_column("channelType", sa.String(), nullable=False)
     # The address at launch (email, E.164 phone, or push endpoint count) — what the send used.
     address: orm.Mapped[str | None] = orm.mapped_column(sa.String())

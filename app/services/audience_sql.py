@@ -244,6 +244,25 @@ def _value_problem(op: str, value: Any, on_profile: bool) -> str | None:
     return next(filter(None, map(item_problem, value)), None)
 
 
+def text_problem(value: Any, maximum: int = TEXT_MAX) -> str | None:
+    """What is wrong with a name or label (None: nothing), by the grammar's rules for text."""
+    return _text_problem(value, maximum)
+
+
+def where_problems(where: Any, path: str) -> dict[str, list[str]]:
+    """The problems of an event `where` filter used on its own (flows' triggers and exits), by path."""
+    check = _DefinitionCheck()
+    check.where(where, path)
+    return check.errors
+
+
+def where_criteria(properties: Any, where: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+    """A valid event `where` filter as conditions on an event's `properties` (a JSONB column)."""
+    return [_compare(_Value.of_key(properties, key), op, operand)
+            for key, test in where.items()
+            for op, operand in (test.items() if isinstance(test, dict) else [("eq", test)])]
+
+
 def validate_definition(definition: Any) -> None:
     """Raise ValidationFailed, with errors keyed by JSON path, unless the definition is valid."""
     check = _DefinitionCheck()
@@ -288,9 +307,7 @@ class _Compiler:
             criteria.append(activity.original_name == node["name"])
         if "withinDays" in node:
             criteria.append(activity.occurred_at >= _utc_now() - timedelta(days=node["withinDays"]))
-        for key, test in node.get("where", {}).items():
-            for op, operand in test.items() if isinstance(test, dict) else [("eq", test)]:
-                criteria.append(_compare(_Value.of_key(activity.properties, key), op, operand))
+        criteria += where_criteria(activity.properties, node.get("where", {}))
         min_count = node.get("minCount", 1)
         if min_count == 1:
             happened = sa.exists().where(*criteria).correlate(Contact)

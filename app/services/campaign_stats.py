@@ -139,7 +139,7 @@ def campaign_stats(user_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
     """Each channel's counters and ledger, in the order the channels were added, their totals, and
     how far the writing of the ledger has come."""
     campaign = owned_campaign(user_id, campaign_id)
-    channels = _channel_stats(campaign.id)
+    channels = channel_stats(campaign.id)
     progress = delivery_ledger.preparation(campaign.id)
     preparation = None if progress is None else Preparation(
         preparing=progress.finished_at is None, rows_written=progress.rows_written,
@@ -171,7 +171,7 @@ def deliveries_query(user_id: uuid.UUID, campaign_id: uuid.UUID, status: str | N
     return stmt.order_by(Delivery.created_at.desc(), Delivery.id.desc())
 
 
-def _channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
+def channel_stats(campaign_id: uuid.UUID) -> list[ChannelStats]:
     # One statement for counters and ledger, so both come from the same snapshot while sends go on.
     waiting = sa.func.count(Delivery.id).filter(Delivery.status == "queued", Delivery.not_before > clock.now())
     rows = db.session.execute(

@@ -27,6 +27,7 @@ from app.models import (
     DeletedCampaign,
     Delivery,
 )
+from app.models.flows import backs_a_flow
 
 EDITABLE_STATUSES = ("draft", "scheduled")
 # Sending has started and not finished: deleting would pull the ledger from under the senders.
@@ -35,8 +36,10 @@ CAMPAIGN_FIELDS = ("name", "description", "config", "conversation_id")
 
 
 def owned_by(user_id: uuid.UUID) -> sa.ColumnElement[bool]:
-    """The one rule for which campaigns a merchant sees: their own, minus those they deleted."""
-    return sa.and_(Campaign.user_id == user_id, ~sa.exists().where(DeletedCampaign.campaign_id == Campaign.id))
+    """The one rule for which campaigns a merchant sees: their own, minus those they deleted and
+    those that carry a flow's steps (the flow API shows those)."""
+    return sa.and_(Campaign.user_id == user_id, ~sa.exists().where(DeletedCampaign.campaign_id == Campaign.id),
+                   ~backs_a_flow(Campaign.id))
 
 
 def owned_campaign(user_id: uuid.UUID, campaign_id: uuid.UUID, for_update: bool = False) -> Campaign:

@@ -32,6 +32,7 @@ from app.models import (
     utcnow,
 )
 from app.models.contacts import zone_for
+from app.models.flows import backs_a_flow
 from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies, suppressions
 
 ERROR_MAX = 2000
@@ -81,17 +82,10 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
     policies = send_policies.channel_policies(campaign.user_id, campaign.id, [t for _, t in channels])
     columns: list[Any] = [Contact.id]
     for _, channel_type in channels:
-        address = audience_sql.contact_address(channel_type)
-        consent = sa.func.coalesce(Contact.consent[channel_type].astext, "none")
-        kind = suppressions.kind_for(channel_type)
-        listed = [(suppressions.suppressed(campaign.user_id, kind, suppressions.contact_address(kind)),
-                   suppressions.SUPPRESSED)] if kind else []
-        columns += [address, sa.case((address.is_(None), "no_address"), *listed,
-                                     (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
+        columns += _reach(campaign.user_id, channel_type)
     needs_zones = any(policy.needs_zones for policy in policies)
     if needs_zones:
-        columns += [sa.select(ContactTimezone.timezone).where(ContactTimezone.contact_id == Contact.id)
-                    .scalar_subquery(), Contact.phone]
+        columns += _ZONE_COLUMNS
     selects = [audiences.compile_definition(campaign.user_id, d).where(*in_range) for d in definitions]
     rows: Sequence[sa.Row[Any]] = []
     if len(selects) == 1:  # the conditions straight on the contacts: no second pass over them
@@ -104,6 +98,23 @@ def read_range(campaign_id: uuid.UUID, after: uuid.UUID | None, chunk_contacts: 
         default = policies[0].default_zone
         zones = [zone_for(row[-2], row[-1], default) for row in map(tuple, rows)]
     return RangeMembers(after, upto, [channel_id for channel_id, _ in channels], rows, policies, zones)
+
+
+def _reach(user_id: uuid.UUID, channel_type: str) -> list[Any]:
+    """A contact's address on the channel, and why they are skipped there (None: they are not):
+    no address, a suppressed address, or no consent."""
+    address = audience_sql.contact_address(channel_type)
+    consent = sa.func.coalesce(Contact.consent[channel_type].astext, "none")
+    kind = suppressions.kind_for(channel_type)
+    listed = [(suppressions.suppressed(user_id, kind, suppressions.contact_address(kind)),
+               suppressions.SUPPRESSED)] if kind else []
+    return [address, sa.case((address.is_(None), "no_address"), *listed,
+                             (consent != "subscribed", sa.literal("consent_") + consent), else_=None)]
+
+
+# What a row's planned time is read from: the contact's own zone, else their phone's.
+_ZONE_COLUMNS = [sa.select(ContactTimezone.timezone).where(ContactTimezone.contact_id == Contact.id)
+                 .scalar_subquery(), Contact.phone]
 
 
 _INSERT_RANGE = sa.text(
@@ -155,6 +166,40 @@ def write_range(campaign_id: uuid.UUID, members: RangeMembers) -> Chunk | None:
     if members.upto is None:
         preparation.finished_at = utcnow()
     return Chunk(rows=written, finished=members.upto is None)
+
+
+_INSERT_ENROLLED = sa.text(
+    """
+    INSERT INTO deliveries ("campaignId", "channelId", "contactId", "enrollmentId", "channelType", address, status,
+                            "skipReason", "notBefore", "deferredBy")
+    SELECT CAST(:campaign_id AS uuid), CAST(:channel_id AS uuid), m.id, m.enrollment, :channel_type, m.address,
+           CASE WHEN m.reason IS NULL THEN 'queued' ELSE 'skipped' END, m.reason,
+           coalesce(m.at, CAST(:now AS timestamp)), m.by
+    FROM jsonb_to_recordset(CAST(:members AS jsonb))
+        AS m(id uuid, enrollment uuid, address text, reason text, at timestamp, by text)
+    ON CONFLICT ("enrollmentId", "channelId") WHERE "enrollmentId" IS NOT NULL DO NOTHING
+    RETURNING status
+    """
+)
+
+
+def write_enrolled(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.UUID, channel_type: str,
+                   members: list[tuple[uuid.UUID, uuid.UUID]], policy: send_policies.ChannelPolicy,
+                   now: datetime) -> int:
+    """A flow step's ledger rows for (enrolment, contact) pairs, decided as a campaign's are (no
+    address, suppressed or no consent: `skipped` with the reason; quiet hours: planned after them),
+    at most one per enrolment and step. Returns the rows queued. No commit."""
+    columns = [Contact.id, *_reach(user_id, channel_type)] + (_ZONE_COLUMNS if policy.needs_zones else [])
+    found = {row[0]: row for row in db.session.execute(
+        sa.select(*columns).where(Contact.user_id == user_id, Contact.id.in_({c for _, c in members})))}
+    pairs = [(enrollment, found[contact]) for enrollment, contact in members if contact in found]
+    rows = [{"id": row[0], "enrollment": enrollment, "address": row[1], "reason": row[2]} for enrollment, row in pairs]
+    zones = [zone_for(row[3], row[4], policy.default_zone) for _, row in pairs] if policy.needs_zones else None
+    _plan(rows, policy, zones, now)
+    written = db.session.execute(_INSERT_ENROLLED, {
+        "campaign_id": str(campaign_id), "channel_id": str(channel_id), "channel_type": channel_type,
+        "members": bulk_sql.to_json(rows), "now": now}).scalars().all()
+    return sum(1 for status in written if status == "queued")
 
 
 def _plan(rows: list[dict[str, Any]], policy: send_policies.ChannelPolicy, zones: list[str] | None,
@@ -226,6 +271,7 @@ class ClaimedDelivery:
     attempts: int = 0  # times the provider deferred it before
     variant: int | None = None  # the A/B variant it gets
     own_zone: str | None = None  # the contact's own (or derived) timezone, if known
+    event: dict[str, Any] | None = None  # a flow step's: the triggering event's properties
 
 
 @dataclass(frozen=True)
@@ -310,15 +356,17 @@ _SETTLE = sa.text(
                                    "claimedAt" = CAST(:now AS timestamp),
                                    variant = coalesce(d.variant, (SELECT winner FROM test)), "updatedAt" = now()
         FROM due WHERE d.id = due.id
-        RETURNING d.id, d."contactId", d.address, d.attempts, d.variant, d.status
+        RETURNING d.id, d."contactId", d.address, d.attempts, d.variant, d.status, d."enrollmentId"
     )
     SELECT
         (SELECT coalesce(json_agg(h ORDER BY h."createdAt"), '[]') FROM held AS h) AS held,
         (SELECT coalesce(json_agg(x), '[]') FROM (
             SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, claimed.variant, c.email,
-                   c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", z.timezone
+                   c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", z.timezone,
+                   e.context AS event
             FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId"
                          LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId"
+                         LEFT JOIN flow_enrollments AS e ON e.id = claimed."enrollmentId"
             WHERE claimed.status = 'sending') AS x) AS claimed
     """
 )
@@ -350,7 +398,7 @@ def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
         contact_id, row["email"], row["phone"], row["firstName"], row["lastName"], row["attributes"],
         row["externalIds"] or {})
     return ClaimedDelivery(uuid.UUID(row["id"]), contact_id, row["address"], contact, row["attempts"],
-                           row["variant"], row["timezone"])
+                           row["variant"], row["timezone"], row["event"])
 
 
 def claim(channel_id: uuid.UUID, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
@@ -396,7 +444,10 @@ def reap_expired_leases() -> list[uuid.UUID]:
 
 def finish_done_channels(campaign_id: uuid.UUID) -> bool:
     """Channels with nothing queued or in flight become `sent` (or `failed` when every row failed);
-    when all channels are final the campaign completes. True when the campaign is now completed."""
+    when all channels are final the campaign completes. True when the campaign is now completed.
+    A flow's campaign is left alone: its channels stay open while the flow lives (flows.stop)."""
+    if db.session.scalar(sa.select(backs_a_flow(campaign_id))):
+        return False
     unsettled = sa.select(Delivery.id).where(Delivery.channel_id == CampaignChannel.id,
                                              Delivery.status.in_(("queued", "sending"))).exists()
     all_failed = sa.and_(
@@ -490,7 +541,7 @@ def running_campaigns_without_work() -> list[uuid.UUID]:
     open_channel = sa.select(CampaignChannel.id).where(CampaignChannel.campaign_id == Campaign.id,
                                                        CampaignChannel.status == "sending").exists()
     return list(db.session.scalars(sa.select(Campaign.id).where(Campaign.status == "running", open_channel, ~busy,
-                                                                ~preparing(Campaign.id))))
+                                                                ~preparing(Campaign.id), ~backs_a_flow(Campaign.id))))
 
 
 # A provider's later word on a message it accepted. Each statement moves the row only from the

@@ -26,7 +26,7 @@ from app import task_names as tasks
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import ContactActivity, EventFailure
-from app.services import attribution, bulk_sql, contact_timezones
+from app.services import attribution, bulk_sql, contact_timezones, flows
 from app.services.consent import declare
 from app.services.identity_resolution import BatchResolver
 from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
@@ -132,6 +132,8 @@ def _process(events: list[ClaimedEvent]) -> None:
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
     bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities, 'ON CONFLICT ("dataEventId") DO NOTHING')
     attribution.credit_orders(activities)
+    # Contacts enter the merchants' running flows, and leave them, with the events that say so.
+    flows.enroll(activities)
     # Where the events place their contacts: one statement for the batch's timezones.
     contact_timezones.store_derived(
         (row["contactId"], normalized[row["dataEventId"]].zone, row["occurredAt"]) for row in activities

@@ -1,6 +1,7 @@
 """Message templates: Jinja syntax over the contact, rendered in a sandbox with a budget.
 
-A merchant's template can read `contact.*` and nothing else: the sandbox refuses attribute access
+A merchant's template can read `contact.*` (and in a flow step `event.*`, the triggering event's
+properties) and nothing else: the sandbox refuses attribute access
 to Python internals, and undefined names render empty rather than failing a whole send.
 
 Each render has a budget: RENDER_SECONDS of time and MAX_OUTPUT characters. Loops and calls check the
@@ -170,12 +171,13 @@ def _compiled(source: str, html: bool):
     return (_html if html else _plain).from_string(source)
 
 
-def render(source: str, contact: dict[str, Any], html: bool = False) -> str:
-    """Render `source` with `contact` as the only variable, within the budget (RenderBudgetExceeded)."""
+def render(source: str, contact: dict[str, Any], html: bool = False, event: dict[str, Any] | None = None) -> str:
+    """Render `source` with `contact` (and, for a flow step, the triggering `event`'s properties) as
+    the only variables, within the budget (RenderBudgetExceeded)."""
     token = _deadline.set(time.monotonic() + RENDER_SECONDS)
     try:
         produced, parts = 0, []
-        for part in _compiled(source, html).generate(contact=contact):
+        for part in _compiled(source, html).generate(contact=contact, event=event or {}):
             produced += len(part)
             _check_size(produced)
             parts.append(part)

@@ -274,6 +274,7 @@ class _Run:
         message = OutgoingMessage(
             delivery_id=row.id, campaign_id=self.campaign_id, channel_id=self.channel_id, contact_id=row.contact.id,
             user_id=self.user_id, address=row.address, contact=contact_context(row.contact), config=config,
+            event=row.event,
         )
         return self._account.sender.prepare(message)
 

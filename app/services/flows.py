@@ -1,0 +1,592 @@
+"""Triggered flows: contacts enter when an event happens, and each step's message goes out after its
+delay, once per enrolment, through the campaign send engine.
+
+A flow is backed by a campaign of its own (hidden from the campaign API) whose channels are the
+flow's steps: consent and address checks, suppressions, send policies, rate limits, receipts,
+tracking, unsubscribe links and counters all apply to a step's messages as to a campaign's.
+
+- Enrolment (`enroll`) happens where events are processed, in the transaction that marks them
+  processed, under a per-merchant advisory lock: one enrolment per (flow, triggering event), and
+  the re-entry rule decided against every earlier enrolment. Exit events end active enrolments in
+  the same place; one that happened before its trigger was processed ends the enrolment at once.
+- Due steps (`dispatch_due`) are claimed from the database by beat (SKIP LOCKED), their exits
+  checked right before, and written to the ledger as queued rows in one transaction with the
+  enrolment's move to its next step; the channel's senders then send them at the channel's rate.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from marshmallow import ValidationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from app import clock
+from app import task_names as tasks
+from app.channels.catalogue import CHANNEL_TYPES
+from app.channels.configs import load_channel_config
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.extensions import db, redis_client
+from app.jobs import enqueue_after_commit
+from app.models import Campaign, CampaignChannel, ContactActivity, Flow, FlowEnrollment, FlowStep, User
+from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, sending
+from app.services.campaign_stats import ChannelStats, channel_stats
+from app.services.transactions import transaction
+from app.sources.normalize import NORMALIZED_TYPES
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 20
+MAX_EXITS = 10
+MAX_DELAY_SECONDS = 365 * 86400
+MAX_REENTRY_DAYS = 3650
+NAME_MAX = 200
+DISPATCH_BATCH = 1000
+DISPATCH_HINT_MS = 500
+TOP_FIELDS = ("name", "trigger", "filter", "exitWhen", "reentry", "steps")
+EVENT_FIELDS = ("event", "name", "where")
+REENTRY_MODES = ("once", "afterDays", "always")
+
+# Why an enrolment ended early (`exitReason`): an exit event (`event:<type>`), or one of these.
+CONTACT_DELETED = "contact_deleted"
+FLOW_STOPPED = "flow_stopped"
+
+
+# --- Definitions --------------------------------------------------------------------------------
+
+class _Check:
+    """One walk over a flow definition, collecting every problem under its JSON path."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.setdefault(path, []).append(message)
+
+    def object(self, node: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> bool:
+        if not isinstance(node, dict):
+            self.fail(path, "Must be an object.")
+            return False
+        for key in node:
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else key, audience_sql.UNKNOWN)
+        for key in required:
+            if key not in node:
+                self.fail(f"{path}.{key}" if path else key, audience_sql.REQUIRED)
+        return True
+
+    def integer(self, value: Any, path: str, low: int, high: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(path, f"Must be a whole number from {low} to {high}.")
+
+    def event(self, node: Any, path: str) -> None:
+        """An event to match: its type, a custom event's name, and property filters (`where`, as in
+        the audience grammar's event conditions)."""
+        if not self.object(node, path, EVENT_FIELDS, ("event",)):
+            return
+        if "event" in node and node["event"] not in NORMALIZED_TYPES:
+            self.fail(f"{path}.event", f"Must be one of: {', '.join(NORMALIZED_TYPES)}.")
+        if "name" in node:
+            if node.get("event") != "custom":
+                self.fail(f"{path}.name", "Only custom events have a name to match.")
+            elif problem := audience_sql.text_problem(node["name"]):
+                self.fail(f"{path}.name", problem)
+        if "where" in node:
+            self.errors.update(audience_sql.where_problems(node["where"], f"{path}.where"))
+
+    def definition(self, data: Mapping[str, Any], partial: bool) -> None:
+        required = () if partial else ("name", "trigger", "steps")
+        if not self.object(data, "", TOP_FIELDS, required):
+            return
+        if "name" in data and (problem := audience_sql.text_problem(data["name"], NAME_MAX)):
+            self.fail("name", problem)
+        if "trigger" in data:
+            self.event(data["trigger"], "trigger")
+        if data.get("filter") is not None:
+            try:
+                audience_sql.validate_definition(data["filter"])
+            except ValidationFailed as exc:
+                for key, messages in (exc.errors or {}).items():
+                    self.errors.setdefault("filter" + key.removeprefix("definition"), []).extend(messages)
+        if "exitWhen" in data:
+            exits = data["exitWhen"]
+            if not isinstance(exits, list) or len(exits) > MAX_EXITS:
+                self.fail("exitWhen", f"Must be a list of at most {MAX_EXITS} events.")
+            else:
+                for index, node in enumerate(exits):
+                    self.event(node, f"exitWhen[{index}]")
+        if "reentry" in data:
+            self.reentry(data["reentry"])
+        if "steps" in data:
+            self.steps(data["steps"])
+
+    def reentry(self, node: Any) -> None:
+        if not self.object(node, "reentry", ("mode", "days"), ("mode",)):
+            return
+        mode = node.get("mode")
+        if "mode" in node and mode not in REENTRY_MODES:
+            self.fail("reentry.mode", f"Must be one of: {', '.join(REENTRY_MODES)}.")
+        if mode == "afterDays":
+            if "days" not in node:
+                self.fail("reentry.days", audience_sql.REQUIRED)
+            else:
+                self.integer(node["days"], "reentry.days", 1, MAX_REENTRY_DAYS)
+        elif "days" in node:
+            self.fail("reentry.days", "Only the afterDays mode takes days.")
+
+    def steps(self, steps: Any) -> None:
+        if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
+            self.fail("steps", f"Must be a list of 1 to {MAX_STEPS} steps.")
+            return
+        for index, step in enumerate(steps):
+            path = f"steps[{index}]"
+            if not self.object(step, path, ("delaySeconds", "channelType", "config"),
+                               ("delaySeconds", "channelType", "config")):
+                continue
+            if "delaySeconds" in step:
+                self.integer(step["delaySeconds"], f"{path}.delaySeconds", 0, MAX_DELAY_SECONDS)
+            channel_type = step.get("channelType")
+            if "channelType" in step and channel_type not in CHANNEL_TYPES:
+                self.fail(f"{path}.channelType", f"Must be one of: {', '.join(CHANNEL_TYPES)}.")
+            elif "config" in step:
+                self.config(step, path)
+
+    def config(self, step: dict[str, Any], path: str) -> None:
+        config = step["config"]
+        if not isinstance(config, dict):
+            self.fail(f"{path}.config", "Must be an object.")
+            return
+        if "abTest" in config:
+            self.fail(f"{path}.config.abTest", "A/B tests are for campaigns; a flow step sends one message.")
+            return
+        try:
+            step["config"] = load_channel_config(step["channelType"], config)
+        except ValidationError as exc:
+            for key, messages in _flattened(exc.messages, f"{path}.config"):
+                self.errors.setdefault(key, []).extend(messages)
+
+
+def _flattened(messages: Any, path: str) -> list[tuple[str, list[str]]]:
+    if isinstance(messages, dict):
+        return [item for key, inner in messages.items()
+                for item in _flattened(inner, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")]
+    return [(path, [str(m) for m in messages] if isinstance(messages, list) else [str(messages)])]
+
+
+def _validated(data: Mapping[str, Any], partial: bool = False) -> dict[str, Any]:
+    """The definition with each step's config completed, or ValidationFailed naming every bad path."""
+    data = {**data, "steps": [dict(step) if isinstance(step, dict) else step for step in data["steps"]]} \
+        if isinstance(data.get("steps"), list) else dict(data)
+    check = _Check()
+    check.definition(data, partial)
+    if check.errors:
+        raise ValidationFailed("The flow is not valid.", errors=check.errors)
+    return data
+
+
+# --- The API's operations -------------------------------------------------------------------------
+
+def flows_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Flow]:
+    """The merchant's flows, newest first (for SelectPage)."""
+    stmt = sa.select(Flow).where(Flow.user_id == user_id)
+    if status is not None:
+        stmt = stmt.where(Flow.status == status)
+    return stmt.order_by(Flow.created_at.desc(), Flow.id.desc())
+
+
+def get_flow(user_id: uuid.UUID, flow_id: uuid.UUID, for_update: bool = False) -> Flow:
+    """The merchant's flow; another merchant's answers exactly like a missing one (404)."""
+    stmt = sa.select(Flow).where(Flow.id == flow_id, Flow.user_id == user_id)
+    flow = db.session.scalar(stmt.with_for_update() if for_update else stmt)
+    if flow is None:
+        raise NotFound("Flow not found.")
+    return flow
+
+
+def create(user_id: uuid.UUID, data: Mapping[str, Any]) -> Flow:
+    """A new draft flow, with its backing campaign and a channel per step."""
+    with transaction():
+        definition = _validated(data)
+        campaign = Campaign(user_id=user_id, name=definition["name"], status="draft", config={})
+        db.session.add(campaign)
+        db.session.flush()
+        flow = Flow(user_id=user_id, campaign_id=campaign.id, name=definition["name"], status="draft",
+                    trigger=definition["trigger"], filter=definition.get("filter"),
+                    exit_when=definition.get("exitWhen", []), reentry=definition.get("reentry", {"mode": "once"}))
+        db.session.add(flow)
+        db.session.flush()
+        _write_steps(flow, definition["steps"])
+    return flow
+
+
+def update(user_id: uuid.UUID, flow_id: uuid.UUID, changes: Mapping[str, Any]) -> Flow:
+    """Change a flow: its name at any time, the rest while it is a draft (409 otherwise)."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        definition = _validated(changes, partial=True)
+        if set(definition) - {"name"} and flow.status != "draft":
+            raise Conflict(f"A {flow.status} flow's definition cannot be changed; only its name can.")
+        if "name" in definition:
+            flow.name = definition["name"]
+            db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                               .values(name=definition["name"]))
+        for key, attribute in (("trigger", "trigger"), ("filter", "filter"), ("exitWhen", "exit_when"),
+                               ("reentry", "reentry")):
+            if key in definition:
+                setattr(flow, attribute, definition[key] if key != "exitWhen" or definition[key] else [])
+        if "steps" in definition:
+            db.session.execute(sa.delete(CampaignChannel).where(CampaignChannel.campaign_id == flow.campaign_id))
+            db.session.expire(flow, ["steps"])
+            _write_steps(flow, definition["steps"])
+        flow.updated_at = clock.now()
+    db.session.refresh(flow)
+    return flow
+
+
+def _write_steps(flow: Flow, steps: list[dict[str, Any]]) -> None:
+    for position, step in enumerate(steps):
+        channel = CampaignChannel(campaign_id=flow.campaign_id, channel_type=step["channelType"], status="pending",
+                                  config=step["config"])
+        db.session.add(channel)
+        db.session.flush()
+        db.session.add(FlowStep(flow_id=flow.id, position=position, delay_seconds=step["delaySeconds"],
+                                channel_id=channel.id))
+    db.session.flush()
+
+
+def delete(user_id: uuid.UUID, flow_id: uuid.UUID) -> None:
+    """Delete a flow that is not running or paused (stop it first: 409), with its ledger."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        if flow.status in ("running", "paused"):
+            raise Conflict(f"A {flow.status} flow cannot be deleted; stop it first.")
+        db.session.execute(sa.delete(Campaign).where(Campaign.id == flow.campaign_id))
+
+
+def activate(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
+    """draft → running: events that happen from now on enrol contacts (no backfill)."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        if not db.session.scalar(sa.select(User.is_verified).where(User.id == user_id)):
+            raise Forbidden("Verify your email address before sending flows.")
+        now = clock.now()
+        _move(flow, ("draft",), "running", activated_at=now)
+        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                           .values(status="running", started_at=now, updated_at=sa.func.now()))
+        db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.campaign_id == flow.campaign_id)
+                           .values(status="sending", updated_at=sa.func.now()))
+    return flow
+
+
+def pause(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
+    """running → paused: steps that fall due wait, and so do messages queued but not yet sent."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        _move(flow, ("running",), "paused")
+        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                           .values(status="paused", updated_at=sa.func.now()))
+    return flow
+
+
+def resume(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
+    """paused → running: the steps that fell due meanwhile go out now, late, once each."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        _move(flow, ("paused",), "running")
+        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                           .values(status="running", updated_at=sa.func.now()))
+        for channel_id, queued in delivery_ledger.queued_by_channel(flow.campaign_id):
+            if queued:
+                _start_senders(channel_id, queued)
+        _hint_dispatch()
+    return flow
+
+
+def stop(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
+    """→ completed: nobody enters any more, active enrolments exit, queued messages are skipped."""
+    with transaction():
+        flow = get_flow(user_id, flow_id, for_update=True)
+        _move(flow, ("draft", "running", "paused"), "completed", stopped_at=clock.now())
+        db.session.execute(
+            sa.update(FlowEnrollment).where(FlowEnrollment.flow_id == flow.id, FlowEnrollment.status == "active")
+            .values(status="exited", exit_reason=FLOW_STOPPED, next_due_at=None, ended_at=sa.func.now(),
+                    updated_at=sa.func.now()))
+        delivery_ledger.skip_queued(flow.campaign_id, FLOW_STOPPED)
+        db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.campaign_id == flow.campaign_id,
+                                                            CampaignChannel.status.in_(("pending", "sending")))
+                           .values(status="sent", updated_at=sa.func.now()))
+        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                           .values(status="completed", ended_at=sa.func.now(), updated_at=sa.func.now()))
+    return flow
+
+
+def _move(flow: Flow, allowed: tuple[str, ...], status: str, **values: Any) -> None:
+    """The flow's row is locked: its status decides, and nobody else moves it meanwhile."""
+    if flow.status not in allowed:
+        raise Conflict(f"A {flow.status} flow cannot become {status}.")
+    flow.status = status
+    flow.updated_at = clock.now()
+    for name, value in values.items():
+        setattr(flow, name, value)
+
+
+def enrollments_query(user_id: uuid.UUID, flow_id: uuid.UUID, status: str | None = None) -> sa.Select[Any]:
+    """The flow's enrolments, newest first (for SelectPage)."""
+    get_flow(user_id, flow_id)
+    stmt = sa.select(FlowEnrollment).where(FlowEnrollment.flow_id == flow_id)
+    if status is not None:
+        stmt = stmt.where(FlowEnrollment.status == status)
+    return stmt.order_by(FlowEnrollment.created_at.desc(), FlowEnrollment.id.desc())
+
+
+@dataclass(frozen=True)
+class StepStats:
+    position: int
+    delay_seconds: int
+    channel: ChannelStats
+
+
+@dataclass(frozen=True)
+class FlowStats:
+    flow_id: uuid.UUID
+    status: str
+    entered: int
+    active: int
+    completed: int
+    exited: int
+    exit_reasons: dict[str, int]
+    steps: list[StepStats]
+
+
+def stats(user_id: uuid.UUID, flow_id: uuid.UUID) -> FlowStats:
+    """Enrolments by status and exit reason, and each step's counters as a campaign channel's."""
+    flow = get_flow(user_id, flow_id)
+    counts: dict[str, int] = defaultdict(int)
+    reasons: dict[str, int] = {}
+    for status, reason, count in db.session.execute(
+            sa.select(FlowEnrollment.status, FlowEnrollment.exit_reason, sa.func.count())
+            .where(FlowEnrollment.flow_id == flow.id).group_by(FlowEnrollment.status, FlowEnrollment.exit_reason)):
+        counts[status] += count
+        if status == "exited":
+            reasons[reason or "unknown"] = count
+    by_channel = {channel.channel_id: channel for channel in channel_stats(flow.campaign_id)}
+    return FlowStats(
+        flow_id=flow.id, status=flow.status, entered=sum(counts.values()), active=counts["active"],
+        completed=counts["completed"], exited=counts["exited"], exit_reasons=reasons,
+        steps=[StepStats(step.position, step.delay_seconds, by_channel[step.channel_id]) for step in flow.steps])
+
+
+# --- Enrolment, where events are processed ----------------------------------------------------------
+
+def enroll(activities: list[dict[str, Any]]) -> None:
+    """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
+    the enrolments their exit events end. `activities` are the batch's contact_activities rows,
+    already written in the caller's transaction; no commit."""
+    users = {row["userId"] for row in activities}
+    if not users:
+        return
+    types = {row["eventType"] for row in activities}
+    flows = [flow for flow in db.session.scalars(
+        sa.select(Flow).where(Flow.status == "running", Flow.user_id.in_(users)).order_by(Flow.id))
+        if flow.trigger["event"] in types or any(node["event"] in types for node in flow.exit_when)]
+    if not flows:
+        return
+    for user_id in sorted({flow.user_id for flow in flows}):
+        # One enrolling transaction at a time per merchant: the re-entry rule and exit checks see
+        # every enrolment and activity committed before, and none can slip in between.
+        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                           {"key": f"herald.flows:{user_id}"})
+    due_now = False
+    for flow in flows:
+        mine = [row["dataEventId"] for row in activities if row["userId"] == flow.user_id]
+        _exit_by_events(flow, mine)
+        due_now |= _enroll_triggered(flow, mine)
+    if due_now:
+        _hint_dispatch()
+
+
+def _matching(node: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+    """What an activity must be to match an event node (trigger or exit)."""
+    criteria = [ContactActivity.event_type == node["event"]]
+    if "name" in node:
+        criteria.append(ContactActivity.original_name == node["name"])
+    return criteria + audience_sql.where_criteria(ContactActivity.properties, node.get("where", {}))
+
+
+def _exit_criteria(flow: Flow) -> sa.ColumnElement[bool]:
+    return sa.or_(*(sa.and_(*_matching(node)) for node in flow.exit_when))
+
+
+def _exit_by_events(flow: Flow, event_ids: list[uuid.UUID]) -> None:
+    if not flow.exit_when:
+        return
+    exits = sa.select(ContactActivity.contact_id, ContactActivity.occurred_at, ContactActivity.event_type).where(
+        ContactActivity.data_event_id.in_(event_ids), ContactActivity.user_id == flow.user_id,
+        _exit_criteria(flow)).subquery()
+    db.session.execute(
+        sa.update(FlowEnrollment)
+        .where(FlowEnrollment.flow_id == flow.id, FlowEnrollment.status == "active",
+               FlowEnrollment.contact_id == exits.c.contact_id, FlowEnrollment.triggered_at <= exits.c.occurred_at)
+        .values(status="exited", exit_reason="event:" + exits.c.event_type, next_due_at=None,
+                ended_at=sa.func.now(), updated_at=sa.func.now())
+        .execution_options(synchronize_session=False))
+
+
+def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
+    """Enrol the contacts of the flow's triggering events among `event_ids`; True if a first step
+    is due already."""
+    activity = ContactActivity
+    query = sa.select(activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties).where(
+        activity.data_event_id.in_(event_ids), activity.user_id == flow.user_id, *_matching(flow.trigger),
+        activity.occurred_at >= flow.activated_at)
+    if flow.filter is not None:
+        query = query.where(activity.contact_id.in_(audience_sql.compile_definition(flow.user_id, flow.filter)))
+    candidates = db.session.execute(query.order_by(activity.occurred_at, activity.data_event_id)).all()
+    if not candidates:
+        return False
+    contacts = list({row.contact_id for row in candidates})
+    last_entered = dict(db.session.execute(
+        sa.select(FlowEnrollment.contact_id, sa.func.max(FlowEnrollment.triggered_at))
+        .where(FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id.in_(contacts))
+        .group_by(FlowEnrollment.contact_id)).all())
+    last_exit: dict[uuid.UUID, datetime] = {}
+    if flow.exit_when:
+        last_exit = dict(db.session.execute(
+            sa.select(activity.contact_id, sa.func.max(activity.occurred_at))
+            .where(activity.contact_id.in_(contacts), activity.user_id == flow.user_id, _exit_criteria(flow))
+            .group_by(activity.contact_id)).all())
+    mode, days = flow.reentry["mode"], timedelta(days=flow.reentry.get("days", 0))
+    first = flow.steps[0]
+    now, rows = clock.now(), []
+    for event_id, contact_id, occurred_at, properties in candidates:
+        last = last_entered.get(contact_id)
+        if last is not None and (mode == "once" or (mode == "afterDays" and occurred_at < last + days)):
+            continue
+        last_entered[contact_id] = occurred_at
+        exited = contact_id in last_exit and last_exit[contact_id] >= occurred_at
+        rows.append({
+            "flowId": flow.id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
+            "status": "exited" if exited else "active", "exitReason": None, "step": 0,
+            "nextDueAt": None if exited else occurred_at + timedelta(seconds=first.delay_seconds),
+            "context": properties or {}, "endedAt": now if exited else None,
+        })
+        if exited:
+            rows[-1]["exitReason"] = "event:" + _exit_type(flow, contact_id, occurred_at)
+    if rows:
+        db.session.execute(pg_insert(FlowEnrollment).values(rows).on_conflict_do_nothing(
+            index_elements=["flowId", "dataEventId"]))
+    return any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
+
+
+def _exit_type(flow: Flow, contact_id: uuid.UUID, since: datetime) -> str:
+    return db.session.scalar(
+        sa.select(ContactActivity.event_type).where(
+            ContactActivity.contact_id == contact_id, ContactActivity.user_id == flow.user_id,
+            ContactActivity.occurred_at >= since, _exit_criteria(flow))
+        .order_by(ContactActivity.occurred_at).limit(1)) or "unknown"
+
+
+def _hint_dispatch() -> None:
+    """Ask a worker to dispatch due steps soon (debounced); beat does it anyway."""
+    try:
+        if redis_client().set("herald:hint:flows.dispatch_due", b"1", nx=True, px=DISPATCH_HINT_MS):
+            enqueue_after_commit(tasks.DISPATCH_FLOW_STEPS)
+    except redis.RedisError:
+        pass
+
+
+# --- Dispatch of due steps, by beat ---------------------------------------------------------------
+
+_CLAIM_DUE = sa.text(
+    """
+    SELECT e.id, e."flowId", e."contactId", e.step, e."nextDueAt", e."triggeredAt"
+    FROM flow_enrollments AS e
+    WHERE e.status = 'active' AND e."nextDueAt" <= CAST(:now AS timestamp)
+      AND EXISTS (SELECT 1 FROM flows AS f WHERE f.id = e."flowId" AND f.status = 'running')
+    ORDER BY e."nextDueAt"
+    LIMIT :limit
+    FOR UPDATE OF e SKIP LOCKED
+    """
+)
+
+_ADVANCE = sa.text(
+    """
+    UPDATE flow_enrollments AS e SET
+        step = m.step, "nextDueAt" = m.due, status = m.status, "exitReason" = m.reason,
+        "endedAt" = CASE WHEN m.status = 'active' THEN NULL ELSE now() END, "updatedAt" = now()
+    FROM jsonb_to_recordset(CAST(:moves AS jsonb)) AS m(id uuid, step smallint, due timestamp, status text, reason text)
+    WHERE e.id = m.id
+    """
+)
+
+
+def dispatch_due(limit: int = DISPATCH_BATCH) -> int:
+    """Write the due steps of up to `limit` enrolments to the ledger (or end the enrolments whose
+    exit came first), each enrolment moved on in the same transaction, and start the senders of the
+    channels that got rows. Returns the enrolments handled; beat calls it again while it is busy."""
+    with transaction():
+        now = clock.now()
+        claimed = list(db.session.execute(_CLAIM_DUE, {"now": now, "limit": limit}).all())
+        if not claimed:
+            return 0
+        flows = {flow.id: flow for flow in db.session.scalars(
+            sa.select(Flow).where(Flow.id.in_({row.flowId for row in claimed})))}
+        exited = _exits_before_step(flows, claimed)
+        moves, groups = [], defaultdict(list)
+        for row in claimed:
+            flow = flows[row.flowId]
+            if row.contactId is None or row.id in exited:
+                reason = CONTACT_DELETED if row.contactId is None else exited[row.id]
+                moves.append({"id": row.id, "step": row.step, "due": None, "status": "exited", "reason": reason})
+                continue
+            groups[(flow.id, row.step)].append((row.id, row.contactId))
+            following = row.step + 1
+            if following < len(flow.steps):
+                due = row.nextDueAt + timedelta(seconds=flow.steps[following].delay_seconds)
+                moves.append({"id": row.id, "step": following, "due": due, "status": "active", "reason": None})
+            else:
+                moves.append({"id": row.id, "step": following, "due": None, "status": "completed", "reason": None})
+        for (flow_id, position), members in groups.items():
+            flow = flows[flow_id]
+            channel = flow.steps[position].channel
+            (policy,) = send_policies.channel_policies(flow.user_id, flow.campaign_id, [channel.channel_type])
+            written = delivery_ledger.write_enrolled(flow.user_id, flow.campaign_id, channel.id,
+                                                     channel.channel_type, members, policy, now)
+            if written:
+                _start_senders(channel.id, written)
+        db.session.execute(_ADVANCE, {"moves": bulk_sql.to_json(moves)})
+    return len(claimed)
+
+
+def _exits_before_step(flows: dict[uuid.UUID, Flow], claimed: list[Any]) -> dict[uuid.UUID, str]:
+    """Enrolments whose contact did an exit event since their trigger (`event:<type>`), checked
+    right before the step is written."""
+    exited: dict[uuid.UUID, str] = {}
+    for flow in flows.values():
+        mine = [row for row in claimed if row.flowId == flow.id and row.contactId is not None]
+        if not flow.exit_when or not mine:
+            continue
+        pairs = sa.values(sa.column("enrollment", sa.Uuid), sa.column("contact", sa.Uuid),
+                          sa.column("since", sa.DateTime), name="due").data(
+            [(row.id, row.contactId, row.triggeredAt) for row in mine])
+        for enrollment_id, event_type in db.session.execute(
+                sa.select(pairs.c.enrollment, sa.func.min(ContactActivity.event_type))
+                .join(ContactActivity, sa.and_(ContactActivity.contact_id == pairs.c.contact,
+                                               ContactActivity.occurred_at >= pairs.c.since))
+                .where(ContactActivity.user_id == flow.user_id, _exit_criteria(flow))
+                .group_by(pairs.c.enrollment)):
+            exited[enrollment_id] = "event:" + event_type
+    return exited
+
+
+def _start_senders(channel_id: uuid.UUID, queued: int) -> None:
+    for _ in range(sending.senders_for(queued)):
+        enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
+

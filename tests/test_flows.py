@@ -1,0 +1,373 @@
+"""Triggered flows: contacts enter with their own events (as processing marks them processed), each
+step goes out after its delay through the campaign send engine, once per enrolment, and exits,
+unsubscribes, pauses and stops are honoured right before each step. Time moves by the clock the
+services read, never by sleeping."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app import clock
+from app.extensions import db
+from app.models import Campaign, Contact, DataEvent, Delivery, FlowEnrollment, User
+from app.services import event_processing, flows, sending
+from tests.emulators.twilio import TwilioEmulator
+from tests.support.accounts import signed_in, unique_email
+from tests.support.campaigns import EMAIL_CONFIG, verified_merchant
+from tests.support.providers import add_provider_account
+from tests.support.sources import make_source
+from tests.test_email_channel import tracked_links
+
+HOUR = 3600
+REMINDER = {**EMAIL_CONFIG, "subject": "Your cart, {{ contact.firstName }}",
+            "html": '<p>Finish here: <a href="{{ event.checkoutUrl }}">checkout</a> ({{ event.itemCount }} items, '
+                    '{{ event.value }} {{ event.currency }})</p>',
+            "text": "Finish here: {{ event.checkoutUrl }}"}
+ABANDONED = {"name": "Abandoned checkout", "trigger": {"event": "checkout_started"},
+             "exitWhen": [{"event": "order_placed"}], "reentry": {"mode": "once"},
+             "steps": [{"delaySeconds": HOUR, "channelType": "email", "config": REMINDER}]}
+TWILIO = {"accountSid": "AC" + "5f" * 16, "authToken": "flow-twilio-token", "fromNumber": "+15005550006"}
+_ids = itertools.count(7_000_000)
+
+
+@pytest.fixture()
+def ctx(app, committed_db):
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture()
+def shop(ctx):
+    user = verified_merchant()
+    source, _ = make_source(user, "shopify")
+    return user, source
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat() + "Z"
+
+
+def _customer(email: str, phone: str | None = None) -> dict[str, Any]:
+    customer = {"id": 5_000 + sum(map(ord, email)), "email": email, "first_name": "Jon",
+                "email_marketing_consent": {"state": "subscribed"}}
+    if phone:
+        customer |= {"phone": phone, "sms_marketing_consent": {"state": "subscribed"}}
+    return customer
+
+
+def _checkout(email: str, at: datetime | None = None, phone: str | None = None) -> tuple[str, dict[str, Any]]:
+    checkout_id = next(_ids)
+    return "checkouts/create", {
+        "id": checkout_id, "token": f"tok{checkout_id}", "email": email, "created_at": _iso(at or clock.now()),
+        "abandoned_checkout_url": f"https://shop.test/checkouts/{checkout_id}/recover", "total_price": "40.00",
+        "currency": "USD", "customer": _customer(email, phone),
+        "line_items": [{"product_id": 632910392, "quantity": 2, "price": "20.00"}]}
+
+
+def _order(email: str, at: datetime | None = None) -> tuple[str, dict[str, Any]]:
+    order_id = next(_ids)
+    return "orders/create", {"id": order_id, "email": email, "total_price": "40.00", "currency": "USD",
+                             "created_at": _iso(at or clock.now()), "customer": _customer(email),
+                             "line_items": [{"product_id": 632910392, "quantity": 2, "price": "20.00"}]}
+
+
+def _process(source, *events: tuple[str, dict[str, Any]]) -> None:
+    db.session.add_all([DataEvent(data_source_id=source.id, event_type=topic, event_data=payload)
+                        for topic, payload in events])
+    db.session.commit()
+    event_processing.process_pending(time_budget=10)
+
+
+def _running(user, definition: dict[str, Any] = ABANDONED):
+    flow = flows.create(user.id, definition)
+    return flows.activate(user.id, flow.id)
+
+
+def _tick(after: timedelta = timedelta(0)) -> None:
+    """What beat does: dispatch the due steps; then the senders the dispatch started send them."""
+    if after:
+        clock.advance(after)
+    while flows.dispatch_due():
+        pass
+    db.session.expire_all()
+    for channel_id in db.session.scalars(sa.select(Delivery.channel_id).where(Delivery.status == "queued").distinct()):
+        sending.send_channel(channel_id)
+
+
+def _enrollments(flow) -> list[FlowEnrollment]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(FlowEnrollment).where(FlowEnrollment.flow_id == flow.id)
+                                   .order_by(FlowEnrollment.triggered_at)))
+
+
+def _mail_to(sink, address: str) -> list:
+    return [m for m in sink.messages if address in m.recipients]
+
+
+# --- Behaviour -------------------------------------------------------------------------------------
+
+def test_an_abandoned_checkout_gets_one_reminder_after_the_delay_with_the_events_properties(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user)
+    _process(source, _checkout("jon@example.com"))
+    (enrolled,) = _enrollments(flow)
+    assert (enrolled.status, enrolled.step) == ("active", 0)
+    assert enrolled.next_due_at == enrolled.triggered_at + timedelta(seconds=HOUR)
+
+    _tick(timedelta(minutes=59))
+    assert smtp_sink.messages == []
+    _tick(timedelta(minutes=2))
+    (mail,) = smtp_sink.wait_for(1)
+    assert list(mail.recipients) == ["jon@example.com"] and mail.message["Subject"] == "Your cart, Jon"
+    html = mail.html()
+    assert "(2 items, 40.0 USD)" in html
+    # The checkout's own recovery link, tracked like any link in a campaign.
+    assert "https://shop.test/checkouts/" not in html and tracked_links(html)["c"]
+    _tick(timedelta(days=2))
+    assert len(smtp_sink.messages) == 1
+    (done,) = _enrollments(flow)
+    assert (done.status, done.step, done.next_due_at) == ("completed", 1, None)
+    stats = flows.stats(user.id, flow.id)
+    assert (stats.entered, stats.active, stats.completed, stats.exited) == (1, 0, 1, 0)
+    assert (stats.steps[0].channel.sent_count, stats.steps[0].channel.delivered_count) == (1, 1)
+
+
+def test_buying_within_the_delay_exits_and_nothing_is_sent(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user)
+    _process(source, _checkout("jon@example.com"))
+    clock.advance(timedelta(minutes=20))
+    _process(source, _order("jon@example.com"))
+    (enrolled,) = _enrollments(flow)
+    assert (enrolled.status, enrolled.exit_reason, enrolled.next_due_at) == ("exited", "event:order_placed", None)
+    _tick(timedelta(hours=2))
+    assert smtp_sink.messages == []
+    assert flows.stats(user.id, flow.id).exit_reasons == {"event:order_placed": 1}
+
+
+def test_an_order_processed_before_its_checkout_still_exits_it(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user)
+    started = clock.now()
+    _process(source, _order("jon@example.com", at=started + timedelta(minutes=5)))
+    _process(source, _checkout("jon@example.com", at=started))
+    (enrolled,) = _enrollments(flow)
+    assert (enrolled.status, enrolled.exit_reason) == ("exited", "event:order_placed")
+    _tick(timedelta(hours=2))
+    assert smtp_sink.messages == []
+
+
+@pytest.mark.parametrize(("mode", "reminders"), [("once", 1), ("always", 2), ("afterDays", 1)])
+def test_two_checkouts_enrol_by_the_reentry_rule(shop, smtp_sink, mode, reminders):
+    user, source = shop
+    reentry = {"mode": mode, "days": 7} if mode == "afterDays" else {"mode": mode}
+    flow = _running(user, {**ABANDONED, "reentry": reentry})
+    _process(source, _checkout("jon@example.com"))
+    clock.advance(timedelta(minutes=10))
+    _process(source, _checkout("jon@example.com"))
+    assert len(_enrollments(flow)) == reminders
+    _tick(timedelta(hours=2))
+    assert len(smtp_sink.wait_for(reminders)) == reminders
+    _tick(timedelta(hours=2))
+    assert len(smtp_sink.messages) == reminders
+
+
+def test_after_days_lets_a_contact_in_again_once_the_days_have_passed(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "reentry": {"mode": "afterDays", "days": 7}})
+    _process(source, _checkout("jon@example.com"))
+    clock.advance(timedelta(days=6))
+    _process(source, _checkout("jon@example.com"))
+    clock.advance(timedelta(days=2))
+    _process(source, _checkout("jon@example.com"))
+    assert len(_enrollments(flow)) == 2
+
+
+def test_processing_the_same_event_again_enrols_nobody_twice(shop):
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "reentry": {"mode": "always"}})
+    _process(source, _checkout("jon@example.com"))
+    # A retried batch: the event is claimed and processed again.
+    db.session.execute(sa.update(DataEvent).values({DataEvent.processed_at: None}))
+    db.session.commit()
+    event_processing.process_pending(time_budget=10)
+    assert len(_enrollments(flow)) == 1
+
+
+def test_only_events_after_activation_enrol_and_only_the_merchants_own(shop, smtp_sink):
+    user, source = shop
+    other = verified_merchant()
+    other_source, _ = make_source(other, "shopify")
+    before = clock.now() - timedelta(minutes=1)
+    flow = _running(user)
+    others_flow = _running(other)
+    _process(source, _checkout("old@example.com", at=before), _checkout("jon@example.com"))
+    assert [e.contact_id for e in _enrollments(flow)] == [_contact(user, "jon@example.com").id]
+    assert _enrollments(others_flow) == []
+    _process(other_source, _checkout("ann@example.com"))
+    assert len(_enrollments(flow)) == 1 and len(_enrollments(others_flow)) == 1
+
+
+def _contact(user, email: str) -> Contact:
+    return db.session.scalars(sa.select(Contact).where(Contact.user_id == user.id, Contact.email == email)).one()
+
+
+def test_trigger_filters_and_entry_filters_decide_who_enters(shop):
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "trigger": {"event": "checkout_started", "where": {"value": {"gte": 30}}},
+                           "filter": {"match": "all", "conditions": [
+                               {"type": "attribute", "field": "email", "op": "contains", "value": "@vip."}]}})
+    small = _checkout("ann@vip.example")
+    small[1]["total_price"] = "10.00"
+    _process(source, _checkout("jon@example.com"), small, _checkout("bob@vip.example"))
+    assert [e.contact_id for e in _enrollments(flow)] == [_contact(user, "bob@vip.example").id]
+
+
+def test_unsubscribing_skips_later_email_steps_and_the_sms_step_still_runs(ctx, shop, smtp_sink):
+    user, source = shop
+    add_provider_account(user, "sms", TWILIO)
+    steps = [{"delaySeconds": 0, "channelType": "email", "config": REMINDER},
+             {"delaySeconds": HOUR, "channelType": "email", "config": REMINDER},
+             {"delaySeconds": HOUR, "channelType": "sms", "config": {"body": "Still yours: {{ event.checkoutUrl }}"}}]
+    with TwilioEmulator(accounts={TWILIO["accountSid"]: TWILIO["authToken"]}) as twilio:
+        settings = ctx.config["HERALD_SETTINGS"]
+        ctx.config["HERALD_SETTINGS"] = dataclasses.replace(settings, api_base_urls={
+            **settings.api_base_urls, "TWILIO_API_BASE_URL": twilio.base_url})
+        try:
+            flow = _running(user, {**ABANDONED, "steps": steps})
+            _process(source, _checkout("jon@example.com", phone="+16135551212"))
+            _tick()
+            (mail,) = smtp_sink.wait_for(1)
+            unsubscribe = tracked_links(mail.html())["u"][0]
+            assert ctx.test_client().post(f"/t/u/{unsubscribe}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+            _tick(timedelta(hours=1, minutes=1))
+            _tick(timedelta(hours=1, minutes=1))
+        finally:
+            ctx.config["HERALD_SETTINGS"] = settings
+        assert len(smtp_sink.messages) == 1
+        (sms,) = twilio.messages
+        assert sms["to"] == "+16135551212" and "/l/" in sms["body"]
+    stats = flows.stats(user.id, flow.id)
+    assert [s.channel.ledger["sent"] + s.channel.ledger["delivered"] for s in stats.steps] == [1, 0, 1]
+    assert stats.steps[1].channel.skip_reasons == {"consent_unsubscribed": 1}
+    assert (stats.completed, stats.exited) == (1, 0)
+
+
+def test_a_paused_flow_sends_nothing_until_resumed_then_once(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user)
+    _process(source, _checkout("jon@example.com"))
+    flows.pause(user.id, flow.id)
+    _tick(timedelta(hours=3))
+    assert smtp_sink.messages == []
+    flows.resume(user.id, flow.id)
+    _tick()
+    _tick(timedelta(minutes=5))
+    assert len(smtp_sink.wait_for(1)) == 1
+    _tick(timedelta(minutes=5))
+    assert len(smtp_sink.messages) == 1
+
+
+def test_stopping_exits_the_active_and_skips_what_was_queued(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "steps": [{"delaySeconds": 0, "channelType": "email", "config": REMINDER}]})
+    _process(source, _checkout("jon@example.com"))
+    while flows.dispatch_due():
+        pass
+    _process(source, _checkout("ann@example.com", at=clock.now() + timedelta(hours=1)))
+    flows.stop(user.id, flow.id)
+    _tick(timedelta(hours=2))
+    assert smtp_sink.messages == []
+    stats = flows.stats(user.id, flow.id)
+    assert (stats.status, stats.exited, stats.exit_reasons) == ("completed", 1, {"flow_stopped": 1})
+    assert stats.steps[0].channel.skip_reasons == {"flow_stopped": 1}
+    _process(source, _checkout("bob@example.com"))
+    assert flows.stats(user.id, flow.id).entered == 2  # nobody enters a stopped flow
+
+
+def test_a_deleted_contact_exits_before_the_step(shop, smtp_sink):
+    user, source = shop
+    flow = _running(user)
+    _process(source, _checkout("jon@example.com"))
+    db.session.delete(_contact(user, "jon@example.com"))
+    db.session.commit()
+    _tick(timedelta(hours=2))
+    assert smtp_sink.messages == []
+    (enrolled,) = _enrollments(flow)
+    assert (enrolled.status, enrolled.exit_reason) == ("exited", "contact_deleted")
+
+
+def test_thousands_due_at_once_are_dispatched_in_batches_to_one_queue(shop):
+    user, source = shop
+    _running(user, {**ABANDONED, "reentry": {"mode": "always"}})
+    _process(source, *[_checkout(f"p{i}@example.com") for i in range(1500)])
+    clock.advance(timedelta(hours=1, seconds=1))
+    assert flows.dispatch_due() == flows.DISPATCH_BATCH
+    assert flows.dispatch_due() == 500
+    db.session.expire_all()
+    queued = db.session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(Delivery.status == "queued"))
+    assert queued == 1500
+
+
+# --- The API ---------------------------------------------------------------------------------------
+
+def test_the_api_creates_lists_moves_and_reports_a_flow(client):
+    email = unique_email()
+    _, headers = signed_in(client, email)
+    db.session.execute(sa.update(User).where(User.email == email).values(is_verified=True))
+    created = client.post("/api/v1/flows", json=ABANDONED, headers=headers)
+    assert created.status_code == 201, created.get_json()
+    flow = created.get_json()
+    assert flow["status"] == "draft" and flow["steps"][0]["delaySeconds"] == HOUR
+    assert flow["steps"][0]["config"]["subject"] == REMINDER["subject"]
+    url = f"/api/v1/flows/{flow['id']}"
+    assert [f["id"] for f in client.get("/api/v1/flows", headers=headers).get_json()] == [flow["id"]]
+    # The flow's own campaign is not a campaign the merchant manages.
+    assert client.get("/api/v1/campaigns", headers=headers).get_json() == []
+    assert client.post(url + "/pause", headers=headers).status_code == 409
+    assert client.post(url + "/activate", headers=headers).get_json()["status"] == "running"
+    assert client.post(url + "/activate", headers=headers).status_code == 409
+    assert client.patch(url, json={"steps": ABANDONED["steps"]}, headers=headers).status_code == 409
+    assert client.patch(url, json={"name": "Cart reminder"}, headers=headers).get_json()["name"] == "Cart reminder"
+    assert client.delete(url, headers=headers).status_code == 409
+    assert client.post(url + "/pause", headers=headers).get_json()["status"] == "paused"
+    assert client.post(url + "/resume", headers=headers).get_json()["status"] == "running"
+    assert client.post(url + "/stop", headers=headers).get_json()["status"] == "completed"
+    assert client.post(url + "/resume", headers=headers).status_code == 409
+    stats = client.get(url + "/stats", headers=headers).get_json()
+    assert (stats["entered"], stats["steps"][0]["channel"]["sentCount"]) == (0, 0)
+    assert client.get(url + "/enrollments", headers=headers).get_json() == []
+    _, stranger = signed_in(client)
+    assert client.get(url, headers=stranger).status_code == 404
+    assert client.delete(url, headers=headers).status_code == 204
+    assert client.get(url, headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"trigger": {"event": "checkout_begun"}}, "trigger.event"),
+    ({"trigger": {"event": "checkout_started", "where": {"value": {"over": 3}}}}, "trigger.where.value.over"),
+    ({"filter": {"match": "all", "conditions": [{"type": "nope"}]}}, "filter.conditions[0].type"),
+    ({"exitWhen": [{"event": "order_placed", "color": "red"}]}, "exitWhen[0].color"),
+    ({"reentry": {"mode": "afterDays"}}, "reentry.days"),
+    ({"reentry": {"mode": "sometimes"}}, "reentry.mode"),
+    ({"steps": []}, "steps"),
+    ({"steps": [{"delaySeconds": -1, "channelType": "email", "config": REMINDER}]}, "steps[0].delaySeconds"),
+    ({"steps": [{"delaySeconds": 0, "channelType": "fax", "config": {}}]}, "steps[0].channelType"),
+    ({"steps": [{"delaySeconds": 0, "channelType": "email", "config": {**REMINDER, "subject": ""}}]},
+     "steps[0].config.subject"),
+    ({"steps": [ABANDONED["steps"][0], {"delaySeconds": 0, "channelType": "sms", "config": {}}]},
+     "steps[1].config.body"),
+])
+def test_bad_definitions_answer_422_with_the_path_and_store_nothing(client, change, path):
+    _, headers = signed_in(client)
+    answer = client.post("/api/v1/flows", json={**ABANDONED, **change}, headers=headers)
+    assert answer.status_code == 422, answer.get_json()
+    assert path in answer.get_json()["errors"], answer.get_json()
+    assert client.get("/api/v1/flows", headers=headers).get_json() == []
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Campaign)) == 0
