@@ -371,3 +371,58 @@ def test_bad_definitions_answer_422_with_the_path_and_store_nothing(client, chan
     assert path in answer.get_json()["errors"], answer.get_json()
     assert client.get("/api/v1/flows", headers=headers).get_json() == []
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Campaign)) == 0
+
+
+# --- Processes ---------------------------------------------------------------------------------------
+
+# Holds whoever moves enrolments on inside that UPDATE, until the test lets go of its advisory lock.
+_HOLD = """
+CREATE FUNCTION hold_step() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_advisory_lock(4343); PERFORM pg_advisory_unlock(4343); RETURN NEW; END $$;
+CREATE TRIGGER hold_step BEFORE UPDATE OF step ON flow_enrollments FOR EACH ROW EXECUTE FUNCTION hold_step();
+"""
+_RELEASE = "DROP TRIGGER IF EXISTS hold_step ON flow_enrollments; DROP FUNCTION IF EXISTS hold_step();"
+PEOPLE = 20
+
+
+@pytest.mark.slow
+def test_two_beats_and_a_worker_killed_mid_step_send_each_step_once(ctx, shop, smtp_sink, tmp_path):
+    import signal
+
+    from tests.support import processes
+
+    user, source = shop
+    flow = _running(user)
+    _process(source, *[_checkout(f"p{i}@example.com") for i in range(PEOPLE)])
+    celery = ctx.extensions["celery"]
+    holder = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        holder.exec_driver_sql(_HOLD)
+        holder.exec_driver_sql("SELECT pg_advisory_lock(4343)")
+        clock.advance(timedelta(hours=1, seconds=1))
+        with processes.worker(celery) as worker, \
+                processes.beat(tmp_path / "beat-1"), processes.beat(tmp_path / "beat-2"):
+            # The worker dispatching the step has written its ledger rows and is held moving the
+            # enrolments on, in the same transaction; it is SIGKILLed there.
+            processes.wait_until(lambda: _held(holder), timeout=60, what="a worker dispatching the step")
+            processes.kill_group(worker, signal.SIGKILL)
+            holder.exec_driver_sql("SELECT pg_advisory_unlock(4343)")
+            holder.exec_driver_sql(_RELEASE)
+            with processes.worker(celery):
+                processes.wait_until(lambda: len(smtp_sink.messages) >= PEOPLE, timeout=90, what="every reminder")
+                processes.wait_until(lambda: all(e.status == "completed" for e in _enrollments(flow)), timeout=30,
+                                     what="every enrolment to complete")
+    finally:
+        holder.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+        holder.exec_driver_sql(_RELEASE)
+        holder.close()
+    recipients = sorted(r for m in smtp_sink.messages for r in m.recipients)
+    assert recipients == sorted(f"p{i}@example.com" for i in range(PEOPLE))
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == PEOPLE
+
+
+def _held(connection) -> bool:
+    return bool(connection.exec_driver_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE flow_enrollments%%'"
+    ).scalar())
