@@ -1,0 +1,150 @@
+"""Triggered flows, in one run, each figure beside its ceiling:
+
+(a) events/s processed by events.process_pending on a real worker (2 processes) with no flows and
+    with 10 running flows (triggers and exits on the batches' event types), beside the raw claim
+    loop of bench/ingest_and_process.py over the same number of rows. Aims: with flows >= 0.8 × without;
+    processing >= 0.5 × the claim loop.
+(b) dispatch: 10,000 enrolments due at once on an email step → messages/s from the first dispatch
+    to the last message received by an aiosmtpd server, on a real worker (2 processes), beside a bare
+    smtplib loop sending the same messages over one connection. Aim: >= 0.8.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa
+
+from bench.campaign_email import bare_loop
+from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database
+from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loop, raw_copy, setup_source
+
+ENROLLED = 10_000
+EMAIL = {"fromEmail": "news@shop.test", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
+         "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
+         "text": "Hi {{ contact.firstName }}, your cart is waiting: https://shop.test/cart"}
+STEP = [{"delaySeconds": 3600, "channelType": "email", "config": EMAIL}]
+# Ten flows on the batches' events: abandoned checkout and cart, post-purchase, browse, with exits.
+FLOWS = [
+    {"trigger": {"event": "checkout_started"}, "exitWhen": [{"event": "order_placed"}], "reentry": {"mode": "once"}},
+    {"trigger": {"event": "checkout_started"}, "reentry": {"mode": "always"}},
+    {"trigger": {"event": "checkout_started", "where": {"value": {"gte": 50}}}, "reentry": {"mode": "afterDays",
+                                                                                           "days": 7}},
+    {"trigger": {"event": "added_to_cart"}, "exitWhen": [{"event": "checkout_started"}, {"event": "order_placed"}],
+     "reentry": {"mode": "once"}},
+    {"trigger": {"event": "added_to_cart"}, "reentry": {"mode": "always"}},
+    {"trigger": {"event": "order_placed"}, "reentry": {"mode": "always"}},
+    {"trigger": {"event": "order_placed"}, "reentry": {"mode": "once"}},
+    {"trigger": {"event": "product_viewed"}, "exitWhen": [{"event": "added_to_cart"}], "reentry": {"mode": "once"}},
+    {"trigger": {"event": "product_viewed"}, "reentry": {"mode": "afterDays", "days": 1}},
+    {"trigger": {"event": "page_viewed"}, "exitWhen": [{"event": "order_placed"}], "reentry": {"mode": "once"}},
+]
+
+
+def processing(app) -> float:
+    """Events/s through process_pending, the events copied in first and processed by 2 processes."""
+    from app.extensions import db
+    from app.models import DataEvent
+
+    celery = app.extensions["celery"]
+    with app.app_context(), celery_worker(celery, "events", concurrency=2):
+        started = time.perf_counter()
+        for _ in range(2):
+            celery.send_task("events.process_pending")
+        while db.session.scalar(sa.select(sa.func.count()).where(DataEvent.processed_at.is_(None))):
+            db.session.rollback()
+            time.sleep(0.05)
+        return BATCHES * BATCH / (time.perf_counter() - started)
+
+
+def start_flows(app, source_id) -> int:
+    """The ten flows, running since an hour ago (the batches' events happened a minute ago)."""
+    from app.extensions import db
+    from app.models import DataSource, Flow, User
+    from app.services import flows
+
+    with app.app_context():
+        user_id = db.session.get_one(DataSource, source_id).user_id
+        db.session.execute(sa.update(User).where(User.id == user_id).values(is_verified=True))
+        db.session.commit()
+        for index, definition in enumerate(FLOWS):
+            flow = flows.create(user_id, {"name": f"Flow {index}", "steps": STEP, **definition})
+            flows.activate(user_id, flow.id)
+        db.session.execute(sa.update(Flow).values(activated_at=sa.func.now() - sa.text("interval '1 hour'")))
+        db.session.commit()
+        return len(FLOWS)
+
+
+def dispatch(app, port: int) -> tuple[float, list]:
+    from app import task_names as tasks
+    from app.extensions import db
+    from app.services import flows
+    from tests.support.campaigns import add_contacts, verified_merchant
+    from tests.support.smtp_sink import SmtpSink
+
+    sink = SmtpSink(port=port).start()
+    try:
+        with app.app_context():
+            user = verified_merchant()
+            add_contacts(user, ENROLLED, prefix="d")
+            flow = flows.create(user.id, {"name": "Reminder", "trigger": {"event": "checkout_started"},
+                                          "steps": [{"delaySeconds": 0, "channelType": "email", "config": EMAIL}]})
+            flows.activate(user.id, flow.id)
+            db.session.execute(sa.text(
+                """INSERT INTO flow_enrollments ("flowId", "contactId", "dataEventId", "triggeredAt", "nextDueAt")
+                   SELECT :flow, id, uuid_generate_v4(), now() - interval '1 minute', now() - interval '1 minute'
+                   FROM contacts WHERE "userId" = :user"""), {"flow": flow.id, "user": user.id})
+            db.session.commit()
+        celery = app.extensions["celery"]
+        with celery_worker(celery, "campaigns,sends,default", concurrency=2):
+            started = time.perf_counter()
+            celery.send_task(tasks.DISPATCH_FLOW_STEPS)
+            sink.wait_for(ENROLLED, timeout=600)
+            rate = ENROLLED / (time.perf_counter() - started)
+        received = sink.messages
+        assert len({m.recipients for m in received}) == ENROLLED == len(received)
+        return rate, [m.message for m in received]
+    finally:
+        sink.stop()
+
+
+def main() -> None:
+    from tests.support.smtp_sink import SmtpSink
+
+    port = free_port()
+    BENCH_ENV["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+    prepare_database()
+    app = bench_app()
+    source_id, _ = setup_source(app)
+    raw_copy(app, source_id, make_batches("claim"))
+    claim_rate = raw_claim_loop(app)
+    raw_copy(app, source_id, make_batches("warm"))  # the people exist before either measured run
+    processing(app)
+    raw_copy(app, source_id, make_batches("none"))
+    without = processing(app)
+    start_flows(app, source_id)
+    raw_copy(app, source_id, make_batches("ten"))
+    with_flows = processing(app)
+    with app.app_context():
+        from app.extensions import db
+
+        enrolled = db.session.scalar(sa.text("SELECT count(*) FROM flow_enrollments"))
+    dispatch_rate, sample = dispatch(app, port)
+    sink = SmtpSink(port=port).start()
+    try:
+        ceiling = bare_loop(port, sample)
+    finally:
+        sink.stop()
+    print(f"(a) process_pending, no flows:   {without:8.0f} events/s   raw claim loop: {claim_rate:8.0f} events/s"
+          f"   ratio {without / claim_rate:.2f} (aim >= 0.5)")
+    print(f"    process_pending, 10 flows:   {with_flows:8.0f} events/s   ({enrolled} enrolments)   "
+          f"ratio to no flows {with_flows / without:.2f} (aim >= 0.8)   to the claim loop {with_flows / claim_rate:.2f}")
+    print(f"(b) 10,000 due enrolments → sent: {dispatch_rate:8.0f} messages/s   bare smtplib loop: {ceiling:8.0f} "
+          f"messages/s   ratio {dispatch_rate / ceiling:.2f} (aim >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
