@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,8 @@ def dispatch(app, port: int) -> tuple[float, list]:
 
 def main() -> None:
     from tests.support.smtp_sink import SmtpSink
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # the SMTP server's line per command
 
     port = free_port()
     BENCH_ENV["SMTP_URL"] = f"smtp://127.0.0.1:{port}"

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from marshmallow import ValidationError
+from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import clock
@@ -389,44 +390,50 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
     already written in the caller's transaction; no commit."""
-    users = {row["userId"] for row in activities}
-    if not users:
+    types: dict[uuid.UUID, set[str]] = defaultdict(set)
+    events: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for row in activities:
+        types[row["userId"]].add(row["eventType"])
+        events[row["userId"]].append(row["dataEventId"])
+    if not types:
         return
-    types = {row["eventType"] for row in activities}
-    flows = [flow for flow in db.session.scalars(
-        sa.select(Flow).where(Flow.status == "running", Flow.user_id.in_(users)).order_by(Flow.id))
-        if flow.trigger["event"] in types or any(node["event"] in types for node in flow.exit_when)]
-    if not flows:
+    work = []  # (flow, enrols: its trigger is among the merchant's events, exits: an exit event is)
+    for flow in db.session.scalars(sa.select(Flow).where(Flow.status == "running", Flow.user_id.in_(types))
+                                   .order_by(Flow.id)):
+        seen = types[flow.user_id]
+        enrols, exits = flow.trigger["event"] in seen, any(node["event"] in seen for node in flow.exit_when)
+        if enrols or exits:
+            work.append((flow, enrols, exits))
+    if not work:
         return
-    for user_id in sorted({flow.user_id for flow in flows}):
+    for user_id in sorted({flow.user_id for flow, _, _ in work}):
         # One enrolling transaction at a time per merchant: the re-entry rule and exit checks see
         # every enrolment and activity committed before, and none can slip in between.
         db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                            {"key": f"herald.flows:{user_id}"})
     due_now = False
-    for flow in flows:
-        mine = [row["dataEventId"] for row in activities if row["userId"] == flow.user_id]
-        _exit_by_events(flow, mine)
-        due_now |= _enroll_triggered(flow, mine)
+    for flow, enrols, exits in work:
+        if exits:
+            _exit_by_events(flow, events[flow.user_id])
+        if enrols:
+            due_now |= _enroll_triggered(flow, events[flow.user_id])
     if due_now:
         _hint_dispatch()
 
 
-def _matching(node: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[sa.ColumnElement[bool]]:
     """What an activity must be to match an event node (trigger or exit)."""
-    criteria = [ContactActivity.event_type == node["event"]]
+    criteria = [activity.event_type == node["event"]]
     if "name" in node:
-        criteria.append(ContactActivity.original_name == node["name"])
-    return criteria + audience_sql.where_criteria(ContactActivity.properties, node.get("where", {}))
+        criteria.append(activity.original_name == node["name"])
+    return criteria + audience_sql.where_criteria(activity.properties, node.get("where", {}))
 
 
-def _exit_criteria(flow: Flow) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.and_(*_matching(node)) for node in flow.exit_when))
+def _exit_criteria(flow: Flow, activity: Any = ContactActivity) -> sa.ColumnElement[bool]:
+    return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
 
 
 def _exit_by_events(flow: Flow, event_ids: list[uuid.UUID]) -> None:
-    if not flow.exit_when:
-        return
     exits = sa.select(ContactActivity.contact_id, ContactActivity.occurred_at, ContactActivity.event_type).where(
         ContactActivity.data_event_id.in_(event_ids), ContactActivity.user_id == flow.user_id,
         _exit_criteria(flow)).subquery()
@@ -440,10 +447,21 @@ def _exit_by_events(flow: Flow, event_ids: list[uuid.UUID]) -> None:
 
 
 def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
-    """Enrol the contacts of the flow's triggering events among `event_ids`; True if a first step
-    is due already."""
-    activity = ContactActivity
-    query = sa.select(activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties).where(
+    """Enrol the contacts of the flow's triggering events among `event_ids` (one read: each event
+    with its contact's last entry and the first exit event since it; one insert); True if a first
+    step is due already."""
+    activity, later = ContactActivity, orm.aliased(ContactActivity)
+    mode, days = flow.reentry["mode"], timedelta(days=flow.reentry.get("days", 0))
+    last_entered = sa.null() if mode == "always" else sa.select(sa.func.max(FlowEnrollment.triggered_at)).where(
+        FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id == activity.contact_id).scalar_subquery()
+    # An exit event may be processed before its trigger (events arrive out of order): it ends the
+    # enrolment at once.
+    exited_by = sa.null() if not flow.exit_when else sa.select(later.event_type).where(
+        later.contact_id == activity.contact_id, later.user_id == flow.user_id,
+        later.occurred_at >= activity.occurred_at, _exit_criteria(flow, later),
+    ).order_by(later.occurred_at).limit(1).scalar_subquery()
+    query = sa.select(activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties,
+                      last_entered, exited_by).where(
         activity.data_event_id.in_(event_ids), activity.user_id == flow.user_id, *_matching(flow.trigger),
         activity.occurred_at >= flow.activated_at)
     if flow.filter is not None:
@@ -451,46 +469,25 @@ def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
     candidates = db.session.execute(query.order_by(activity.occurred_at, activity.data_event_id)).all()
     if not candidates:
         return False
-    contacts = list({row.contact_id for row in candidates})
-    last_entered = dict(db.session.execute(
-        sa.select(FlowEnrollment.contact_id, sa.func.max(FlowEnrollment.triggered_at))
-        .where(FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id.in_(contacts))
-        .group_by(FlowEnrollment.contact_id)).all())
-    last_exit: dict[uuid.UUID, datetime] = {}
-    if flow.exit_when:
-        last_exit = dict(db.session.execute(
-            sa.select(activity.contact_id, sa.func.max(activity.occurred_at))
-            .where(activity.contact_id.in_(contacts), activity.user_id == flow.user_id, _exit_criteria(flow))
-            .group_by(activity.contact_id)).all())
-    mode, days = flow.reentry["mode"], timedelta(days=flow.reentry.get("days", 0))
     first = flow.steps[0]
     now, rows = clock.now(), []
-    for event_id, contact_id, occurred_at, properties in candidates:
-        last = last_entered.get(contact_id)
+    entered: dict[uuid.UUID, datetime] = {}  # entries earlier in this batch
+    for event_id, contact_id, occurred_at, properties, last, exit_type in candidates:
+        last = max(filter(None, (last, entered.get(contact_id))), default=None)
         if last is not None and (mode == "once" or (mode == "afterDays" and occurred_at < last + days)):
             continue
-        last_entered[contact_id] = occurred_at
-        exited = contact_id in last_exit and last_exit[contact_id] >= occurred_at
+        entered[contact_id] = occurred_at
         rows.append({
             "flowId": flow.id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
-            "status": "exited" if exited else "active", "exitReason": None, "step": 0,
-            "nextDueAt": None if exited else occurred_at + timedelta(seconds=first.delay_seconds),
-            "context": properties or {}, "endedAt": now if exited else None,
+            "status": "active" if exit_type is None else "exited",
+            "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
+            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=first.delay_seconds),
+            "context": properties or {}, "endedAt": None if exit_type is None else now,
         })
-        if exited:
-            rows[-1]["exitReason"] = "event:" + _exit_type(flow, contact_id, occurred_at)
     if rows:
         db.session.execute(pg_insert(FlowEnrollment).values(rows).on_conflict_do_nothing(
             index_elements=["flowId", "dataEventId"]))
     return any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
-
-
-def _exit_type(flow: Flow, contact_id: uuid.UUID, since: datetime) -> str:
-    return db.session.scalar(
-        sa.select(ContactActivity.event_type).where(
-            ContactActivity.contact_id == contact_id, ContactActivity.user_id == flow.user_id,
-            ContactActivity.occurred_at >= since, _exit_criteria(flow))
-        .order_by(ContactActivity.occurred_at).limit(1)) or "unknown"
 
 
 def _hint_dispatch() -> None:
