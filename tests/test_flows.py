@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Campaign, Contact, DataEvent, Delivery, FlowEnrollment, User
-from app.services import event_processing, flows, sending
+from app.services import event_processing, flows, sending, settings
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
 from tests.support.campaigns import EMAIL_CONFIG, verified_merchant
@@ -257,6 +257,24 @@ def test_unsubscribing_skips_later_email_steps_and_the_sms_step_still_runs(ctx, 
     assert [s.channel.ledger["sent"] + s.channel.ledger["delivered"] for s in stats.steps] == [1, 0, 1]
     assert stats.steps[1].channel.skip_reasons == {"consent_unsubscribed": 1}
     assert (stats.completed, stats.exited) == (1, 0)
+
+
+def test_flow_steps_keep_the_frequency_caps_unless_exempt(shop, smtp_sink):
+    user, source = shop
+    settings.update_settings(user.id, {"frequency_caps": {"email": [{"messages": 1, "window_hours": 16}]}})
+    step = {"delaySeconds": 0, "channelType": "email", "config": REMINDER}
+    exempt = _running(user, {**ABANDONED, "name": "Back in stock", "exitWhen": [],
+                             "steps": [{**step, "frequencyCapExempt": True}]})
+    capped = _running(user, {**ABANDONED, "name": "Reminder", "exitWhen": [], "steps": [{**step, "delaySeconds": 60}]})
+    _process(source, _checkout("jon@example.com"))
+    _tick()
+    _tick(timedelta(minutes=2))
+    _tick(timedelta(minutes=2))
+    assert flows.stats(user.id, exempt.id).steps[0].channel.ledger["delivered"] == 1
+    # The exempt step's message counts toward the caps of the others.
+    assert flows.stats(user.id, capped.id).steps[0].channel.skip_reasons == {"frequency_capped": 1}
+    assert len(smtp_sink.messages) == 1
+    assert flows.get_flow(user.id, exempt.id).steps[0].frequency_cap_exempt
 
 
 def test_a_paused_flow_sends_nothing_until_resumed_then_once(shop, smtp_sink):

@@ -60,6 +60,9 @@ class FlowStep(Base):
     delay_seconds: orm.Mapped[int] = orm.mapped_column("delaySeconds", sa.Integer(), nullable=False)
     channel_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
         "channelId", sa.ForeignKey("campaign_channels.id", ondelete="CASCADE"), nullable=False, unique=True)
+    # The step's messages ignore the frequency caps (e.g. a back-in-stock alert); they still count.
+    frequency_cap_exempt: orm.Mapped[bool] = orm.mapped_column(
+        "frequencyCapExempt", sa.Boolean(), nullable=False, server_default=sa.text("false"))
 
     channel: orm.Mapped[Any] = orm.relationship("CampaignChannel", lazy="joined")
 

@@ -53,6 +53,8 @@ class FlowStepSchema(CamelSchema):
     channel_type = fields.String(attribute="channel.channel_type")
     channel_id = fields.UUID(metadata={"description": "The step's channel: its ledger rows and counters."})
     config = fields.Dict(attribute="channel.config")
+    frequency_cap_exempt = fields.Boolean(metadata={
+        "description": "The step's messages ignore the frequency caps (they still count toward them)."})
 
 
 class FlowSchema(CamelSchema):

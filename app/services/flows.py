@@ -148,9 +148,11 @@ class _Check:
             return
         for index, step in enumerate(steps):
             path = f"steps[{index}]"
-            if not self.object(step, path, ("delaySeconds", "channelType", "config"),
+            if not self.object(step, path, ("delaySeconds", "channelType", "config", "frequencyCapExempt"),
                                ("delaySeconds", "channelType", "config")):
                 continue
+            if not isinstance(step.get("frequencyCapExempt", False), bool):
+                self.fail(f"{path}.frequencyCapExempt", "Not a valid boolean.")
             if "delaySeconds" in step:
                 self.integer(step["delaySeconds"], f"{path}.delaySeconds", 0, MAX_DELAY_SECONDS)
             channel_type = step.get("channelType")
@@ -258,7 +260,7 @@ def _write_steps(flow: Flow, steps: list[dict[str, Any]]) -> None:
         db.session.add(channel)
         db.session.flush()
         db.session.add(FlowStep(flow_id=flow.id, position=position, delay_seconds=step["delaySeconds"],
-                                channel_id=channel.id))
+                                channel_id=channel.id, frequency_cap_exempt=step.get("frequencyCapExempt", False)))
     db.session.flush()
 
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from app.extensions import autocommit_engine, db
-from app.models import CampaignSendOptions
+from app.models import CampaignSendOptions, FlowStep
 from app.services import bulk_sql
 from app.services.settings import get_settings
 
@@ -123,18 +123,21 @@ def _utc(aware: datetime) -> datetime:
     return aware.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
 
-def channel_policies(user_id: uuid.UUID, campaign_id: uuid.UUID,
-                     channel_types: Sequence[str]) -> list[ChannelPolicy]:
-    """The policy of each of the campaign's channel types, from one read of the settings."""
+def channel_policies(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_types: Sequence[str],
+                     channel_id: uuid.UUID | None = None) -> list[ChannelPolicy]:
+    """The policy of each of the campaign's channel types, from one read of the settings (for one
+    channel, `channel_id`: a flow step may be exempt from the caps on its own)."""
     settings = get_settings(user_id)
     options = db.session.get(CampaignSendOptions, campaign_id)
+    exempt = bool(options and options.frequency_cap_exempt) or (channel_id is not None and bool(db.session.scalar(
+        sa.select(FlowStep.frequency_cap_exempt).where(FlowStep.channel_id == channel_id))))
     return [ChannelPolicy(
         default_zone=settings["timezone"],
         quiet=QuietHours.parse(settings["quiet_hours"].get(channel_type)),
         caps=tuple(Cap(c["messages"], c["window_hours"]) for c in settings["frequency_caps"].get(channel_type, [])),
         local_time=options.local_time if options else None,
         skip_passed=bool(options and options.passed_zones == "skip"),
-        exempt=bool(options and options.frequency_cap_exempt),
+        exempt=exempt,
     ) for channel_type in channel_types]
 
 

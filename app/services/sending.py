@@ -160,7 +160,8 @@ class _Run:
         # each message would cost a query apiece.
         self.channel_id, self.channel_type, self.config = channel.id, channel.channel_type, dict(channel.config)
         self.campaign_id, self.user_id = campaign.id, campaign.user_id
-        (self.policy,) = send_policies.channel_policies(campaign.user_id, campaign.id, [channel.channel_type])
+        (self.policy,) = send_policies.channel_policies(campaign.user_id, campaign.id, [channel.channel_type],
+                                                        channel.id)
         self.variant_configs = ab_tests.variant_configs(self.config)
         self.handed = 0
         self.unavailable: ProviderUnavailable | None = None

@@ -47,6 +47,7 @@ def upgrade():
         sa.Column("position", sa.SmallInteger(), nullable=False),
         sa.Column("delaySeconds", sa.Integer(), nullable=False),
         sa.Column("channelId", sa.UUID(), nullable=False),
+        sa.Column("frequencyCapExempt", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.ForeignKeyConstraint(["flowId"], ["flows.id"], name=op.f("fk_flow_steps_flowId_flows"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["channelId"], ["campaign_channels.id"],
                                 name=op.f("fk_flow_steps_channelId_campaign_channels"), ondelete="CASCADE"),
