@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import clock
+from app.errors import NotFound
 from app.extensions import db
 from app.models import Campaign, Contact, DataEvent, Delivery, FlowEnrollment, User
 from app.services import event_processing, flows, sending, settings
@@ -112,7 +113,7 @@ def _mail_to(sink, address: str) -> list:
 
 # --- Behaviour -------------------------------------------------------------------------------------
 
-def test_an_abandoned_checkout_gets_one_reminder_after_the_delay_with_the_events_properties(shop, smtp_sink):
+def test_an_abandoned_checkout_gets_one_reminder_after_the_delay_with_the_events_properties(ctx, shop, smtp_sink):
     user, source = shop
     flow = _running(user)
     _process(source, _checkout("jon@example.com"))
@@ -136,6 +137,12 @@ def test_an_abandoned_checkout_gets_one_reminder_after_the_delay_with_the_events
     stats = flows.stats(user.id, flow.id)
     assert (stats.entered, stats.active, stats.completed, stats.exited) == (1, 0, 1, 0)
     assert (stats.steps[0].channel.sent_count, stats.steps[0].channel.delivered_count) == (1, 1)
+    # Deleted after sending, the flow is gone from the API while the links in its message still work.
+    flows.stop(user.id, flow.id)
+    flows.delete(user.id, flow.id)
+    with pytest.raises(NotFound):
+        flows.get_flow(user.id, flow.id)
+    assert ctx.test_client().get(f"/t/c/{tracked_links(html)['c'][0]}").status_code == 302
 
 
 def test_buying_within_the_delay_exits_and_nothing_is_sent(shop, smtp_sink):

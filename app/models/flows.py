@@ -41,6 +41,8 @@ class Flow(Base):
     reentry: orm.Mapped[dict[str, Any]] = orm.mapped_column(pg.JSONB(), nullable=False)
     activated_at: orm.Mapped[datetime | None] = orm.mapped_column("activatedAt", sa.DateTime())
     stopped_at: orm.Mapped[datetime | None] = orm.mapped_column("stoppedAt", sa.DateTime())
+    # Deleted after it sent messages: hidden, its ledger kept for the links in those messages.
+    deleted_at: orm.Mapped[datetime | None] = orm.mapped_column("deletedAt", sa.DateTime())
     created_at: orm.Mapped[datetime] = created_at()
     updated_at: orm.Mapped[datetime] = updated_at()
 

@@ -36,7 +36,7 @@ from app.channels.configs import load_channel_config
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
-from app.models import Campaign, CampaignChannel, ContactActivity, Flow, FlowEnrollment, FlowStep, User
+from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
 from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, sending
 from app.services.campaign_stats import ChannelStats, channel_stats
 from app.services.transactions import transaction
@@ -198,7 +198,7 @@ def _validated(data: Mapping[str, Any], partial: bool = False) -> dict[str, Any]
 
 def flows_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Flow]:
     """The merchant's flows, newest first (for SelectPage)."""
-    stmt = sa.select(Flow).where(Flow.user_id == user_id)
+    stmt = sa.select(Flow).where(Flow.user_id == user_id, Flow.deleted_at.is_(None))
     if status is not None:
         stmt = stmt.where(Flow.status == status)
     return stmt.order_by(Flow.created_at.desc(), Flow.id.desc())
@@ -206,7 +206,7 @@ def flows_query(user_id: uuid.UUID, status: str | None = None) -> sa.Select[Flow
 
 def get_flow(user_id: uuid.UUID, flow_id: uuid.UUID, for_update: bool = False) -> Flow:
     """The merchant's flow; another merchant's answers exactly like a missing one (404)."""
-    stmt = sa.select(Flow).where(Flow.id == flow_id, Flow.user_id == user_id)
+    stmt = sa.select(Flow).where(Flow.id == flow_id, Flow.user_id == user_id, Flow.deleted_at.is_(None))
     flow = db.session.scalar(stmt.with_for_update() if for_update else stmt)
     if flow is None:
         raise NotFound("Flow not found.")
@@ -265,12 +265,19 @@ def _write_steps(flow: Flow, steps: list[dict[str, Any]]) -> None:
 
 
 def delete(user_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """Delete a flow that is not running or paused (stop it first: 409), with its ledger."""
+    """Delete a flow that is not running or paused (stop it first: 409). One that never handed a
+    message over is removed with its enrolments and ledger; one that did is only hidden, as a
+    deleted campaign is: its ledger backs the unsubscribe and tracking links people already have."""
     with transaction():
         flow = get_flow(user_id, flow_id, for_update=True)
         if flow.status in ("running", "paused"):
             raise Conflict(f"A {flow.status} flow cannot be deleted; stop it first.")
-        db.session.execute(sa.delete(Campaign).where(Campaign.id == flow.campaign_id))
+        handed_over = sa.select(Delivery.id).where(Delivery.campaign_id == flow.campaign_id,
+                                                   Delivery.status.in_(("sent", "delivered", "unknown"))).exists()
+        if db.session.scalar(sa.select(handed_over)):
+            flow.deleted_at = clock.now()
+        else:
+            db.session.execute(sa.delete(Campaign).where(Campaign.id == flow.campaign_id))
 
 
 def activate(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:

@@ -30,6 +30,7 @@ def upgrade():
         sa.Column("reentry", pg.JSONB(), nullable=False),
         sa.Column("activatedAt", sa.DateTime(), nullable=True),
         sa.Column("stoppedAt", sa.DateTime(), nullable=True),
+        sa.Column("deletedAt", sa.DateTime(), nullable=True),
         sa.Column("createdAt", sa.DateTime(), server_default=sa.text("now()"), nullable=False),
         sa.Column("updatedAt", sa.DateTime(), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(["userId"], ["users.id"], name=op.f("fk_flows_userId_users"), ondelete="CASCADE"),
