@@ -317,7 +317,7 @@ def test_ga4_web_stream_batch_with_every_documented_field(client, gtm) -> None:
         "consent": {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"},
         "user_location": {"country_id": "GB"}, "device": {"category": "mobile"},
         "events": [
-            {"name": "purchase", "timestamp_micros": event_micros, "params": {
+            {"name": "purchase", "timestamp_micros": event_micros, "a_field_from_next_year": {"kept": True}, "params": {
                 "transaction_id": "T-1001", "value": 59.9, "currency": "EUR", "session_id": "123",
                 "items": [{"item_id": "SKU_1", "quantity": 2}, {"item_id": "SKU_2"}]}},
             {"name": "page_view", "params": {"page_location": "https://shop.example/"}},
@@ -331,6 +331,7 @@ def test_ga4_web_stream_batch_with_every_documented_field(client, gtm) -> None:
     assert stored["purchase"]["timestamp_micros"] == event_micros
     assert stored["page_view"]["timestamp_micros"] == request_micros
     assert stored["purchase"]["consent"] == batch["consent"] and stored["purchase"]["measurement_id"] == "G-ABC123"
+    assert stored["purchase"]["a_field_from_next_year"] == {"kept": True}
 
     (contact,) = _processed(merchant)
     assert contact.email == "ada@example.com"
