@@ -68,12 +68,14 @@ def answer_capi_errors_as_graph_api(response: Response) -> Response:
     return response
 
 
-def _error_answers(schema: type[IngestErrorSchema], **more: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _error_answers(schema: type[IngestErrorSchema], *,
+                   not_found: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Document the error statuses an ingest route answers."""
+    reasons = {**doc.ERRORS, **({404: not_found} if not_found else {})}
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-        for status, reason in {**{str(k): v for k, v in doc.ERRORS.items()}, **more}.items():
-            view = blp.alt_response(int(status), schema=schema, description=reason)(view)
+        for status, reason in sorted(reasons.items()):
+            view = blp.alt_response(status, schema=schema, description=reason)(view)
         return view
 
     return decorate
@@ -124,7 +126,7 @@ def facebook_pixel(source_id: uuid.UUID):
 
 @blp.route("/facebook-pixel/<graph_version>/<uuid:source_id>/events", methods=["POST"])
 @blp.doc(**_CAPI_DOC)
-@_error_answers(GraphErrorSchema, **{"404": doc.GRAPH_VERSION_NOT_FOUND})
+@_error_answers(GraphErrorSchema, not_found=doc.GRAPH_VERSION_NOT_FOUND)
 @blp.response(202, CapiAcceptedSchema)
 def facebook_pixel_graph(graph_version: str, source_id: uuid.UUID):
     """Meta Conversions-API events at Graph API's own path (`/{version}/{pixel id}/events`).
