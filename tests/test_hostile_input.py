@@ -49,6 +49,7 @@ def routes(app, client):
         "channel_type": "sms",
         "token": "x" * 40,
         "code": "x" * 20,  # a short link's code: well formed, so its lookup runs
+        "graph_version": "v21.0",  # CAPI at Graph API's path
     }
     # The ingest routes with a real source and its key, so bodies get past authentication.
     from tests.support.sources import make_merchant, make_source
@@ -57,6 +58,8 @@ def routes(app, client):
     for endpoint, source_type in (("ingest.facebook_pixel", "facebook_pixel"), ("ingest.gtm", "gtm")):
         source, key = make_source(make_merchant(), source_type)
         ingest[endpoint] = ({"source_id": str(source.id)}, {"X-Ingest-Key": key})
+    pixel_values, pixel_headers = ingest["ingest.facebook_pixel"]
+    ingest["ingest.facebook_pixel_graph"] = ({**pixel_values, "graph_version": ids["graph_version"]}, pixel_headers)
     found = []
     urls = app.url_map.bind("localhost")
     for rule in app.url_map.iter_rules():

@@ -552,7 +552,9 @@ def test_ga4_purchase_with_user_and_client_id() -> None:
     assert event.properties == {
         "transaction_id": "T-100", "value": 59.9, "currency": "EUR", "coupon": "SPRING",
         "page_location": "https://shop.example/checkout/done", "engagement_time_msec": 100,
-        "orderId": "T-100", "productIds": ["SKU_1", "SKU_2"], "itemCount": 2,
+        "plan": "pro",  # a user property, beside the params
+        "orderId": "T-100", "productIds": ["SKU_1", "SKU_2"],
+        "itemCount": 3,  # SKU_2 has no quantity: GA4 counts it as one
         "url": "https://shop.example/checkout/done",
     }
     assert_json_safe(event)
@@ -633,6 +635,68 @@ def test_ga4_unknown_event_is_custom_with_params() -> None:
     assert event.properties == {"video_title": "Intro"}
 
 
+def test_ga4_app_stream_device_id_and_ad_personalization_flag() -> None:
+    event = normalize("gtm", "add_to_cart", {
+        "app_instance_id": "cbd7a2c6b3a94e52b0a8fe8a5c1c2d41", "firebase_app_id": "1:1234:android:abcd",
+        "non_personalized_ads": True, "name": "add_to_cart", "params": {"items": [{"item_id": "A"}]},
+    })
+    assert event.identity.external_ids == {"ga4ClientId": "cbd7a2c6b3a94e52b0a8fe8a5c1c2d41"}
+    assert event.properties == {"non_personalized_ads": True, "productIds": ["A"], "itemCount": 1}
+
+
+def test_ga4_user_properties_beside_params_without_personal_data() -> None:
+    event = normalize("gtm", "login", {
+        "name": "login", "params": {"method": "google", "tier": "from-params"},
+        "user_properties": {"tier": {"value": "gold"}, "visits": {"value": 7}, "email": {"value": "a@example.com"},
+                            "first_name": "Al", "nested": {"value": {"x": 1}}},
+    })
+    assert event.properties == {"tier": "from-params", "visits": 7, "method": "google"}
+    assert event.identity.email == "a@example.com" and event.identity.profile == {"firstName": "Al"}
+
+
+def test_ga4_item_quantities() -> None:
+    items = [{"item_id": "A"}, {"item_id": "B", "quantity": 3}, {"item_id": "C", "quantity": 0},
+             {"item_id": "D", "quantity": "2"}, {"item_id": "E", "quantity": "many"}]
+    event = normalize("gtm", "purchase", {"name": "purchase", "params": {"items": items}})
+    assert event.properties["itemCount"] == 6
+
+
+def test_server_side_gtm_event_data() -> None:
+    """The event data a server container's GA4 client builds (common event data, the event's parameters
+    beside it, `x-ga-*` keys), as a tag forwards it."""
+    event = normalize("gtm", "purchase", {
+        "x-ga-protocol_version": "2", "x-ga-measurement_id": "G-FBVKWPGDPE", "x-ga-page_id": 1940542384,
+        "x-ga-system_properties": {"z": "ccd.tbB"}, "x-ga-mp2-user_properties": {"_npa": "1", "tier": "gold"},
+        "x-ga-js_client_id": "2024456455.1647778941",
+        "client_id": "ZDoa3Sn32zo3RN66kguVogdtbQB1xZr/EBDR9gylXKA=.1647778941", "user_id": "u-7",
+        "event_name": "purchase", "language": "en", "page_location": "https://shop.example/done",
+        "page_title": "Thanks", "ip_override": "80.221.59.110", "user_agent": "Mozilla/5.0",
+        "transaction_id": "T-9", "value": 42.5, "currency": "eur", "items": [{"item_id": "SKU_1"}],
+        "user_data": {"email_address": "Ada@Example.com", "phone_number": "+44 20 7946 0958",
+                      "address": {"first_name": "Ada", "last_name": "Lovelace", "country": "GB"}},
+    })
+    assert event.type == "order_placed" and event.original_name == "purchase"
+    assert event.occurred_at is None  # server-side GTM event data carries no time: it happened on arrival
+    assert (event.identity.email, event.identity.phone) == ("ada@example.com", "+442079460958")
+    assert event.identity.external_ids == {
+        "ga4UserId": "u-7", "ga4ClientId": "ZDoa3Sn32zo3RN66kguVogdtbQB1xZr/EBDR9gylXKA=.1647778941"}
+    assert event.identity.profile == {"firstName": "Ada", "lastName": "Lovelace", "country": "GB"}
+    assert event.zone is not None and event.zone.zone == "Europe/London"
+    assert event.properties == {
+        "_npa": "1", "tier": "gold", "language": "en", "page_location": "https://shop.example/done",
+        "page_title": "Thanks", "transaction_id": "T-9", "value": 42.5, "currency": "EUR", "orderId": "T-9",
+        "productIds": ["SKU_1"], "itemCount": 1, "url": "https://shop.example/done",
+    }
+    assert_json_safe(event)
+
+
+def test_server_side_gtm_event_data_falls_back_to_the_js_client_id() -> None:
+    event = normalize("gtm", "page_view", {"event_name": "page_view", "x-ga-js_client_id": "11.22",
+                                           "timestamp_micros": 1700000000000000})
+    assert event.identity.external_ids == {"ga4ClientId": "11.22"}
+    assert event.occurred_at == datetime(2023, 11, 14, 22, 13, 20)
+
+
 # --- Poison -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("source", "name", "payload", "message"), [
@@ -668,6 +732,9 @@ def test_ga4_unknown_event_is_custom_with_params() -> None:
     ("gtm", "purchase", {"name": "purchase", "params": {"items": "SKU_1"}}, "items"),
     ("gtm", "purchase", {"name": "purchase", "timestamp_micros": "later"}, "timestamp_micros"),
     ("gtm", "purchase", {"name": "purchase", "user_properties": ["plan"]}, "user_properties"),
+    ("gtm", "purchase", {"event_name": ""}, "name"),
+    ("gtm", "purchase", {"event_name": "purchase", "user_data": "ada@example.com"}, "user_data"),
+    ("gtm", "purchase", {"event_name": "purchase", "x-ga-mp2-user_properties": "tier"}, "user_properties"),
 ])
 def test_poison_payloads(source: str, name: str, payload: Any, message: str) -> None:
     with pytest.raises(PoisonEvent, match=message) as caught:

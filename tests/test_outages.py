@@ -153,7 +153,7 @@ def test_api_and_ingest_answer_503_while_postgres_is_down_then_recover(postgres_
 
     server.start()  # the same web process, not restarted
     assert me().status_code == 200
-    assert ingest("Purchase").get_json() == {"accepted": 1, "duplicates": 0}
+    assert ingest("Purchase").get_json()["accepted"] == 1
     assert client.get("/readyz").status_code == 200
 
     # Restarted while no request came: the first request meets the pool's dead connections and

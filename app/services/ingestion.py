@@ -154,7 +154,8 @@ def capi_events(batch: dict[str, Any]) -> list[IncomingEvent]:
 
 
 def ga4_events(batch: dict[str, Any]) -> list[IncomingEvent]:
-    """Each GA4 event is stored with its request envelope merged in (app.sources.normalize).
+    """Each GA4 event is stored with its request envelope merged in (app.sources.normalize), the
+    event's own fields (its `timestamp_micros`) over the request's.
 
     GA4 events carry no id: the key is the content plus the position in the request, so a
     redelivered request is dropped while two identical events in one request both count.
@@ -162,6 +163,13 @@ def ga4_events(batch: dict[str, Any]) -> list[IncomingEvent]:
     envelope = {k: v for k, v in batch.items() if k != "events" and v is not None}
     events = []
     for position, event in enumerate(batch["events"]):
-        data = {**envelope, "name": event["name"], "params": event.get("params") or {}}
+        own = {k: v for k, v in event.items() if v is not None}
+        data = {**envelope, **own, "params": event.get("params") or {}}
         events.append(IncomingEvent(content_key("ga4", {"position": position, **data}), event["name"], data))
     return events
+
+
+def event_data_events(events: list[dict[str, Any]]) -> list[IncomingEvent]:
+    """Server-side GTM event data, each object stored as sent; keyed like GA4 events (no id of their own)."""
+    return [IncomingEvent(content_key("sgtm", {"position": position, **event}), event["event_name"], event)
+            for position, event in enumerate(events)]

@@ -12,10 +12,11 @@ Stored `eventData` per source type (the provider mappings live in `normalize_sho
 - `shopify`: the webhook JSON (REST snake_case shape) or a node pulled by sync (GraphQL camelCase
   shape, ids as `gid://shopify/Customer/123`); `eventType` is the topic, e.g. `orders/create`.
 - `facebook_pixel`: one element of a Conversions-API `data` array. Its `event_name` is authoritative.
-- `gtm`: one GA4 Measurement-Protocol event with its request envelope merged in:
-  `{"name": str, "params": {...}, "client_id": str, "user_id": str | None,
-  "timestamp_micros": int | None, "user_properties": {"key": {"value": ...}} | None,
-  "user_data": {...} | None}`. Its `name` is authoritative.
+- `gtm`: one GA4 Measurement-Protocol event with its request envelope merged in (the event's own
+  fields over the request's): `{"name": str, "params": {...}, "client_id" | "app_instance_id": str,
+  "user_id": str | None, "timestamp_micros": int | None, "user_properties": {"key": {"value": ...}} |
+  None, "user_data": {...} | None, ...}`; its `name` is authoritative. Or the event data a server-side
+  GTM container forwarded, `{"event_name": str, ...}` (see `normalize_ga4`).
 
 For Meta and GA4 the row's `eventType` is a copy of the payload's name, so the payload wins.
 
