@@ -98,6 +98,8 @@ worker_hijack_root_logger = False
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
 #   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
 #   resume_deletions account deletions whose worker died (10 minutes without progress)
+#   resume_shopify_webhooks  webhook registrations and removals a lost task or a long outage left
+#                    (10 minutes without progress)
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -151,6 +153,10 @@ beat_schedule = {
     },
     tasks.RESUME_ACCOUNT_DELETIONS: {
         "task": tasks.RESUME_ACCOUNT_DELETIONS,
+        "schedule": 600.0,
+    },
+    tasks.RESUME_SHOPIFY_WEBHOOKS: {
+        "task": tasks.RESUME_SHOPIFY_WEBHOOKS,
         "schedule": 600.0,
     },
 }

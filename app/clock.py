@@ -1,5 +1,6 @@
 """The time send policies read: when a message is due, whose quiet hours it is, how many messages a
-contact had lately, when an A/B test ends, when a scheduled campaign starts.
+contact had lately, when an A/B test ends, when a scheduled campaign starts; and when a source sync
+starts, by which its next connection check falls due.
 
 It is the machine's clock (UTC, naive, as the database stores it). Where `ADJUSTABLE_CLOCK` is set
 (tests only; refused in production) every process reads an offset from Redis first, so a test can

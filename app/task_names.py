@@ -24,6 +24,9 @@ SEND_BATCH = "sends.send_batch"
 SYNC = "sources.sync"
 SYNC_ALL = "sources.sync_all"
 REAP_STALE_SYNCS = "sources.reap_stale_syncs"
+REGISTER_SHOPIFY_WEBHOOKS = "sources.register_shopify_webhooks"
+REMOVE_SHOPIFY_WEBHOOKS = "sources.remove_shopify_webhooks"
+RESUME_SHOPIFY_WEBHOOKS = "sources.resume_shopify_webhooks"
 
 ALL = (
     SEND_VERIFICATION,
@@ -47,4 +50,7 @@ ALL = (
     SYNC,
     SYNC_ALL,
     REAP_STALE_SYNCS,
+    REGISTER_SHOPIFY_WEBHOOKS,
+    REMOVE_SHOPIFY_WEBHOOKS,
+    RESUME_SHOPIFY_WEBHOOKS,
 )

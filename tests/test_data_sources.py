@@ -22,7 +22,8 @@ T0 = datetime(2025, 1, 1, 12, 0, 0)
 CONFIGS = {
     "shopify": {"shopDomain": "Acme-Store.myshopify.com", "accessToken": "shpat_secret", "webhookSecret": "whsec"},
     "facebook_pixel": {"pixelId": "123456789", "accessToken": "EAAB-secret"},
-    "gtm": {"accountId": "6001", "containerId": "7002", "accessToken": "ya29.secret", "measurementId": "G-ABC123"},
+    "gtm": {"containerId": "GTM-ABC1234", "accountId": "6001", "apiContainerId": "7002", "accessToken": "ya29.secret",
+            "measurementId": "G-ABC123"},
 }
 SECRETS = {
     "shopify": {"accessToken": "shpat_secret", "webhookSecret": "whsec"},
@@ -78,8 +79,8 @@ def test_config_defaults_and_normalization(client, app_ctx):
                     "apiVersion": "2025-10", "backfillDays": 90}
     pixel = _create(client, headers, "facebook_pixel")["config"]
     assert pixel["apiVersion"] == "v21.0"
-    gtm = _create(client, headers, "gtm", config={"accountId": "1", "containerId": "2", "accessToken": "t"})
-    assert "measurementId" not in gtm["config"]
+    gtm = _create(client, headers, "gtm", config={"containerId": "gtm-k9x2abc"})
+    assert gtm["config"] == {"containerId": "GTM-K9X2ABC"}
 
 
 @pytest.mark.parametrize("source_type", list(CONFIGS))

@@ -54,7 +54,7 @@ def test_signed_webhook_is_stored_once(client, shopify):
     first = client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=headers)
     assert first.status_code == 202 and first.get_json() == {"accepted": 1, "duplicates": 0}
     again = client.post(f"/ingest/shopify/{shopify.id}", data=body, headers=headers)
-    assert again.status_code == 202 and again.get_json() == {"accepted": 1, "duplicates": 1}
+    assert again.status_code == 200 and again.get_json() == {"accepted": 1, "duplicates": 1}
     (stored,) = _events(shopify.id)
     assert stored.event_type == "orders/create" and stored.event_data == json.loads(body)
     assert stored.processed_at is None

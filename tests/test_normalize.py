@@ -325,6 +325,55 @@ def test_shopify_consent_only_when_explicit(state: Any) -> None:
     assert event.consent == {}
 
 
+def test_shopify_consent_is_read_from_the_contact_points_first() -> None:
+    event = normalize("shopify", "customers/update", {
+        "id": "gid://shopify/Customer/5",
+        "defaultEmailAddress": {"emailAddress": "a@example.com", "marketingState": "SUBSCRIBED"},
+        "defaultPhoneNumber": {"phoneNumber": "+16505551212", "marketingState": "NOT_SUBSCRIBED"},
+        # Deprecated, and contradicted by the contact points: never read while those say something.
+        "emailMarketingConsent": {"marketingState": "UNSUBSCRIBED"},
+        "smsMarketingConsent": {"marketingState": "SUBSCRIBED"},
+    })
+    assert event.consent == {"email": "subscribed"}
+    rest = normalize("shopify", "customers/update", {
+        "id": 5, "default_email_address": {"email_address": "a@example.com", "marketing_state": "unsubscribed"},
+        "email_marketing_consent": {"state": "subscribed"},
+    })
+    assert rest.consent == {"email": "unsubscribed"}
+
+
+@pytest.mark.parametrize("customer, consent", [
+    ({"defaultEmailAddress": {"emailAddress": "a@example.com"}, "emailMarketingConsent": {"marketingState": "SUBSCRIBED"}},
+     {"email": "subscribed"}),
+    ({"defaultPhoneNumber": None, "smsMarketingConsent": {"marketingState": "UNSUBSCRIBED"}}, {"sms": "unsubscribed"}),
+    ({"email": "a@example.com", "accepts_marketing": True}, {"email": "subscribed"}),
+    ({"email": "a@example.com", "acceptsMarketing": True, "emailMarketingConsent": {"marketingState": "UNSUBSCRIBED"}},
+     {"email": "unsubscribed"}),
+    ({"email": "a@example.com", "accepts_marketing": False}, {}),
+])
+def test_shopify_deprecated_consent_fields_are_the_fallback(customer: dict[str, Any], consent: dict[str, str]) -> None:
+    assert normalize("shopify", "customers/update", {"id": 1, **customer}).consent == consent
+
+
+def test_shopify_consent_topics() -> None:
+    email = normalize("shopify", "customers_email_marketing_consent/update", {
+        "customer_id": 706405506930370084, "email_address": "Bob@Example.com",
+        "email_marketing_consent": {"state": "unsubscribed", "opt_in_level": None, "consent_updated_at": None},
+    })
+    assert (email.type, email.original_name) == ("custom", "customers_email_marketing_consent/update")
+    assert email.identity.email == "bob@example.com"
+    assert email.identity.external_ids == {"shopifyCustomerId": "706405506930370084"}
+    assert email.consent == {"email": "unsubscribed"}
+    sms = normalize("shopify", "customers_marketing_consent/update", {
+        "id": 706405506930370084, "phone": "+16135550199",
+        "sms_marketing_consent": {"state": "subscribed", "opt_in_level": "single_opt_in",
+                                  "consent_updated_at": "2025-03-01T10:00:00-05:00", "consent_collected_from": "OTHER"},
+    })
+    assert sms.identity.phone == "+16135550199" and sms.consent == {"sms": "subscribed"}
+    assert sms.properties == {"customerId": "706405506930370084"}
+    assert_json_safe(sms)
+
+
 def test_shopify_national_phone_without_a_country_is_dropped() -> None:
     event = normalize("shopify", "customers/create", {"id": 1, "phone": "(650) 555-1212"})
     assert event.identity.phone is None

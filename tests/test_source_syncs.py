@@ -27,12 +27,14 @@ from app.security.secret_box import encrypt_fields
 from app.services import source_syncs
 from app.sources import http, shopify
 from app.sources.configs import SECRET_FIELDS
+from app.sources.normalize import normalize
 from tests.conftest import TEST_REDIS_URL
 from tests.emulators import GtmEmulator, MetaGraphEmulator, ShopifyEmulator
 
 TOKEN = "shpat_test_token"
 FAST = http.RetryPolicy(base_delay=0.01, max_delay=0.05, max_wait=2.0, read_timeout=5.0)
 LONG_AGO = datetime.now(UTC) - timedelta(days=2)
+GTM_CONFIG = {"containerId": "GTM-ABC1234", "accountId": "6001234567", "apiContainerId": "98765432"}
 
 
 class RecordingSleep:
@@ -190,6 +192,31 @@ def test_an_old_order_edited_after_its_key_was_purged_is_not_a_new_order(app_ctx
     assert event_counts(source)["orders/create"] == 1
 
 
+@pytest.mark.parametrize("version, asked, not_asked", [
+    ("2025-10", "defaultEmailAddress", "emailMarketingConsent"),
+    ("2025-01", "emailMarketingConsent", "defaultEmailAddress"),  # before 2025-04 only the older fields exist
+])
+def test_customers_are_pulled_with_the_consent_fields_of_their_api_version(app_ctx, shop, version, asked, not_asked):
+    shop.add_customer(email="opted@example.com", email_marketing=True, created_at=LONG_AGO)
+    source = shopify_source(apiVersion=version)
+
+    run = sync(source)
+
+    assert run.status == "succeeded", run.error
+    queries = [r.json["query"] for r in shop.requests if "customers(" in r.json["query"]]
+    assert queries and all(asked in q and not_asked not in q for q in queries)
+    stored = db.session.scalars(sa.select(DataEvent.event_data).where(DataEvent.data_source_id == source.id,
+                                                                       DataEvent.event_type == "customers/update")).one()
+    assert normalize("shopify", "customers/update", stored).consent == {"email": "subscribed"}
+
+
+def test_the_emulator_refuses_fields_a_version_lacks(shop):
+    query = "{ customers(first: 1) { nodes { id defaultEmailAddress { emailAddress } } } }"
+    assert shop.execute(query, {}, version="2025-01")["errors"][0]["message"] == \
+        "Field 'defaultEmailAddress' doesn't exist on type 'Customer'"
+    assert "errors" not in shop.execute(query, {}, version="2025-04")
+
+
 def test_throttling_and_429_are_waited_out(app_ctx, shop):
     fill_shop(shop)
     source = shopify_source()
@@ -344,8 +371,8 @@ def test_request_sync_hides_other_users_sources_and_refuses_inactive_ones(app_ct
 
 def test_schedule_all_skips_inactive_sources_and_sources_already_running(app_ctx):
     idle, busy = shopify_source(), shopify_source()
-    make_source("gtm", {"accountId": "1", "containerId": "2", "accessToken": "t"}, status="inactive")
-    make_source("gtm", {"accountId": "1", "containerId": "2", "accessToken": "t"}, status="error")
+    make_source("gtm", GTM_CONFIG | {"accessToken": "t"}, status="inactive")
+    make_source("gtm", GTM_CONFIG | {"accessToken": "t"}, status="error")
     busy_run = source_syncs.request_sync(busy.user_id, busy.id)
 
     assert source_syncs.schedule_all() == 1
@@ -404,7 +431,7 @@ def test_pixel_with_a_bad_token_puts_the_source_in_error(app_ctx, meta, token, a
 
 def test_gtm_sync_verifies_the_container(app_ctx, google):
     google.add_container("6001234567", "98765432", public_id="GTM-ABC1234", name="Server")
-    source = make_source("gtm", {"accountId": "6001234567", "containerId": "98765432", "accessToken": "gtm-good"},
+    source = make_source("gtm", GTM_CONFIG | {"accessToken": "gtm-good"},
                          status="error")  # a source that failed before recovers on success
     run = sync(source)
     assert run.status == "succeeded"
@@ -420,7 +447,7 @@ def test_gtm_sync_verifies_the_container(app_ctx, google):
 ])
 def test_gtm_failures_put_the_source_in_error(app_ctx, google, token, container, reason):
     google.add_container("6001234567", "98765432")
-    source = make_source("gtm", {"accountId": "6001234567", "containerId": container, "accessToken": token})
+    source = make_source("gtm", GTM_CONFIG | {"apiContainerId": container, "accessToken": token})
     run = sync(source)
     assert run.status == "failed" and reason in run.error
     assert db.session.get(DataSource, source.id).status == "error"

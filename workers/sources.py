@@ -4,7 +4,7 @@ import uuid
 from celery import Task, shared_task
 
 from app import task_names as tasks
-from app.services import source_syncs
+from app.services import shopify_webhooks, source_syncs
 from app.sources.http import TransientProviderError
 
 MAX_RETRIES = 5
@@ -34,3 +34,34 @@ def sync_all() -> int:
 def reap_stale_syncs() -> int:
     """Beat: fail runs whose worker was lost, so their sources can sync again."""
     return source_syncs.reap_stale_syncs()
+
+
+# Registering and removing Shopify webhook subscriptions: an outage is retried like a sync; after
+# the last retry beat's sweep takes it up again (and a registration is given up in the end).
+@shared_task(bind=True, name=tasks.REGISTER_SHOPIFY_WEBHOOKS, acks_late=True, autoretry_for=(TransientProviderError,),
+             retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
+def register_shopify_webhooks(self: Task, source_id: str) -> None:
+    try:
+        shopify_webhooks.register(uuid.UUID(source_id))
+    except TransientProviderError as exc:
+        if self.request.retries >= MAX_RETRIES:
+            shopify_webhooks.give_up(uuid.UUID(source_id), str(exc))
+            return
+        raise
+
+
+@shared_task(bind=True, name=tasks.REMOVE_SHOPIFY_WEBHOOKS, acks_late=True, autoretry_for=(TransientProviderError,),
+             retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
+def remove_shopify_webhooks(self: Task, removal_id: str) -> None:
+    try:
+        shopify_webhooks.remove(uuid.UUID(removal_id))
+    except TransientProviderError:
+        if self.request.retries >= MAX_RETRIES:
+            return  # beat's sweep tries again later
+        raise
+
+
+@shared_task(name=tasks.RESUME_SHOPIFY_WEBHOOKS)
+def resume_shopify_webhooks() -> int:
+    """Beat: registrations and removals left waiting, and addresses that moved."""
+    return shopify_webhooks.resume_waiting()

@@ -96,15 +96,23 @@ def _json_object(raw: bytes) -> dict:
 @blp.doc(requestBody=doc.SHOPIFY_BODY)
 @_error_answers(IngestErrorSchema)
 @blp.response(202, AcceptedSchema)
+@blp.alt_response(200, schema=AcceptedSchema, description="A duplicate: this event was stored before, nothing "
+                  "was stored again.")
 def shopify_webhook(source_id: uuid.UUID):
-    """A Shopify webhook (`X-Shopify-Hmac-Sha256`, `X-Shopify-Topic`, `X-Shopify-Webhook-Id`)."""
+    """A Shopify webhook (`X-Shopify-Hmac-Sha256`, `X-Shopify-Topic`, `X-Shopify-Event-Id`, `X-Shopify-Webhook-Id`).
+
+    The same `X-Shopify-Event-Id` (one event delivered to several subscriptions) or the same
+    `X-Shopify-Webhook-Id` (a retry of one delivery) is stored once; a duplicate answers 200.
+    """
     raw = request.get_data(cache=False)
     ingestion.verify_shopify_webhook(source_id, raw, request.headers.get("X-Shopify-Hmac-Sha256"))
     topic = request.headers.get("X-Shopify-Topic", "").strip()
     if not topic or len(topic) > 100:
         raise ValidationFailed("Missing X-Shopify-Topic header.", errors={"X-Shopify-Topic": ["Required."]})
-    events = ingestion.shopify_events(topic, request.headers.get("X-Shopify-Webhook-Id"), _json_object(raw), raw)
-    return ingestion.store_events(source_id, events)
+    events = ingestion.shopify_events(topic, request.headers.get("X-Shopify-Event-Id"),
+                                      request.headers.get("X-Shopify-Webhook-Id"), _json_object(raw), raw)
+    result = ingestion.store_events(source_id, events)
+    return (result, 200) if result.duplicates == result.accepted else result
 
 
 _CAPI_DOC: dict[str, Any] = {"parameters": [doc.INGEST_KEY, doc.CAPI_ACCESS_TOKEN], "requestBody": doc.CAPI_BODY}

@@ -16,7 +16,14 @@ from app.models.conversations import Conversation, Message
 from app.models.data_sources import DataEvent, DataSource
 from app.models.deliveries import AbTest, Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
 from app.models.flows import Flow, FlowEnrollment, FlowStep
-from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
+from app.models.ingestion import (
+    EventDedupeKey,
+    EventFailure,
+    IngestKey,
+    ShopifyWebhookRegistration,
+    ShopifyWebhookRemoval,
+    SyncRun,
+)
 from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
 from app.models.suppressions import Suppression
@@ -63,6 +70,8 @@ __all__ = [
     "EventDedupeKey",
     "EventFailure",
     "SyncRun",
+    "ShopifyWebhookRegistration",
+    "ShopifyWebhookRemoval",
     "ProviderAccount",
     "BounceEvent",
     "BounceCount",

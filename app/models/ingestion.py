@@ -1,5 +1,5 @@
 """Herald's own state around the seed's data sources: ingest keys, de-duplication, processing
-failures and sync runs."""
+failures, sync runs, and the webhook subscriptions Herald keeps in Shopify shops."""
 from __future__ import annotations
 
 import uuid
@@ -88,3 +88,49 @@ class SyncRun(Base):
     details: orm.Mapped[dict[str, Any]] = orm.mapped_column(
         pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
     )
+
+
+class ShopifyWebhookRegistration(Base):
+    """The webhook subscriptions Herald keeps in a Shopify source's shop (`subscriptions`: topic →
+    subscription GID). `generation` grows with every change that calls for registering again; a
+    worker holds the row by `claim` until `leaseExpiresAt` while it talks to Shopify."""
+
+    __tablename__ = "shopify_webhook_registrations"
+
+    data_source_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
+        "dataSourceId", sa.ForeignKey("data_sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False, server_default="pending", index=True)
+    generation: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("1"))
+    callback_url: orm.Mapped[str | None] = orm.mapped_column("callbackUrl", sa.String())
+    subscriptions: orm.Mapped[dict[str, Any]] = orm.mapped_column(
+        pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
+    )
+    attempts: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
+    last_error: orm.Mapped[str | None] = orm.mapped_column("lastError", sa.Text())
+    claim: orm.Mapped[str | None] = orm.mapped_column(sa.String())
+    lease_expires_at: orm.Mapped[datetime | None] = orm.mapped_column("leaseExpiresAt", sa.DateTime())
+    requested_at: orm.Mapped[datetime] = orm.mapped_column(
+        "requestedAt", sa.DateTime(), nullable=False, server_default=sa.func.now()
+    )
+    registered_at: orm.Mapped[datetime | None] = orm.mapped_column("registeredAt", sa.DateTime())
+    updated_at: orm.Mapped[datetime] = updated_at()
+
+
+class ShopifyWebhookRemoval(Base):
+    """Subscriptions to delete from a shop with the credentials that made them (the token
+    encrypted): those of a deleted source, or of a source's shop or token before they changed."""
+
+    __tablename__ = "shopify_webhook_removals"
+
+    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    data_source_id: orm.Mapped[uuid.UUID] = orm.mapped_column("dataSourceId", pg.UUID(as_uuid=True), nullable=False,
+                                                              index=True)
+    shop_domain: orm.Mapped[str] = orm.mapped_column("shopDomain", sa.String(), nullable=False)
+    api_version: orm.Mapped[str] = orm.mapped_column("apiVersion", sa.String(), nullable=False)
+    access_token: orm.Mapped[str] = orm.mapped_column("accessToken", sa.String(), nullable=False)
+    subscription_ids: orm.Mapped[list[str]] = orm.mapped_column("subscriptionIds", pg.JSONB(), nullable=False)
+    attempts: orm.Mapped[int] = orm.mapped_column(sa.Integer(), nullable=False, server_default=sa.text("0"))
+    last_error: orm.Mapped[str | None] = orm.mapped_column("lastError", sa.Text())
+    created_at: orm.Mapped[datetime] = created_at()
+    updated_at: orm.Mapped[datetime] = updated_at()

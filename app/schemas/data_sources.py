@@ -12,10 +12,13 @@ EVENT_TYPE_MAX = 200
 # `error` is set by syncs, never by the merchant.
 SETTABLE_STATUSES = ("active", "inactive")
 CONFIG_DOC = {
-    "description": "Per sourceType. shopify: shopDomain, accessToken*, webhookSecret*, apiVersion, backfillDays; "
-    "facebook_pixel: pixelId, accessToken*, apiVersion; gtm: accountId, containerId, accessToken*, "
-    "measurementId. * secret: encrypted at rest and always shown as \"********\"; on update, a secret "
-    "left out or sent as \"********\" keeps its stored value."
+    "description": "Per sourceType. shopify: shopDomain, accessToken*, webhookSecret* (the app's client secret), "
+    "apiVersion, backfillDays; facebook_pixel: pixelId, accessToken*?, apiVersion; gtm: containerId (GTM-XXXXXXX), "
+    "accessToken*?, accountId and apiContainerId (the numeric ids the Tag Manager API uses; required with an "
+    "accessToken), measurementId. ? optional: without an accessToken a pixel or GTM source only receives events; "
+    "with one, Herald also checks the connection. * secret: encrypted at rest and always shown as \"********\"; "
+    "on update, a secret left out or sent as \"********\" keeps its stored value.",
+    "example": {"containerId": "GTM-ABC1234"},
 }
 
 
@@ -45,6 +48,16 @@ class DataSourceQuerySchema(CamelSchema):
     status = fields.String(validate=validate.OneOf(SOURCE_STATUSES))
 
 
+class WebhookRegistrationSchema(CamelSchema):
+    status = fields.String(metadata={"description": "pending (a worker is on it), registered, or failed "
+                                     "(Shopify refused: see lastError; changing the config tries again)."})
+    topics = fields.List(fields.String(), metadata={"description": "The X-Shopify-Topic of every subscription "
+                                                                   "registered."})
+    address = fields.String(allow_none=True, metadata={"description": "Where Shopify delivers them."})
+    registered_at = UtcDateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+
+
 class DataSourceSchema(CamelSchema):
     id = fields.UUID()
     source_type = fields.String()
@@ -56,6 +69,8 @@ class DataSourceSchema(CamelSchema):
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
     has_ingest_key = fields.Boolean()
+    webhooks = fields.Nested(WebhookRegistrationSchema, allow_none=True, metadata={
+        "description": "shopify only: the webhook subscriptions Herald keeps in the shop; null for other types."})
 
 
 class CreatedDataSourceSchema(DataSourceSchema):
@@ -76,7 +91,7 @@ class IngestKeySchema(CamelSchema):
 
 class SyncRunSchema(CamelSchema):
     id = fields.UUID()
-    trigger = fields.String(metadata={"description": "manual or schedule."})
+    trigger = fields.String(metadata={"description": "manual, schedule, or config (the source's config changed)."})
     status = fields.String(metadata={"description": "running, succeeded or failed."})
     started_at = UtcDateTime()
     finished_at = UtcDateTime()

@@ -16,10 +16,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db, rowcount
-from app.models import DataEvent, DataSource, EventFailure, IngestKey, SyncRun
+from app.models import DataEvent, DataSource, EventFailure, IngestKey, ShopifyWebhookRegistration, SyncRun
 from app.security import opaque_tokens, secret_box
+from app.services import shopify_webhooks, source_syncs
 from app.services.sealed_configs import sealed_config
-from app.sources.configs import INGEST_KEY_TYPES, SECRET_FIELDS, load_config
+from app.sources.configs import INGEST_KEY_TYPES, SECRET_FIELDS, calls_api, decrypt_config, load_config
+from app.sources.shopify_webhooks import TOPICS
 
 INGEST_KEY_PREFIX = "hik_"
 EVENT_STATUSES = ("pending", "processed", "quarantined")
@@ -39,6 +41,7 @@ class SourceView:
     updated_at: datetime
     last_error: str | None
     has_ingest_key: bool
+    webhooks: dict[str, Any] | None  # Shopify: the subscriptions Herald registered in the shop
     ingest_key: str | None = None  # the plain key, only in the answer that created it
 
 
@@ -49,14 +52,26 @@ class _SourceViewBundle(orm.Bundle):
         def make_view(row) -> SourceView:
             values = dict(zip(labels, (proc(row) for proc in procs)))
             values["config"] = secret_box.redact_fields(values["config"], SECRET_FIELDS[values["source_type"]])
+            webhooks = {name: values.pop(f"webhook_{name}") for name in _WEBHOOK_FIELDS}
+            values["webhooks"] = _webhooks_view(webhooks) if webhooks["status"] is not None else None
             return SourceView(**values)
 
         return make_view
 
 
+_WEBHOOK_FIELDS = ("status", "subscriptions", "last_error", "registered_at", "callback_url")
+_TOPIC_NAMES = {enum: topic for topic, enum in TOPICS.items()}
+
+
+def _webhooks_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"status": row["status"], "topics": sorted(_TOPIC_NAMES.get(t, t) for t in row["subscriptions"] or {}),
+            "address": row["callback_url"], "registered_at": row["registered_at"],
+            "last_error": row["last_error"] if row["status"] != "registered" else None}
+
+
 def decrypted_config(source: DataSource) -> dict[str, Any]:
     """The source's config with its secrets in plain text, for syncs and ingestion; never for the API."""
-    return secret_box.decrypt_fields(source.config, SECRET_FIELDS[source.source_type])
+    return decrypt_config(source.source_type, source.config)
 
 
 def owned_source(user_id: uuid.UUID, source_id: uuid.UUID, *, for_update: bool = False) -> DataSource:
@@ -76,6 +91,7 @@ def _views() -> sa.Select:
         .scalar_subquery()
     )
     has_key = sa.select(IngestKey.data_source_id).where(IngestKey.data_source_id == DataSource.id).exists()
+    webhooks = ShopifyWebhookRegistration
     return sa.select(
         _SourceViewBundle(
             "source",
@@ -83,8 +99,9 @@ def _views() -> sa.Select:
             DataSource.last_sync_at, DataSource.created_at, DataSource.updated_at,
             sa.case((DataSource.status == "error", last_failure)).label("last_error"),
             has_key.label("has_ingest_key"),
+            *(getattr(webhooks, name).label(f"webhook_{name}") for name in _WEBHOOK_FIELDS),
         )
-    )
+    ).outerjoin(webhooks, webhooks.data_source_id == DataSource.id)
 
 
 def list_sources(user_id: uuid.UUID, source_type: str | None = None, status: str | None = None) -> sa.Select:
@@ -105,7 +122,8 @@ def get_source(user_id: uuid.UUID, source_id: uuid.UUID) -> SourceView:
 
 
 def create_source(user_id: uuid.UUID, source_type: str, name: str, config: Mapping[str, Any]) -> SourceView:
-    """Store a new active source; pixel and GTM sources get an ingest key, shown only in this answer."""
+    """Store a new active source; pixel and GTM sources get an ingest key, shown only in this answer.
+    A Shopify source's webhook subscriptions are registered in its shop by a worker."""
     source = DataSource(
         id=uuid.uuid4(), user_id=user_id, source_type=source_type, name=name,
         config=_stored_config(source_type, config), status="active",
@@ -113,6 +131,8 @@ def create_source(user_id: uuid.UUID, source_type: str, name: str, config: Mappi
     db.session.add(source)
     db.session.flush()
     ingest_key = _issue_ingest_key(source.id) if source_type in INGEST_KEY_TYPES else None
+    if source_type == "shopify":
+        shopify_webhooks.request_registration(source.id)
     db.session.commit()
     return replace(get_source(user_id, source.id), ingest_key=ingest_key)
 
@@ -121,6 +141,9 @@ def update_source(user_id: uuid.UUID, source_id: uuid.UUID, changes: Mapping[str
     """Rename, (de)activate, or merge config changes over the stored config.
 
     Secrets left out of the change, or sent back as the redaction mask, keep their stored value.
+    A config change takes a source out of `error` and checks it again at once (when it has API
+    credentials); a Shopify source whose shop, token or API version changed registers its webhook
+    subscriptions again.
     """
     source = owned_source(user_id, source_id, for_update=True)
     if changes.get("source_type", source.source_type) != source.source_type:
@@ -128,17 +151,42 @@ def update_source(user_id: uuid.UUID, source_id: uuid.UUID, changes: Mapping[str
             "A source's type cannot be changed; create a new source instead.",
             errors={"sourceType": ["Cannot be changed."]},
         )
+    before = after = None
     if "config" in changes:
+        before = decrypted_config(source)
         source.config = _stored_config(source.source_type, _merged_config(source, changes["config"]))
+        after = decrypted_config(source)
     for attribute in ("name", "status"):
         if attribute in changes:
             setattr(source, attribute, changes[attribute])
+    if before is not None and after is not None and after != before:
+        _config_changed(source, before, after)
     db.session.commit()
     return get_source(user_id, source_id)
 
 
+def _config_changed(source: DataSource, before: dict[str, Any], after: dict[str, Any]) -> None:
+    if source.status == "error":
+        source.status = "active"
+    if source.status == "active" and calls_api(after):
+        db.session.flush()
+        source_syncs.start_run(source.id, "config")
+    if source.source_type == "shopify":
+        shopify_webhooks.config_changed(source.id, before, after)
+
+
 def delete_source(user_id: uuid.UUID, source_id: uuid.UUID) -> None:
-    """Delete the source; the database cascades to its events, sync runs and ingest key."""
+    """Delete the source; the database cascades to its events, sync runs and ingest key. A Shopify
+    source's webhook subscriptions are removed from its shop by a worker."""
+    source = db.session.scalar(
+        sa.select(DataSource).where(DataSource.id == source_id, DataSource.user_id == user_id).with_for_update())
+    if source is None:
+        raise NotFound("Data source not found.")
+    if source.source_type == "shopify":
+        try:
+            shopify_webhooks.source_deleted(source.id, decrypted_config(source))
+        except ValueError:  # credentials that no longer decrypt cannot remove anything
+            pass
     deleted = db.session.execute(
         sa.delete(DataSource).where(DataSource.id == source_id, DataSource.user_id == user_id)
     )

@@ -29,7 +29,8 @@ JOURNEYS = (
     ("PageView", "ViewContent", "AddToCart", "InitiateCheckout", "Purchase", "Purchase"),
     ("PageView", "Lead"),
 )
-PIXEL_CONFIG = {"pixelId": "1234567890", "accessToken": "demo-token-not-valid-at-meta", "apiVersion": "v21.0"}
+# Ingest-only: the demo has no Meta credentials to check, only events to receive.
+PIXEL_CONFIG = {"pixelId": "1234567890", "apiVersion": "v21.0"}
 EMAIL_CHANNEL = {
     "fromEmail": "shop@example.com", "fromName": "Demo Store",
     "subject": "{{ contact.firstName }}, something new is in store",

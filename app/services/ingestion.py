@@ -26,18 +26,23 @@ from app.services.event_processing import hint_processing
 
 BAD_SIGNATURE = "Invalid webhook signature."
 BAD_KEY = "Invalid ingest key."
+MAX_HEADER_KEY = 200
 
 # An event holding text PostgreSQL cannot store (`q`: why) is stored with that text replaced,
 # already processed, with a quarantine record saying why; the rest of its batch is stored as usual.
+# An event may carry other keys besides its own (`a`): it is stored only when none of them was
+# seen before either, and all of them are remembered.
 _STORE = sa.text(
     """
     WITH input AS MATERIALIZED (
-        SELECT DISTINCT ON (e.k) uuid_generate_v4() AS id, e.k, e.t, e.d, e.q
-        FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(k text, t text, d jsonb, q text)
+        SELECT DISTINCT ON (e.k) uuid_generate_v4() AS id, e.k, e.t, e.d, e.q, coalesce(e.a, '{}') AS a
+        FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(k text, t text, d jsonb, q text, a text[])
     ),
     fresh AS (
         INSERT INTO data_event_keys ("dataSourceId", "dedupeKey")
-        SELECT CAST(:source_id AS uuid), k FROM input
+        SELECT DISTINCT CAST(:source_id AS uuid), key
+        FROM (SELECT k AS key FROM input UNION ALL SELECT unnest(a) FROM input) AS keys
+        ORDER BY 2  -- one lock order for every request: two deliveries sharing keys never deadlock
         ON CONFLICT DO NOTHING
         RETURNING "dedupeKey"
     ),
@@ -45,6 +50,7 @@ _STORE = sa.text(
         INSERT INTO data_events (id, "dataSourceId", "eventType", "eventData", "processedAt")
         SELECT input.id, CAST(:source_id AS uuid), input.t, input.d, CASE WHEN input.q IS NOT NULL THEN now() END
         FROM input JOIN fresh ON fresh."dedupeKey" = input.k
+        WHERE cardinality(input.a) = 0 OR input.a <@ (SELECT array_agg("dedupeKey"::text) FROM fresh)
         RETURNING id
     ),
     quarantined AS (
@@ -61,6 +67,9 @@ class IncomingEvent:
     dedupe_key: str
     event_type: str
     event_data: dict[str, Any]
+    # Further identities of the same delivery (a Shopify retry keeps its webhook id): any one of
+    # them already seen makes the event a duplicate.
+    other_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,16 +118,21 @@ def insert_new_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> int:
 
 
 def _storable(event: IncomingEvent) -> dict[str, Any]:
-    row = {"k": event.dedupe_key, "t": event.event_type, "d": event.event_data, "q": None}
+    row: dict[str, Any] = {"k": event.dedupe_key, "t": event.event_type, "d": event.event_data, "q": None}
+    if event.other_keys:
+        row["a"] = [key if json_input.storable(key) else _unstorable_key(key) for key in event.other_keys]
     if json_input.storable(event.event_data) and json_input.storable([event.dedupe_key, event.event_type]):
         return row
     problem = json_input.first_problem(event.event_data)
     path, why = problem or ((), "The event name or id cannot be stored.")
     where = ".".join(str(part) for part in path)
-    digest = hashlib.sha256(event.dedupe_key.encode("utf-8", "surrogatepass")).hexdigest()
-    return {"k": f"unstorable:sha256:{digest}", "t": json_input.storable_text(event.event_type),
+    return {**row, "k": _unstorable_key(event.dedupe_key), "t": json_input.storable_text(event.event_type),
             "d": json_input.storable_copy(event.event_data),
             "q": f"Quarantined on arrival: {where + ': ' if where else ''}{why} Such characters are shown as U+FFFD."}
+
+
+def _unstorable_key(key: str) -> str:
+    return f"unstorable:sha256:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def store_events(source_id: uuid.UUID, events: list[IncomingEvent]) -> StoreResult:
@@ -136,9 +150,26 @@ def content_key(prefix: str, event: dict[str, Any]) -> str:
     return f"{prefix}:sha256:{hashlib.sha256(canonical.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
-def shopify_events(topic: str, webhook_id: str | None, payload: dict[str, Any], raw_body: bytes) -> list[IncomingEvent]:
-    key = f"shopify:webhook:{webhook_id}" if webhook_id else f"shopify:body:{hashlib.sha256(raw_body).hexdigest()}"
-    return [IncomingEvent(key, topic, payload)]
+def shopify_events(topic: str, event_id: str | None, webhook_id: str | None, payload: dict[str, Any],
+                   raw_body: bytes) -> list[IncomingEvent]:
+    """One event, known by what Shopify says identifies it: `X-Shopify-Event-Id` is the same for
+    every delivery of one event (to every subscription), `X-Shopify-Webhook-Id` for every retry of
+    one delivery. Either seen before makes it a duplicate; with neither, the body stands in."""
+    keys = [_header_key("shopify:event", event_id), _header_key("shopify:webhook", webhook_id)]
+    known = [key for key in keys if key is not None]
+    if not known:
+        known = [f"shopify:body:{hashlib.sha256(raw_body).hexdigest()}"]
+    return [IncomingEvent(known[0], topic, payload, other_keys=tuple(known[1:]))]
+
+
+def _header_key(prefix: str, value: str | None) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    # A header is the sender's to fill: an unreasonably long one is kept by its digest.
+    if len(value) > MAX_HEADER_KEY:
+        value = "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{prefix}:{value}"
 
 
 def capi_events(batch: dict[str, Any]) -> list[IncomingEvent]:

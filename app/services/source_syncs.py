@@ -6,6 +6,10 @@ token into its details and extending its lease; every later write is a guarded U
 (run, `running`, claim), so a run reaped or re-claimed elsewhere stops its old worker at the next page.
 Shopify pages are stored one transaction each, with the run's progress (cursor, counts), so a run
 retried after a transient failure, or continued after its time budget, resumes where it stopped.
+
+Only sources with API credentials sync: a pixel or GTM source without them just receives events.
+A source whose credentials or configuration the provider refuses goes to `error` and is left out of
+the schedule (it keeps receiving events) until its merchant changes its config.
 """
 from __future__ import annotations
 
@@ -21,15 +25,16 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql as pg
 
+from app import clock
 from app import task_names as tasks
 from app.errors import Conflict, NotFound
 from app.extensions import db, rowcount
 from app.jobs import enqueue_after_commit
 from app.models import DataSource, SyncRun, utcnow
-from app.services import data_sources
 from app.services.event_processing import hint_processing
 from app.services.ingestion import IncomingEvent, insert_new_events
 from app.sources import facebook_pixel, gtm, http, shopify
+from app.sources.configs import API_TOKEN, calls_api, decrypt_config
 from app.sources.http import (
     ProviderError,
     RetryPolicy,
@@ -39,11 +44,18 @@ from app.sources.http import (
 
 log = logging.getLogger(__name__)
 
+# A run starts at app.clock's time (a source's next check is due by it, and tests move it); its lease
+# keeps the real clock: it measures how long the work takes.
 LEASE = timedelta(minutes=10)  # renewed every page; far longer than one page with all its retries
 # Seconds of pulling per task, then the run continues in a fresh task. With the default retry policy's
 # worst page (attempts x timeouts + waits) it stays inside the 240 s soft time limit.
 TIME_BUDGET = 45.0
 WORKER_LOST = "worker lost"
+NO_CREDENTIALS = "This source has no API credentials: it only receives events."
+# A pixel or GTM sync only checks the connection: once an hour is news enough. Shopify pulls on
+# every beat.
+CHECK_INTERVAL = timedelta(hours=1)
+CHECK_ONLY_TYPES = ("facebook_pixel", "gtm")
 
 _TABLE = SyncRun.__table__
 
@@ -78,30 +90,47 @@ def request_sync(user_id: uuid.UUID, source_id: uuid.UUID) -> SyncRun:
         raise NotFound("Data source not found.")
     if source.status == "inactive":
         raise Conflict("The data source is inactive; activate it before syncing.")
+    if not calls_api(source.config):
+        raise Conflict(NO_CREDENTIALS + " Add an accessToken to its config to check and pull.")
+    run_id = start_run(source.id, "manual")
+    db.session.commit()
+    return db.session.get_one(SyncRun, run_id)
+
+
+def start_run(source_id: uuid.UUID, trigger: str) -> uuid.UUID:
+    """The source's running run: a new one (its task queued after the caller commits), or the one
+    already running. No commit."""
     for _ in range(3):  # the running run may finish between our insert and our read: look again
         inserted = db.session.scalar(
             pg.insert(_TABLE)
-            .values(dataSourceId=source.id, trigger="manual", status="running", leaseExpiresAt=utcnow() + LEASE)
+            .values(dataSourceId=source_id, trigger=trigger, status="running", startedAt=clock.now(),
+                    leaseExpiresAt=utcnow() + LEASE)
             .on_conflict_do_nothing(**_ONE_RUNNING)
             .returning(_TABLE.c.id)
         )
         if inserted is not None:
             enqueue_after_commit(tasks.SYNC, str(inserted))
-        run_id = inserted or db.session.scalar(
-            sa.select(SyncRun.id).where(SyncRun.data_source_id == source.id, SyncRun.status == "running"))
-        if run_id is not None:
-            db.session.commit()
-            return db.session.get_one(SyncRun, run_id)
+            return inserted
+        running = db.session.scalar(
+            sa.select(SyncRun.id).where(SyncRun.data_source_id == source_id, SyncRun.status == "running"))
+        if running is not None:
+            return running
     raise Conflict("The data source is busy; try again.")
 
 
 def schedule_all() -> int:
-    """Beat: one run for every active source without one (a concurrent beat's runs simply win)."""
-    select_active = sa.select(DataSource.id, sa.literal("schedule"), sa.literal("running"),
-                              sa.literal(utcnow() + LEASE)).where(DataSource.status == "active")
+    """Beat: one run for every due active source with credentials and without a run (a concurrent
+    beat's runs simply win). Sources in `error` wait for their merchant: retrying refused
+    credentials every few minutes only gets an account flagged."""
+    now = clock.now()
+    checked_long_ago = sa.or_(DataSource.last_sync_at.is_(None), DataSource.last_sync_at < now - CHECK_INTERVAL)
+    due = sa.or_(DataSource.source_type.not_in(CHECK_ONLY_TYPES), checked_long_ago)
+    select_active = sa.select(DataSource.id, sa.literal("schedule"), sa.literal("running"), sa.literal(now),
+                              sa.literal(utcnow() + LEASE)).where(
+        DataSource.status == "active", DataSource.config.op("?")(API_TOKEN), due)
     run_ids = db.session.scalars(
         pg.insert(_TABLE)
-        .from_select(["dataSourceId", "trigger", "status", "leaseExpiresAt"], select_active)
+        .from_select(["dataSourceId", "trigger", "status", "startedAt", "leaseExpiresAt"], select_active)
         .on_conflict_do_nothing(**_ONE_RUNNING)
         .returning(_TABLE.c.id)
     ).all()
@@ -133,6 +162,9 @@ def run_sync(run_id: uuid.UUID, *, policy: RetryPolicy | None = None) -> None:
     """
     claim = _claim(run_id)
     if claim is None:
+        return
+    if not calls_api(claim.config):
+        _fail(claim.run_id, NO_CREDENTIALS, claim=claim.token)
         return
     try:
         _SYNCS[claim.source_type](claim, policy or http.DEFAULT_POLICY)
@@ -170,7 +202,7 @@ def _claim(run_id: uuid.UUID) -> Claim | None:
                   dict(row.details))
     status = source.status
     try:
-        claim.config = data_sources.decrypted_config(source)
+        claim.config = decrypt_config(source.source_type, source.config)
     except ValueError:
         db.session.commit()
         _fail(run_id, "The stored credentials cannot be decrypted; enter them again.", claim=token, source_error=True)

@@ -1,6 +1,8 @@
 """Google Tag Manager connector: verify that the token can read the configured container.
 
-`GET {base}/tagmanager/v2/accounts/{accountId}/containers/{containerId}` with `Authorization: Bearer`.
+`GET {base}/tagmanager/v2/accounts/{accountId}/containers/{apiContainerId}` with `Authorization: Bearer`
+(the API's numeric ids); the container it answers must be the one the source names (`containerId`,
+the GTM-XXXXXXX id merchants see, which the API calls `publicId`).
 Google answers 401 for a bad token, 403 for a token without the tagmanager.readonly scope, and 404
 ("Not found or permission denied") for an unknown container; 429 and 5xx are worth retrying.
 """
@@ -27,9 +29,9 @@ CONTAINER_FIELDS = ("containerId", "publicId", "name", "usageContext")
 def verify_container(config: dict[str, Any], *, base_url: str, policy: RetryPolicy) -> dict[str, Any]:
     """`{"container": {containerId, publicId, name, usageContext}}` when the container is readable."""
     account_id = str(config.get("accountId") or "").strip()
-    container_id = str(config.get("containerId") or "").strip()
+    container_id = str(config.get("apiContainerId") or "").strip()
     if not (account_id.isdigit() and container_id.isdigit()):
-        raise SourceRejected("accountId and containerId must be the numeric ids shown in Tag Manager.")
+        raise SourceRejected("accountId and apiContainerId must be the numeric ids the Tag Manager API uses.")
     token = config.get("accessToken")
     if not token:
         raise CredentialsRejected("No Google access token is configured.")
@@ -39,11 +41,19 @@ def verify_container(config: dict[str, Any], *, base_url: str, policy: RetryPoli
                         headers={"Authorization": f"Bearer {token}"})
     body = json_body(response)
     if response.status_code == 200 and isinstance(body, dict):
+        _require_same_container(config, body)
         return {"container": {name: body.get(name) for name in CONTAINER_FIELDS}}
     if response.status_code == 404:
         raise SourceRejected(f"GTM container not found: account {account_id}, container {container_id} "
                              "(or the token's account cannot see it).")
     raise ProviderError(f"Google Tag Manager answered HTTP {response.status_code}: {_message(body)}")
+
+
+def _require_same_container(config: dict[str, Any], body: dict[str, Any]) -> None:
+    expected, found = config.get("containerId"), body.get("publicId")
+    if expected and found and str(found).upper() != str(expected).upper():
+        raise SourceRejected(f"The Tag Manager API's container {config.get('apiContainerId')} is {found}, "
+                             f"not {expected}: check apiContainerId.")
 
 
 def _message(body: Any) -> str:

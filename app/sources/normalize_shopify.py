@@ -43,9 +43,11 @@ TOPIC_TYPES: dict[str, str] = {
 # Shopify marketing-consent states that are an explicit choice; the rest (not_subscribed, pending,
 # invalid, redacted) say nothing SPEC's consent values can hold, so they are left out.
 _CONSENT_STATES: dict[str, str] = {"subscribed": "subscribed", "unsubscribed": "unsubscribed"}
+# channel: (the contact point holding its state now, the deprecated consent block), each as GraphQL
+# and REST name it.
 _CONSENT_FIELDS = (
-    ("email", "email_marketing_consent", "emailMarketingConsent"),
-    ("sms", "sms_marketing_consent", "smsMarketingConsent"),
+    ("email", ("defaultEmailAddress", "default_email_address"), ("emailMarketingConsent", "email_marketing_consent")),
+    ("sms", ("defaultPhoneNumber", "default_phone_number"), ("smsMarketingConsent", "sms_marketing_consent")),
 )
 _GID_PREFIX = "gid://shopify/"
 
@@ -117,7 +119,21 @@ def _tags(value: object) -> list[str]:
     return id_list(value) if isinstance(value, list) else []
 
 
-_READERS = {"orders": _read_order, "checkouts": _read_checkout, "customers": _read_customer}
+def _read_consent_update(payload: dict[str, Any]) -> Reading:
+    """customers_email_marketing_consent/update `{customer_id, email_address, email_marketing_consent}`
+    and customers_marketing_consent/update `{id, phone, sms_marketing_consent}`."""
+    customer_id = shopify_id(payload.get("customer_id", payload.get("id")), "customer_id")
+    identity = build_identity(
+        emails=[payload.get("email_address"), payload.get("email")], phones=[payload.get("phone")],
+        external_ids={"shopifyCustomerId": customer_id}, profile={},
+    )
+    return without_none({"customerId": customer_id}), identity, _consent(payload), None
+
+
+_READERS = {
+    "orders": _read_order, "checkouts": _read_checkout, "customers": _read_customer,
+    "customers_email_marketing_consent": _read_consent_update, "customers_marketing_consent": _read_consent_update,
+}
 
 
 def _buyer(payload: dict[str, Any]) -> tuple[Identity, dict[str, str], DerivedZone | None]:
@@ -180,13 +196,31 @@ def _country(address: dict[str, Any]) -> str | None:
 
 def _consent(customer: dict[str, Any]) -> dict[str, str]:
     consent: dict[str, str] = {}
-    for channel, snake, camel in _CONSENT_FIELDS:
-        block = get_dict(customer, _key(customer, snake, camel))
-        state = block.get("state", block.get("marketingState"))
-        value = _CONSENT_STATES.get(state.strip().lower()) if isinstance(state, str) else None
+    for channel, contact_point, deprecated in _CONSENT_FIELDS:
+        state = _marketing_state(customer, contact_point)
+        if state is None:
+            state = _marketing_state(customer, deprecated)
+        if state is None and channel == "email":
+            state = _accepts_marketing(customer)
+        value = _CONSENT_STATES.get(state) if state is not None else None
         if value:
             consent[channel] = value
     return consent
+
+
+def _marketing_state(customer: dict[str, Any], keys: tuple[str, str]) -> str | None:
+    """The lower-cased state in the first of `keys` that holds one."""
+    for key in keys:
+        block = get_dict(customer, key)
+        state = next((block[name] for name in ("marketingState", "marketing_state", "state") if block.get(name)), None)
+        if isinstance(state, str) and state.strip():
+            return state.strip().lower()
+    return None
+
+
+def _accepts_marketing(customer: dict[str, Any]) -> str | None:
+    # Before 2022-04 a single flag; false never said whether the customer had unsubscribed.
+    return "subscribed" if customer.get("acceptsMarketing", customer.get("accepts_marketing")) is True else None
 
 
 def _money_and_items(payload: dict[str, Any]) -> dict[str, Any]:

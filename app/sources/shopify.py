@@ -1,4 +1,5 @@
-"""Shopify connector: pages of customers, orders and abandoned checkouts from the GraphQL Admin API.
+"""Shopify connector: pages of customers, orders and abandoned checkouts from the GraphQL Admin API
+(the webhook subscriptions Herald keeps are in app.sources.shopify_webhooks).
 
 `POST {base}/admin/api/{apiVersion}/graphql.json` with `X-Shopify-Access-Token`. Each resource is
 read by `updated_at:>'…'` search filter with cursor pagination. Shopify meters GraphQL by query cost
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,23 +38,43 @@ MAX_THROTTLE_RETRIES = 3
 _SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 _API_VERSION = re.compile(r"\d{4}-\d{2}|unstable")
 
-_CUSTOMER_BRIEF = """id firstName lastName
-  defaultEmailAddress { emailAddress marketingState } defaultPhoneNumber { phoneNumber marketingState }
-  emailMarketingConsent { marketingState } smsMarketingConsent { marketingState }"""
-_CUSTOMER = """id legacyResourceId firstName lastName displayName state locale tags note verifiedEmail
-  createdAt updatedAt
-  defaultEmailAddress { emailAddress marketingState } defaultPhoneNumber { phoneNumber marketingState }
-  emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
-  smsMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
-  defaultAddress { firstName lastName phone city provinceCode countryCodeV2 zip }"""
-_MONEY_AND_ADDRESSES = f"""totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
-  customer {{ {_CUSTOMER_BRIEF} }}
+# From 2025-04 a customer's email and phone come with their marketing state in defaultEmailAddress /
+# defaultPhoneNumber; the customer-level emailMarketingConsent / smsMarketingConsent (and email,
+# phone) they replace are deprecated. Older API versions have only the latter.
+CONTACT_POINTS_SINCE = "2025-04"
+_CONTACT_POINTS = "defaultEmailAddress { emailAddress marketingState } defaultPhoneNumber { phoneNumber marketingState }"
+_LEGACY_CONTACT_POINTS = "email phone emailMarketingConsent { marketingState } smsMarketingConsent { marketingState }"
+
+
+def contact_points(version: str) -> str:
+    return _CONTACT_POINTS if version == "unstable" or version >= CONTACT_POINTS_SINCE else _LEGACY_CONTACT_POINTS
+
+
+def _customer_brief(version: str) -> str:
+    return f"id firstName lastName {contact_points(version)}"
+
+
+def _customer(version: str) -> str:
+    return f"""id legacyResourceId firstName lastName displayName state locale tags note verifiedEmail
+  createdAt updatedAt {contact_points(version)}
+  defaultAddress {{ firstName lastName phone city provinceCode countryCodeV2 zip }}"""
+
+
+def _money_and_addresses(version: str) -> str:
+    return f"""totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
+  customer {{ {_customer_brief(version)} }}
   billingAddress {{ firstName lastName phone countryCodeV2 provinceCode }} shippingAddress {{ countryCodeV2 }}
   lineItems(first: 10) {{ nodes {{ title quantity product {{ id }} }} }}"""
-_ORDER = f"""id legacyResourceId name email phone createdAt processedAt updatedAt cancelledAt test
+
+
+def _order(version: str) -> str:
+    return f"""id legacyResourceId name email phone createdAt processedAt updatedAt cancelledAt test
   sourceName tags displayFinancialStatus displayFulfillmentStatus currencyCode
-  {_MONEY_AND_ADDRESSES}"""
-_CHECKOUT = f"id name abandonedCheckoutUrl createdAt updatedAt completedAt {_MONEY_AND_ADDRESSES}"
+  {_money_and_addresses(version)}"""
+
+
+def _checkout(version: str) -> str:
+    return f"id name abandonedCheckoutUrl createdAt updatedAt completedAt {_money_and_addresses(version)}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +85,7 @@ class Resource:
     event_type: str  # the topic stored on data_events, as a webhook would
     sort_key: str
     page_size: int  # sized so one page costs well under Shopify's 1000-point single-query maximum
-    fields: str
+    fields: Callable[[str], str]  # per API version
     # A customer change is news (customers/update); an order or checkout is created once, so later
     # edits of the same record must not count as a second order placed or checkout started.
     per_version: bool
@@ -73,11 +95,10 @@ class Resource:
     # previous sync, so checkouts rely on their keys alone.)
     created_in_window_only: bool = False
 
-    @property
-    def query(self) -> str:
+    def query(self, version: str) -> str:
         return (f"query Sync($first: Int!, $after: String, $query: String) {{\n"
                 f"  {self.name}(first: $first, after: $after, query: $query, sortKey: {self.sort_key}) {{\n"
-                f"    nodes {{ {self.fields} }}\n    pageInfo {{ hasNextPage endCursor }}\n  }}\n}}")
+                f"    nodes {{ {self.fields(version)} }}\n    pageInfo {{ hasNextPage endCursor }}\n  }}\n}}")
 
     def keeps(self, node: dict[str, Any], since: datetime) -> bool:
         if not self.created_in_window_only:
@@ -97,10 +118,10 @@ class Resource:
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("customers", "customers/update", "UPDATED_AT", 100, _CUSTOMER, per_version=True),
-    Resource("orders", "orders/create", "UPDATED_AT", 25, _ORDER, per_version=False, created_in_window_only=True),
+    Resource("customers", "customers/update", "UPDATED_AT", 100, _customer, per_version=True),
+    Resource("orders", "orders/create", "UPDATED_AT", 25, _order, per_version=False, created_in_window_only=True),
     # abandonedCheckouts has no UPDATED_AT sort key: the updated_at filter still bounds it.
-    Resource("abandonedCheckouts", "checkouts/create", "ID", 25, _CHECKOUT, per_version=False),
+    Resource("abandonedCheckouts", "checkouts/create", "ID", 25, _checkout, per_version=False),
 )
 
 
@@ -127,12 +148,13 @@ def search_since(moment: datetime) -> str:
 
 
 class ShopifyClient:
-    """One sync's conversation with one shop (one `requests.Session`, closed by `close()`)."""
+    """One conversation with one shop (one `requests.Session`, closed by `close()`)."""
 
     def __init__(self, config: dict[str, Any], *, base_url: str, policy: RetryPolicy) -> None:
         version = str(config.get("apiVersion") or DEFAULT_API_VERSION)
         if not _API_VERSION.fullmatch(version):
             raise SourceRejected(f"apiVersion {version!r} is not a Shopify API version (e.g. 2025-10).")
+        self.version = version
         self.url = f"{_shop_base(config, base_url)}/admin/api/{version}/graphql.json"
         token = config.get("accessToken")
         if not token:
@@ -149,13 +171,18 @@ class ShopifyClient:
 
     def fetch_page(self, resource: Resource, since: datetime, after: str | None) -> Page:
         variables = {"first": resource.page_size, "after": after, "query": search_since(since)}
+        return _page(resource.name, self.execute(resource.name, resource.query(self.version), variables))
+
+    def execute(self, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """The answer's `data` (`name` keys the cost remembered for the next call of the same
+        operation); a THROTTLED answer is waited out and asked again."""
         for _ in range(MAX_THROTTLE_RETRIES):
-            self._wait_for_budget(resource.name)
-            body = self._post(resource.query, variables)
-            self._note_cost(resource.name, body)
+            self._wait_for_budget(name)
+            body = self._post(query, variables)
+            self._note_cost(name, body)
             if not _is_throttled(body):
-                return _page(resource.name, body)
-        raise TransientProviderError(f"Shopify kept throttling the {resource.name} query.")
+                return _data(name, body)
+        raise TransientProviderError(f"Shopify kept throttling the {name} query.")
 
     def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         response = send(self.session, "POST", self.url, provider=PROVIDER, policy=self.policy,
@@ -207,12 +234,19 @@ def _is_throttled(body: dict[str, Any]) -> bool:
     return "THROTTLED" in _error_codes(body)
 
 
-def _page(name: str, body: dict[str, Any]) -> Page:
+def _data(name: str, body: dict[str, Any]) -> dict[str, Any]:
     if "ACCESS_DENIED" in _error_codes(body):
-        raise CredentialsRejected(f"Shopify denied access to {name}: the app lacks the read scope for it.")
-    connection = (body.get("data") or {}).get(name)
-    if body.get("errors") or not isinstance(connection, dict):
+        raise CredentialsRejected(f"Shopify denied access to {name}: the app lacks the access scope for it.")
+    data = body.get("data")
+    if body.get("errors") or not isinstance(data, dict):
         raise ProviderError(f"Shopify refused the {name} query: {_first_message(body)}")
+    return data
+
+
+def _page(name: str, data: dict[str, Any]) -> Page:
+    connection = data.get(name)
+    if not isinstance(connection, dict):
+        raise ProviderError(f"Shopify answered the {name} query without {name}.")
     info = connection.get("pageInfo") or {}
     nodes = [n for n in connection.get("nodes") or [] if isinstance(n, dict) and n.get("id")]
     return Page(nodes=nodes, end_cursor=info.get("endCursor"), has_next=bool(info.get("hasNextPage")))

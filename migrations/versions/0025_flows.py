@@ -3,7 +3,7 @@ channels are its steps, and the enrolments of contacts in it. Ledger rows of a f
 one enrolment: a contact who enters again gets the step again, once per enrolment.
 
 Revision ID: 0025_flows
-Revises: 0020_api_keys
+Revises: 0023_shopify_webhooks
 Create Date: 2026-12-04
 """
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
 revision = "0025_flows"
-down_revision = "0020_api_keys"
+down_revision = "0023_shopify_webhooks"
 branch_labels = None
 depends_on = None
 

@@ -1,5 +1,8 @@
 """Emulator of the Shopify GraphQL Admin API (`POST /admin/api/{version}/graphql.json`).
 
+Webhook subscriptions (listing, creating and deleting them, and delivering events to them) are in
+tests.emulators.shopify_webhooks; `ShopifyEmulator.webhooks` holds them.
+
 It understands enough GraphQL to answer the queries a sync client sends: the `customers`, `orders`
 and `abandonedCheckouts` connections (plus `shop`, `customer(id:)`, `order(id:)`), with `first`/
 `last`, `after`/`before`, `reverse`, `sortKey` and `query` arguments given inline or as variables,
@@ -26,6 +29,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from tests.emulators.http_server import EmulatorServer, _seconds, json_response
+from tests.emulators.shopify_webhooks import MUTATION_COST, Delivery, WebhookGraphQLError, WebhookRegistry
 
 INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 MAX_PAGE_SIZE = 250
@@ -128,7 +132,7 @@ class _Parser:
         self.pos += 1
         return token
 
-    def document(self, operation_name: str | None) -> list[Field]:
+    def document(self, operation_name: str | None) -> tuple[str, list[Field]]:
         operations: list[tuple[str, str | None, list[Field | _Spread]]] = []
         while self.peek() is not None:
             if self.peek() == "fragment":
@@ -155,14 +159,14 @@ class _Parser:
         return kind, name, self.selection_set()
 
     def _pick(self, operations: list[tuple[str, str | None, list[Field | _Spread]]],
-              operation_name: str | None) -> list[Field]:
+              operation_name: str | None) -> tuple[str, list[Field]]:
         chosen = [op for op in operations if operation_name in (None, op[1])]
         if not chosen:
             raise GraphQLError(f'No operation named "{operation_name}"')
         kind, _, selections = chosen[0]
-        if kind != "query":
-            raise GraphQLError(f"The emulator only answers queries, not {kind}s")
-        return self.resolve(selections, depth=0)
+        if kind not in ("query", "mutation"):
+            raise GraphQLError(f"The emulator answers queries and mutations, not {kind}s")
+        return kind, self.resolve(selections, depth=0)
 
     def variable_definitions(self) -> None:
         # `($first: Int = 50, $after: String)`: only the defaults matter to us.
@@ -278,10 +282,20 @@ class _Parser:
         return fields
 
 
+def parse_operation(source: str, variables: dict[str, Any] | None = None,
+                    operation_name: str | None = None) -> tuple[str, list[Field]]:
+    """The kind (query or mutation) and root fields of the chosen operation, with variables
+    substituted into arguments."""
+    return _Parser(source, variables or {}).document(operation_name)
+
+
 def parse_query(source: str, variables: dict[str, Any] | None = None,
                 operation_name: str | None = None) -> list[Field]:
-    """The root fields of the chosen query operation, with variables substituted into arguments."""
-    return _Parser(source, variables or {}).document(operation_name)
+    """The root fields of the chosen query operation (a mutation is a GraphQLError here)."""
+    kind, roots = parse_operation(source, variables, operation_name)
+    if kind != "query":
+        raise GraphQLError(f"Expected a query, got a {kind}")
+    return roots
 
 
 def project(value: Any, selections: list[Field] | None) -> Any:
@@ -502,14 +516,20 @@ _PATH = re.compile(r"/admin/api/(?P<version>\d{4}-\d{2}|unstable)/graphql\.json"
 _ROOT_TYPES = {"customers": "CustomerConnection", "orders": "OrderConnection",
                "abandonedCheckouts": "AbandonedCheckoutConnection"}
 _SINGLE_ROOTS = {"customer": "customers", "order": "orders"}
+# Fields an API version lacks are GraphQL errors there, as on Shopify: a customer's email and phone
+# with their marketing state arrived in 2025-04.
+_FIELDS_SINCE = {"defaultEmailAddress": "2025-04", "defaultPhoneNumber": "2025-04"}
 
 
 class ShopifyEmulator(EmulatorServer):
     """In-memory shop behind a real HTTP GraphQL Admin endpoint."""
 
     def __init__(self, valid_tokens: set[str] | None = None, *, shop_domain: str = "herald-test.myshopify.com",
-                 maximum_available: float = 2000.0, restore_rate: float = 100.0, currency: str = "USD") -> None:
+                 maximum_available: float = 2000.0, restore_rate: float = 100.0, currency: str = "USD",
+                 app_secret: str = "shpss_test_webhook_secret") -> None:
         super().__init__()
+        # The app's webhook subscriptions, and the client secret Shopify signs their deliveries with.
+        self.webhooks = WebhookRegistry(shop_domain, app_secret)
         self.valid_tokens: set[str] = set(valid_tokens) if valid_tokens is not None else {"shpat_test_token"}
         self.shop_domain = shop_domain
         self.currency = currency
@@ -655,6 +675,20 @@ class ShopifyEmulator(EmulatorServer):
             seen += [f.args for f in roots if f.name == connection]
         return seen
 
+    # -- webhook subscriptions ------------------------------------------------------------------
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The app's webhook subscriptions now (id, topic, uri, format, ...)."""
+        with self.lock:
+            return self.webhooks.subscriptions()
+
+    def deliver(self, topic: str, payload: dict[str, Any], *, event_id: str | None = None,
+                rewrite: tuple[str, str] | None = None) -> list[Delivery]:
+        """Send an event to every subscription of its topic, as Shopify does (see shopify_webhooks)."""
+        return self.webhooks.deliver(topic, payload, event_id=event_id, rewrite=rewrite)
+
+    def redeliver(self, delivery: Delivery) -> Delivery:
+        return self.webhooks.redeliver(delivery)
+
     # -- HTTP ----------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         match = _PATH.fullmatch(request.path)
@@ -670,7 +704,7 @@ class ShopifyEmulator(EmulatorServer):
         raw_variables = body.get("variables")
         variables: dict[str, Any] = raw_variables if isinstance(raw_variables, dict) else {}
         with self.lock:
-            result = self.execute(body["query"], variables, body.get("operationName"))
+            result = self.execute(body["query"], variables, body.get("operationName"), version=match["version"])
         return json_response(result, 200, {"X-Shopify-API-Version": match["version"],
                                            "X-Request-Id": secrets.token_hex(16)})
 
@@ -680,14 +714,15 @@ class ShopifyEmulator(EmulatorServer):
         return json_response({"errors": message}, 429, {"Retry-After": _seconds(retry_after)})
 
     # -- GraphQL execution (called with the lock held) ----------------------------------------------
-    def execute(self, query: str, variables: dict[str, Any], operation_name: str | None = None) -> dict[str, Any]:
+    def execute(self, query: str, variables: dict[str, Any], operation_name: str | None = None,
+                version: str = "2025-10") -> dict[str, Any]:
         try:
-            roots = parse_query(query, variables, operation_name)
+            kind, roots = parse_operation(query, variables, operation_name)
             for root in roots:
-                self._check_root(root)
+                self._check_root(root, kind, version)
         except GraphQLError as error:
             return {"errors": [error.as_dict()]}
-        requested = sum(self._root_cost(root) for root in roots)
+        requested = sum(self._root_cost(root, kind) for root in roots)
         if requested > SINGLE_QUERY_MAX_COST:
             return {"errors": [{"message": f"Query cost is {requested}, which exceeds the single query max cost "
                                            f"limit ({SINGLE_QUERY_MAX_COST}).",
@@ -696,16 +731,23 @@ class ShopifyEmulator(EmulatorServer):
         throttled = self._throttle_check(requested)
         if throttled is not None:
             return throttled
-        return self._run(roots, requested)
+        return self._run(roots, requested, kind, version)
 
-    def _check_root(self, root: Field) -> None:
+    def _check_root(self, root: Field, kind: str = "query", version: str = "2025-10") -> None:
+        if kind == "mutation":
+            return  # checked as it runs: its errors depend on its arguments
         if root.name in CONNECTIONS:
             check_connection_args(root.name, root.args)
-        elif root.name not in ("shop", "__typename", *_SINGLE_ROOTS):
+            _check_version(root, version)
+        elif root.name not in ("shop", "__typename", "webhookSubscriptions", *_SINGLE_ROOTS):
             raise GraphQLError(f"Field '{root.name}' doesn't exist on type 'QueryRoot'", "undefinedField", [root.key])
 
-    def _root_cost(self, root: Field) -> int:
-        return field_cost(root) if root.name in CONNECTIONS else 1 + sum(field_cost(c) for c in root.selections or [])
+    def _root_cost(self, root: Field, kind: str = "query") -> int:
+        if kind == "mutation":
+            return MUTATION_COST
+        if root.name in (*CONNECTIONS, "webhookSubscriptions"):
+            return field_cost(root)
+        return 1 + sum(field_cost(c) for c in root.selections or [])
 
     def _throttle_check(self, requested: int) -> dict[str, Any] | None:
         if self._forced_throttles > 0:
@@ -723,14 +765,21 @@ class ShopifyEmulator(EmulatorServer):
                 "extensions": {"cost": {"requestedQueryCost": requested, "actualQueryCost": None,
                                         "throttleStatus": self.bucket.status(currently_available)}}}
 
-    def _run(self, roots: list[Field], requested: int) -> dict[str, Any]:
+    def _run(self, roots: list[Field], requested: int, kind: str = "query", version: str = "2025-10") -> dict[str, Any]:
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
         actual = 0
         for root in roots:
             try:
-                data[root.key], cost = self._resolve_root(root)
+                if kind == "mutation":
+                    data[root.key], cost = self.webhooks.resolve_mutation(root, version), MUTATION_COST
+                elif root.name == "webhookSubscriptions":
+                    data[root.key], cost = self.webhooks.resolve_query(root, version)
+                else:
+                    data[root.key], cost = self._resolve_root(root)
                 actual += cost
+            except WebhookGraphQLError as error:
+                return {"errors": [{"message": str(error), "path": [root.key]}]}
             except GraphQLError as error:
                 data[root.key] = None
                 error.path = error.path or [root.key]
@@ -755,6 +804,16 @@ class ShopifyEmulator(EmulatorServer):
         page = paginate(self._records[root.name], root.args)
         per_item = item_cost(root.selections or [])
         return project(page.as_connection(_ROOT_TYPES[root.name]), root.selections), 2 + len(page.records) * per_item
+
+
+def _check_version(root: Field, version: str) -> None:
+    pending = list(root.selections or [])
+    while pending:
+        item = pending.pop()
+        since = _FIELDS_SINCE.get(item.name)
+        if since is not None and version != "unstable" and version < since:
+            raise GraphQLError(f"Field '{item.name}' doesn't exist on type 'Customer'", "undefinedField", [root.key])
+        pending.extend(item.selections or [])
 
 
 def _contact_point(attr: str, value: str | None, subscribed: bool) -> dict[str, Any] | None:

@@ -21,7 +21,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "shopify": {"shopDomain": "herald-test.myshopify.com", "accessToken": "shpat_test_token",
                 "webhookSecret": WEBHOOK_SECRET, "apiVersion": "2025-10", "backfillDays": 90},
     "facebook_pixel": {"pixelId": "123456789", "accessToken": "meta_test_token", "apiVersion": "v21.0"},
-    "gtm": {"accountId": "6001234567", "containerId": "42", "accessToken": "gtm_test_token"},
+    "gtm": {"containerId": "GTM-ABC1234", "accountId": "6001234567", "apiContainerId": "42",
+            "accessToken": "gtm_test_token"},
 }
 
 
