@@ -515,7 +515,7 @@ def _resolve(places: tuple[tuple[str, ...], tuple[str, ...]], found: list[_Found
         events = [shown for event in events for shown in ([EventCondition(event.event, ever=True), event]
                                                           if event.min_count == 1 else [event])]
         labels = [f"{_DID[event.event]} before but not" for event in events if event.negate]
-        lapsed = True
+        lapsed, theme = True, theme or "winback"
     elif lapsed:
         labels = ["bought before but not" if label == "lapsed" else label for label in labels]
     bounded = _unbounded_when_also_negated(events, window)
@@ -687,7 +687,7 @@ _FLOW_MARKERS = _re(_unnamed(
     rf"|\b{_DELAY_COUNT}{_DELAY_UNIT} (?:later|after|afterwards)\b"
     r"|\bwhen(?:ever)? (?:someone|somebody|anyone|an? (?:customer|shopper|contact|visitor|person|subscriber|user)"
     r"|people|they|customers|shoppers|new)\b|\bas soon as\b|\b(?:every|each) time\b|\b(?:right|immediately) after\b"
-    r"|\b(?:flows?|automations?|automated|automatically|drip|sequence|series|journey)\b|\bpost-?purchase\b"
+    r"|\b(?:flows?|automations?|automated|automatically|drip)\b|\bpost-?purchase\b"
     r"|\bthe (?:next|following) day\b|\b(?:every|each) (?:new )?(?:order|purchase)\b"))
 _WELCOME_LEAD = _re(rf"{_POLITE}(?:send (?:an? )?)?welcome\b")
 _FLOW_INTRO = _re(rf"{_POLITE}(?:(?:set up|create|draft|build|make|start|add|design|write|prepare) )?"
