@@ -404,7 +404,7 @@ def _draft(text: str, lowered: _Text, message: str | None, now: datetime) -> Req
     if isinstance(send_at, NotUnderstood):
         return send_at
     topic = _original(text, lowered.take(_TOPIC), "topic")
-    if not lowered.leftover(frozenset()) and lead:
+    if not lowered.leftover(frozenset()):
         return NotUnderstood("who should get it? Say for example “email everyone”.")
     audience = _audience(lowered, theme=_lead_theme(lead, verb))
     if isinstance(audience, NotUnderstood):
