@@ -8,8 +8,9 @@ accents ("Türkiye" is "turkiye").
 
 A word that names more than one country is ambiguous and maps to no code: "Congolese", "Dominican",
 "Korea". The exception is a demonym shared only between a country and its own territories, where
-everyone means the country ("French", "American", "Chinese": `_HOME`). Regions that are not
-countries ("Georgia", also a US state) are ambiguous too (`_AMBIGUOUS`).
+everyone means the country ("French", "American", "Chinese": `_HOME`). A name that also means a place
+that is no country ("Georgia", also a US state) is ambiguous too, and parts of the United Kingdom
+("Scottish"; countryinfo even gives "Welsh" as the UK's demonym) are refused (`_AMBIGUOUS`).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ _AMBIGUOUS = {
     **{alias: f"“{alias}” is part of the United Kingdom and I can only filter by country (say “UK customers”)."
        for alias in _PART_OF_UK},
 }
+
 
 @dataclass(frozen=True)
 class Countries:
