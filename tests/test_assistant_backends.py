@@ -256,8 +256,8 @@ DRAFTS = [
     ("email people who bought at least 3 times", ["email"], [event("order_placed", minCount=3), consent("email")]),
     ("whatsapp everyone who abandoned their cart today", ["whatsapp"],
      [event("added_to_cart", 1), event("order_placed", 1, negate=True), consent("whatsapp")]),
-    ("send a text message to customers who haven't ordered in the last 2 months", ["sms"],
-     [event("order_placed", 60, negate=True), consent("sms")]),
+    ("send a text message to customers who haven't ordered in the last 2 months", ["sms"],  # bought before, though
+     [event("order_placed"), event("order_placed", 60, negate=True), consent("sms")]),
     ("email and text new customers this month", ["email", "sms"],
      [event("customer_created", 30),
       {"type": "group", "match": "any", "conditions": [consent("email"), consent("sms")]}]),

@@ -3,56 +3,57 @@
 It answers exactly as a model would, so the conversation loop drives it unchanged: the merchant's
 last message is parsed (`builtin_grammar`); a request that needs data becomes one tool call, and once
 the loop has appended that tool's result, the result becomes the answer. Anything it does not
-understand gets a reply listing what it can do. Like any backend it only proposes: the one tool that
-writes creates a draft campaign, and a send time is only ever a proposal.
+understand gets a reply listing what it can do. Like any backend it only proposes: the tools that
+write create a draft campaign or a draft flow, a send time is only ever a proposal, and a flow is
+never activated.
 
 Same messages and same `now` give the same completion, tool-call ids included.
 """
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from app.assistant.backend import Completion, ToolCall
+from app.assistant.builtin_copy import (
+    PLACEHOLDER_SENDER,
+    WHATSAPP_TEMPLATE,
+    channel_config,
+    copy_for,
+)
 from app.assistant.builtin_grammar import (
     CountRequest,
     DraftRequest,
+    FlowRequest,
     NotUnderstood,
     PreviewRequest,
     Request,
     parse,
     period,
 )
-from app.channels.configs import PUSH_TITLE_MAX
 from app.schemas.campaigns import NAME_MAX
 
 MODEL = "herald-builtin"
-# The merchant's own sender is not known here; the answer asks them to replace this one.
-PLACEHOLDER_SENDER = "hello@example.com"
-PLACEHOLDER_FROM_NAME = "Your store"
-# Meta's sample template exists on every WhatsApp Business account; real sends need the merchant's own.
-WHATSAPP_TEMPLATE, WHATSAPP_LANGUAGE = "hello_world", "en_US"
-GREETING = "Hi {{ contact.firstName or 'there' }}"
-SMS_OPT_OUT = "Reply STOP to opt out."
-_THEMES = {  # subject, sentence after the greeting
-    "abandoned": ("You left something behind", "your cart is still waiting. Come back and finish your order!"),
-    "browsed": ("Still thinking it over?", "the products you looked at are still here. Take another look!"),
-    "winback": ("We miss you", "it's been a while. Come and see what's new!"),
-    "thanks": ("Thank you for shopping with us", "thanks for your order! We hope you love it."),
-    "welcome": ("Welcome!", "thanks for joining us. Here's what's new in the store."),
-    "news": ("News from us", "we have something new for you. Come and take a look!"),
-}
 _NOUNS = {  # event type: singular, plural as counted in answers
     "order_placed": ("order", "orders"), "checkout_started": ("checkout started", "checkouts started"),
     "product_viewed": ("product view", "product views"), "page_viewed": ("page view", "page views"),
     "added_to_cart": ("add to cart", "adds to cart"), "lead": ("lead", "leads"),
     "customer_created": ("new customer", "new customers"), "events": ("event received", "events received"),
 }
+_TRIGGERS = {  # event type: how a flow's start is told
+    "order_placed": "someone places an order", "checkout_started": "someone starts a checkout",
+    "added_to_cart": "someone adds to their cart", "customer_created": "a new customer signs up",
+    "product_viewed": "someone views a product", "page_viewed": "someone visits the store", "lead": "a lead comes in",
+    "customer_updated": "a customer is updated", "custom": "a custom event comes in",
+}
+_EXITS = {"order_placed": "they place an order", "checkout_started": "they start a checkout",
+          "added_to_cart": "they add to their cart", "product_viewed": "they view a product",
+          "page_viewed": "they visit the store", "customer_created": "they sign up", "lead": "they become a lead"}
+_REENTRY = {"once": "at most once per contact", "always": "every time",
+            "afterDays": "again at most every {days} days"}
 HELP = (
     "I'm Herald's built-in assistant (no AI model is connected), so I understand a few kinds of request:\n"
     "- drafting a campaign: “email everyone who abandoned checkout in the last 7 days, tomorrow at 9am”, "
@@ -61,8 +62,10 @@ HELP = (
     "- counting: “how many orders this week?”, “how many customers do I have?”\n"
     "- sizing an audience: “preview everyone who bought at least 2 times”, "
     "“how many people would get an email to everyone who abandoned checkout this week?”\n"
-    "I never send or schedule anything myself: I draft campaigns for you to review, then you schedule or "
-    "launch them."
+    "- drafting a triggered flow: “remind people who abandoned checkout after 1 hour”, "
+    "“thank customers after every order”, “welcome new subscribers, then after 2 days send an SMS”\n"
+    "I never send, schedule or activate anything myself: I draft campaigns and flows for you to review, then "
+    "you schedule or launch a campaign, or activate a flow."
 )
 
 
@@ -135,6 +138,8 @@ def _json_object(content: Any) -> dict[str, Any]:
 def _tool_call(request: Request, now: datetime) -> ToolCall | None:
     if isinstance(request, DraftRequest):
         return _call("create_draft_campaign", _draft_arguments(request, now))
+    if isinstance(request, FlowRequest):
+        return _call("draft_flow", request.definition)
     if isinstance(request, CountRequest):
         return _call("data_summary", {"windowDays": request.window_days})
     if isinstance(request, PreviewRequest):
@@ -150,48 +155,18 @@ def _call(name: str, arguments: dict[str, Any]) -> ToolCall:
 
 def _draft_arguments(request: DraftRequest, now: datetime) -> dict[str, Any]:
     audience = request.audience
-    copy = _copy(request)
+    copy = copy_for(audience.theme, request.topic, request.message)
     arguments: dict[str, Any] = {
         "name": f"{audience.name} ({', '.join(request.channels)})"[:NAME_MAX],
         "description": "Drafted by Herald's built-in assistant. Review the sender, the copy and the audience "
                        "before scheduling or launching it.",
-        "channels": [{"channelType": channel, "config": _channel_config(channel, copy)}
+        "channels": [{"channelType": channel, "config": channel_config(channel, copy)}
                      for channel in request.channels],
         "audience": {"name": audience.name[:NAME_MAX], "definition": audience.definition(request.channels)},
     }
     if request.send_at is not None and request.send_at > now:
         arguments["proposedScheduleAt"] = _iso(request.send_at)
     return arguments
-
-
-@dataclass(frozen=True)
-class _Copy:
-    subject: str
-    text: str
-    generated: bool  # False when the merchant dictated the message, which is then used verbatim
-
-
-def _copy(request: DraftRequest) -> _Copy:
-    subject, sentence = _THEMES[request.audience.theme]
-    if request.topic:
-        subject = request.topic[:1].upper() + request.topic[1:]
-        sentence = f"{request.topic} is here. Come and take a look!"
-    if request.message:
-        return _Copy(subject, request.message, generated=False)
-    return _Copy(subject, f"{GREETING}, {sentence}", generated=True)
-
-
-def _channel_config(channel: str, copy: _Copy) -> dict[str, Any]:
-    """A config that passes the channel's validation, for the merchant to edit."""
-    if channel == "email":
-        return {"fromEmail": PLACEHOLDER_SENDER, "fromName": PLACEHOLDER_FROM_NAME, "subject": copy.subject,
-                # The text is a template: only markup is escaped, Jinja's quotes must survive.
-                "html": f"<p>{html.escape(copy.text, quote=False)}</p>", "text": copy.text}
-    if channel == "sms":
-        return {"body": f"{copy.text} {SMS_OPT_OUT}" if copy.generated else copy.text}
-    if channel == "push":
-        return {"title": copy.subject[:PUSH_TITLE_MAX], "body": copy.text}
-    return {"templateName": WHATSAPP_TEMPLATE, "language": WHATSAPP_LANGUAGE, "parameters": []}
 
 
 def _iso(moment: datetime) -> str:
@@ -207,6 +182,8 @@ def _answer(request: Request, results: list[tuple[str, dict[str, Any]]]) -> str:
         return f"I couldn't do that: {result['error']}{details}"
     if name == "create_draft_campaign":
         return _drafted(request, result)
+    if name == "draft_flow" and isinstance(request, FlowRequest):
+        return _drafted_flow(request, result)
     if name == "data_summary" and isinstance(request, CountRequest):
         return _counted(request, result)
     if name == "preview_audience":
@@ -232,6 +209,40 @@ def _drafted(request: Request, result: dict[str, Any]) -> str:
         lines.append(f"WhatsApp only sends approved templates: I used Meta's sample “{WHATSAPP_TEMPLATE}”; "
                      "switch it to one of yours.")
     return " ".join(lines)
+
+
+def _drafted_flow(request: FlowRequest, result: dict[str, Any]) -> str:
+    flow = request.definition
+    steps = flow["steps"]
+    told = []
+    for index, step in enumerate(steps):
+        delay = _duration(step["delaySeconds"])
+        when = (("right away" if not index else "at the same time") if not delay
+                else f"{delay} after {'the event' if not index else 'the step before'}")
+        told.append(f"{'an' if step['channelType'] in ('email', 'sms') else 'a'} "
+                    f"{_CHANNEL_NAMES[step['channelType']]} {when}")
+    exits = [_EXITS.get(exit_["event"], exit_["event"]) for exit_ in flow["exitWhen"]]
+    reentry = _REENTRY[flow["reentry"]["mode"]].format(days=flow["reentry"].get("days"))
+    unless = f", unless {' or '.join(exits)} first" if exits else ""
+    lines = [f"I drafted the flow “{result.get('name', flow['name'])}”: when {_TRIGGERS[flow['trigger']['event']]}, "
+             f"it sends {', then '.join(told)}{unless} ({reentry}).",
+             "It is only a draft: nothing is sent until you review it and activate it."]
+    if any(step["channelType"] == "email" for step in steps):
+        lines.append(f"Before activating it, replace the placeholder sender {PLACEHOLDER_SENDER} with your own address.")
+    if any(step["channelType"] == "whatsapp" for step in steps):
+        lines.append(f"WhatsApp only sends approved templates: I used Meta's sample “{WHATSAPP_TEMPLATE}”; "
+                     "switch it to one of yours.")
+    return " ".join(lines)
+
+
+_CHANNEL_NAMES = {"email": "email", "sms": "SMS", "push": "push notification", "whatsapp": "WhatsApp message"}
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            return _plural(seconds // size, f"{unit}", f"{unit}s")
+    return _plural(seconds, "second", "seconds") if seconds else ""
 
 
 def _counted(request: CountRequest, result: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@ conversation being answered); nothing in a model's arguments can name another me
 no argument is an id, and unexpected ones (`userId`, `campaignId`, ...) are ignored and reported.
 
 Tools never commit: they run inside the reply's transaction, so a draft campaign exists exactly when
-the reply that announces it does. They never schedule or launch anything; a proposed time is only
-stored in the draft's `config.proposedScheduleAt` for the merchant to act on.
+the reply that announces it does. They never schedule or launch anything, nor activate a flow; a
+proposed time is only stored in the draft's `config.proposedScheduleAt` for the merchant to act on.
 Invalid arguments come back as `{"error": ..., "details": ...}` for the model to correct, not raised.
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ from app.schemas.campaigns import (
     CampaignCreateSchema,
     ChannelCreateSchema,
 )
-from app.services import audiences
+from app.services import audiences, flows
+from app.sources.normalize import NORMALIZED_TYPES
 
 DEFAULT_WINDOW_DAYS = 30
 MAX_WINDOW_DAYS = 365
@@ -64,6 +65,30 @@ MAX_WINDOW_DAYS = 365
 _DEFINITION = {"type": "object", "description": DEFINITION_DOC["description"],
                "properties": {"match": {"type": "string", "enum": ["all", "any"]}, "conditions": {"type": "array"}},
                "required": ["match", "conditions"]}
+
+_FLOW = {"type": "object", "required": ["name", "trigger", "reentry", "steps"], "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+    "trigger": {"type": "object", "required": ["event"], "properties": {
+        "event": {"type": "string", "enum": list(NORMALIZED_TYPES)},
+        "where": {"type": "object", "description": "The event's properties, as in an audience event condition's "
+                                                   "where: {\"value\": {\"gt\": 100}, \"currency\": \"EUR\"}."}}},
+    "filter": {**_DEFINITION, "description": "Who may enter, checked when they would enter (an audience "
+                                             "definition). " + DEFINITION_DOC["description"]},
+    "exitWhen": {"type": "array", "description": "Events by the contact after entry that end the flow for them.",
+                 "items": {"type": "object", "required": ["event"],
+                           "properties": {"event": {"type": "string", "enum": list(NORMALIZED_TYPES)}}}},
+    "reentry": {"type": "object", "required": ["mode"], "properties": {
+        "mode": {"type": "string", "enum": ["once", "afterDays", "always"],
+                 "description": "once: a contact enters at most once; afterDays: again after `days`; always: "
+                                "on every trigger event (e.g. a thank-you for every order)."},
+        "days": {"type": "integer", "minimum": 1}}},
+    "steps": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["delaySeconds", "channelType", "config"], "properties": {
+            "delaySeconds": {"type": "integer", "minimum": 0,
+                             "description": "After the trigger event for the first step, after the step before "
+                                            "for the others."},
+            "channelType": {"type": "string", "enum": list(CHANNEL_TYPES)},
+            "config": {"type": "object", **CHANNEL_CONFIG_DOC}}}}}}
 
 TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {
@@ -96,6 +121,13 @@ TOOLS: list[dict[str, Any]] = [
             "proposedScheduleAt": {"type": "string", "format": "date-time",
                                    "description": "When you suggest sending (ISO 8601, UTC unless an offset is "
                                                   "given); stored on the draft for the merchant, not scheduled."}}},
+    }},
+    {"type": "function", "function": {
+        "name": "draft_flow",
+        "description": "Create a DRAFT triggered flow: when a contact's event happens (e.g. checkout_started), send "
+                       "each step's message after its delay, unless an exitWhen event (e.g. order_placed) came first. "
+                       "It is never activated: the merchant reviews it and activates it.",
+        "parameters": _FLOW,
     }},
 ]
 
@@ -242,10 +274,23 @@ def _run_create_draft(user_id: uuid.UUID, conversation_id: uuid.UUID, arguments:
     return _noted(create_draft_campaign(user_id, conversation_id, args), ignored)
 
 
+def _run_draft_flow(user_id: uuid.UUID, conversation_id: uuid.UUID, arguments: dict[str, Any]) -> dict[str, Any]:
+    return create_draft_flow(user_id, arguments)
+
+
+def create_draft_flow(user_id: uuid.UUID, definition: dict[str, Any]) -> dict[str, Any]:
+    """The one place the assistant creates a flow: `flows.create` validates the definition as the API
+    does (a bad one raises ValidationFailed, reported back with the path of each bad part) and stores
+    it as a draft. Nothing here activates it."""
+    flow = flows.create(user_id, definition)
+    return {"flowId": str(flow.id), "name": flow.name, "status": flow.status}
+
+
 _RUNNERS: dict[str, Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], dict[str, Any]]] = {
     "data_summary": _run_data_summary,
     "preview_audience": _run_preview,
     "create_draft_campaign": _run_create_draft,
+    "draft_flow": _run_draft_flow,
 }
 
 

@@ -17,7 +17,8 @@ DEFINITION_DOC = {
     "description": (
         '{"match": "all" | "any", "conditions": [...]}; an empty list means every contact. Conditions: '
         '{"type": "event", "event": <normalized type>, "name": <original name, custom events only>, '
-        '"withinDays": 1..3650, "minCount": n, "negate": bool, "where": {"property": value | {"gte": n, ...}}}; '
+        '"withinDays": 1..3650 | "withinHours": 1..87600 (one or the other), "minCount": n, "negate": bool, '
+        '"where": {"property": value | {"gte": n, ...}}}; '
         '{"type": "attribute", "field": "email" | "phone" | "firstName" | "lastName" | <attribute> | '
         '"attributes.<attribute>", "op": "eq" | "neq" | "in" | "contains" | "gt" | "gte" | "lt" | "lte" | '
         '"exists", "value": ...}; {"type": "consent", "channel": "email" | "sms" | "push" | "whatsapp", '

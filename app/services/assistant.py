@@ -5,7 +5,8 @@ message (a second worker running the same reply skips at once), a check that no 
 has `metadata.replyTo` = that message yet, the model/tool rounds, then the answer. Tools write in the
 same transaction (`app.assistant.tools` never commits), so a draft campaign exists only if the reply
 announcing it does. Any failure rolls all of that back and writes an apology instead, with the error
-in `metadata.error`, so the chat never hangs. Nothing here schedules or launches a campaign.
+in `metadata.error`, so the chat never hangs. Nothing here schedules or launches a campaign, nor
+activates a flow.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ TOOL_RESULT_MAX_CHARS = 16_000
 PENDING_AFTER = timedelta(minutes=1)
 PENDING_UNTIL = timedelta(hours=1)
 PENDING_BATCH = 100
-ONE_DRAFT = "create_draft_campaign"
+# Tools that create something, at most once per user message: the id their result names it by.
+ONE_PER_MESSAGE = {"create_draft_campaign": "campaignId", "draft_flow": "flowId"}
 FAILURE_TEXT = "Sorry, I couldn't answer that just now. Please try again in a moment."
 
 SYSTEM_PROMPT = """You are Herald's marketing assistant. Herald is a platform where a merchant connects \
@@ -57,10 +59,12 @@ and sends campaigns by email, SMS, web push and WhatsApp to audiences defined ov
 attributes. You are talking to one merchant about their own data.
 
 Tools: data_summary (their sources, event counts by type, contacts and consent), preview_audience (how many \
-contacts an audience definition matches, with a sample) and create_draft_campaign (a DRAFT campaign with \
-channels and one audience, linked to this conversation). Preview an audience before proposing a campaign \
-for it. You never schedule, launch, pause or cancel anything: you propose a draft, with a suggested send \
-time if one was asked for, and tell the merchant to review it and schedule or launch it themself. \
+contacts an audience definition matches, with a sample), create_draft_campaign (a DRAFT campaign with \
+channels and one audience, linked to this conversation) and draft_flow (a DRAFT triggered flow: messages \
+sent a delay after each contact's event, e.g. an abandoned-checkout reminder). Preview an audience before \
+proposing a campaign for it. You never schedule, launch, pause or cancel anything, nor activate a flow: you \
+propose a draft, with a suggested send time if one was asked for, and tell the merchant to review it and \
+schedule or launch it (or activate the flow) themself. \
 Templates use Jinja over `contact`, e.g. {{{{ contact.firstName }}}}. Be brief and concrete; report counts \
 exactly as the tools return them. The current time is {now} UTC."""
 
@@ -196,9 +200,10 @@ def _converse(backend: Backend, conversation: Conversation, chat: list[dict[str,
 def _run_calls(conversation: Conversation, calls: list[ToolCall], turn: _Turn) -> list[dict[str, Any]]:
     results = []
     for call in calls:
-        if call.name == ONE_DRAFT and any(c["name"] == ONE_DRAFT and "campaignId" in c["result"]
-                                          for c in turn.tool_calls):
-            result = {"error": "A draft campaign was already created for this message; refer to that one."}
+        created = ONE_PER_MESSAGE.get(call.name)
+        if created and any(c["name"] == call.name and created in c["result"] for c in turn.tool_calls):
+            kind = "campaign" if call.name == "create_draft_campaign" else "flow"
+            result = {"error": f"A draft {kind} was already created for this message; refer to that one."}
         else:
             result = run_tool(conversation.user_id, conversation.id, call)
         record = {"id": call.id, "name": call.name, "arguments": call.arguments, "result": result}

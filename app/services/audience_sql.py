@@ -48,6 +48,7 @@ SUBSCRIBED = "subscribed"
 MAX_GROUP_DEPTH = 5
 MAX_CONDITIONS = 50
 MAX_WITHIN_DAYS = 3650
+MAX_WITHIN_HOURS = MAX_WITHIN_DAYS * 24
 MAX_MIN_COUNT = 1_000_000
 MAX_IN_VALUES = 100
 MAX_WHERE_PROPERTIES = 20
@@ -118,7 +119,8 @@ def _anything(value: Any) -> None:
 # Each condition type's fields; `type` is checked before these are looked up.
 _FIELDS: dict[str, dict[str, Rule]] = {
     "event": {"type": _anything, "event": _one_of(NORMALIZED_TYPES), "name": _text_problem,
-              "withinDays": _integer(1, MAX_WITHIN_DAYS), "minCount": _integer(1, MAX_MIN_COUNT),
+              "withinDays": _integer(1, MAX_WITHIN_DAYS), "withinHours": _integer(1, MAX_WITHIN_HOURS),
+              "minCount": _integer(1, MAX_MIN_COUNT),
               "negate": _boolean, "where": _anything},
     "attribute": {"type": _anything, "field": lambda value: _text_problem(value, KEY_MAX),
                   "op": _one_of(ATTRIBUTE_OPS), "value": _anything},
@@ -186,6 +188,8 @@ class _DefinitionCheck:
     def event(self, node: dict[str, Any], path: str) -> None:
         if "name" in node and node.get("event") != "custom":
             self.fail(f"{path}.name", "Only custom events have a name to match.")
+        if "withinDays" in node and "withinHours" in node:
+            self.fail(f"{path}.withinHours", "Give withinDays or withinHours, not both.")
         if "where" in node:
             self.where(node["where"], f"{path}.where")
 
@@ -307,6 +311,8 @@ class _Compiler:
             criteria.append(activity.original_name == node["name"])
         if "withinDays" in node:
             criteria.append(activity.occurred_at >= _utc_now() - timedelta(days=node["withinDays"]))
+        if "withinHours" in node:
+            criteria.append(activity.occurred_at >= _utc_now() - timedelta(hours=node["withinHours"]))
         criteria += where_criteria(activity.properties, node.get("where", {}))
         min_count = node.get("minCount", 1)
         if min_count == 1:
