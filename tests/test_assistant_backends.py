@@ -474,6 +474,27 @@ def test_reply_with_the_builtin_drafts_the_campaign(app, chat):
     assert answer.meta["model"] == "herald-builtin"
 
 
+def test_reply_with_the_builtin_drafts_a_flow_and_never_activates_it(app, chat):
+    from app.extensions import db
+    from app.models import Flow, Message
+    from app.services import assistant, flows
+
+    user_id, _, post = chat
+    message = post("remind people who abandoned checkout after 1 hour")
+    answer_id = assistant.reply(message.id, backend=BuiltinAssistant(now=lambda: datetime.now(UTC)))
+    db.session.remove()
+
+    flow = db.session.scalars(sa.select(Flow).where(Flow.user_id == user_id)).one()
+    assert (flow.status, flow.trigger, flow.exit_when, flow.reentry) == (
+        "draft", {"event": "checkout_started"}, [{"event": "order_placed"}], {"mode": "once"})
+    [step] = flow.steps
+    assert (step.delay_seconds, step.channel.channel_type) == (3600, "email")
+    # The flow's own campaign is not a campaign of the merchant's.
+    assert flows.stats(user_id, flow.id).entered == 0
+    answer = db.session.get(Message, answer_id)
+    assert [c["name"] for c in answer.meta["toolCalls"]] == ["draft_flow"]
+
+
 def test_reply_through_the_model_path_survives_a_malformed_call_and_a_timeout(app, chat, emulator, sleeps):
     from app.extensions import db
     from app.models import Campaign, Message
