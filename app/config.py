@@ -276,7 +276,7 @@ class Settings:
             "OPENAPI_URL_PREFIX": "/",
             "OPENAPI_JSON_PATH": "openapi.json",
             "OPENAPI_SWAGGER_UI_PATH": "docs",
-            "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+            "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",  # served from the swagger-ui-bundle package (app.api.openapi)
             "RATELIMIT_STORAGE_URI": self.redis_url,
             "RATELIMIT_HEADERS_ENABLED": True,
             # No reset at a clock boundary: "10 per hour" means any 60 minutes, never 20 across two.
