@@ -17,6 +17,7 @@ from app.config import load_settings
 from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate, retry_after_only_when_refused
 from app.jobs import celery_init_app
+from app.metrics import register_metrics
 from app.request_log import configure_logging, register_request_id
 from app.security.access_tokens import register_jwt_handlers
 
@@ -39,6 +40,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     configure_logging()
     register_extensions(app)
     register_request_id(app)
+    register_metrics(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_cli(app)
