@@ -72,7 +72,8 @@ def route_statuses(rule: Rule, method: str, operation: Mapping[str, Any]) -> dic
     for name in (endpoint.partition(".")[0], endpoint):
         statuses.update(ROUTE_STATUSES.get(name, {}))
     if endpoint not in NO_DATABASE:
-        statuses[503] = "The database is unreachable for now; try again after `Retry-After` seconds."
+        statuses[503] = ("Not now, try again after `Retry-After` seconds: the database is unreachable (or, for a "
+                         "provider's callback, the message it reports on is still being recorded).")
     return statuses
 
 
