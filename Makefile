@@ -32,6 +32,7 @@ run: db
 	@echo ""
 	@echo "  API      http://127.0.0.1:$(PORT)/api/v1"
 	@echo "  Docs     http://127.0.0.1:$(PORT)/docs   (OpenAPI: /openapi.json)"
+	@echo "  Metrics  http://127.0.0.1:$(PORT)/metrics   (Prometheus; from this machine only)"
 	@echo "  Flower   http://127.0.0.1:$${FLOWER_PORT:-5555}   (user and password: FLOWER_BASIC_AUTH in .env)"
 	@echo "  Mail     http://127.0.0.1:$${MAIL_CATCHER_PORT:-1080}   (every email sent, verification links included)"
 	@echo ""

@@ -11,11 +11,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import models  # noqa: F401  (metadata complete before Migrate sees it)
 from app.api import register_blueprints
+from app.api.openapi import HeraldSpecPlugin
 from app.cli import register_cli
 from app.config import load_settings
 from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate, retry_after_only_when_refused
 from app.jobs import celery_init_app
+from app.metrics import register_metrics
 from app.request_log import configure_logging, register_request_id
 from app.security.access_tokens import register_jwt_handlers
 
@@ -38,6 +40,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     configure_logging()
     register_extensions(app)
     register_request_id(app)
+    register_metrics(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_cli(app)
@@ -53,7 +56,7 @@ def register_extensions(app: Flask) -> None:
     # Before the limiter: after-request hooks run last-registered first, so this one sees its headers.
     app.after_request(retry_after_only_when_refused)
     limiter.init_app(app)
-    api.init_app(app)
+    api.init_app(app, spec_kwargs={"extra_plugins": [HeraldSpecPlugin()]})
     app.extensions["redis"] = redis.Redis.from_url(
         app.config["HERALD_SETTINGS"].redis_url, socket_connect_timeout=2, socket_timeout=5
     )

@@ -161,6 +161,13 @@ def _sendgrid_key(env: Mapping[str, str]) -> str:
     return value
 
 
+def _metrics_token(env: Mapping[str, str]) -> str:
+    token = env.get("METRICS_TOKEN", "").strip()
+    if token and len(token) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters (or unset: /metrics for this machine only)")
+    return token
+
+
 def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
     found = {name: env.get(name) or default for name, default in RATE_LIMIT_DEFAULTS.items()}
     for name, value in found.items():
@@ -238,6 +245,8 @@ class Settings:
     # every event refused).
     sendgrid_webhook_public_key: str = field(default="", repr=False)
     rate_limits: dict[str, str] = field(default_factory=dict)
+    # Bearer token a Prometheus scrape of /metrics must send; empty: only this machine may scrape.
+    metrics_token: str = field(default="", repr=False)
     api_base_urls: dict[str, str] = field(default_factory=dict)
     # The assistant's model (app.assistant). The endpoint itself is LLM_BASE_URL in api_base_urls.
     llm_api_key: str = field(default="", repr=False)
@@ -276,7 +285,7 @@ class Settings:
             "OPENAPI_URL_PREFIX": "/",
             "OPENAPI_JSON_PATH": "openapi.json",
             "OPENAPI_SWAGGER_UI_PATH": "docs",
-            "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+            "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",  # served from the swagger-ui-bundle package (app.api.openapi)
             "RATELIMIT_STORAGE_URI": self.redis_url,
             "RATELIMIT_HEADERS_ENABLED": True,
             # No reset at a clock boundary: "10 per hour" means any 60 minutes, never 20 across two.
@@ -368,6 +377,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sns_url_pattern=_url_pattern(env, "SNS_URL_PATTERN", SNS_URL_PATTERN),
         sendgrid_webhook_public_key=_sendgrid_key(env),
         rate_limits=_rate_limits(env),
+        metrics_token=_metrics_token(env),
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},
         llm_api_key=env.get("LLM_API_KEY", ""),
         llm_model=env.get("LLM_MODEL", "") or "gpt-4o-mini",

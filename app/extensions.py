@@ -11,15 +11,31 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
+from flask_smorest.pagination import PaginationMetadataSchema
 from flask_sqlalchemy import SQLAlchemy
 
 from app.config import AUTOCOMMIT_BIND
 from app.models.base import Base
+from app.schemas.errors import ErrorSchema
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
-api = Api()
+
+
+class HeraldApi(Api):
+    ERROR_SCHEMA = ErrorSchema  # the body app.errors answers with, in place of flask-smorest's own
+
+    def _register_pagination_header(self) -> None:
+        # X-Pagination's value is JSON: OpenAPI says so with `content` (a bare `schema` would mean
+        # the "key,value,key,value" form of a header object).
+        self.spec.components.header("PAGINATION", {
+            "description": "Pagination metadata, as JSON.",
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        }, lazy=True)
+
+
+api = HeraldApi()
 # Default key is the client address as the proxy-aware request sees it (see ProxyFix in create_app).
 limiter = Limiter(get_remote_address)
 

@@ -64,6 +64,16 @@ def test_csv_import_is_all_or_nothing_and_export_lists_everything(client, app_ct
         ("phone", "+14155550100", "bounced")]
 
 
+def test_a_csv_file_whose_structure_is_broken_is_refused_with_the_reason(client, app_ctx):
+    _, headers = signed_in(client)
+    too_long = "email\n" + "x" * 200_000 + "@example.com\n"  # past the csv module's field limit
+    broken = client.post(f"{API}/import", data=too_long, content_type="text/csv", headers=headers)
+    assert broken.status_code == 422 and "file" in broken.get_json()["errors"]
+    # A bare carriage return ends a row, as spreadsheets on old Macs write them.
+    old_mac = client.post(f"{API}/import", data="email\rcr@example.com\r", content_type="text/csv", headers=headers)
+    assert old_mac.status_code == 200 and old_mac.get_json() == {"added": 1, "already": 0}
+
+
 def test_a_suppressed_address_stays_off_whatever_the_merchant_imports(client, app_ctx):
     _, headers = signed_in(client)
     client.post(API, json={"kind": "email", "address": "gone@example.com", "reason": "bounced"}, headers=headers)

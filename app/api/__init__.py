@@ -6,6 +6,7 @@ from app.extensions import api
 
 def register_blueprints(app: Flask) -> None:
     from app.api.blueprint import KEY_SCHEME, LOGIN_SCHEME, BoundedRequest, JsonProvider
+    from app.api.openapi import register_docs_assets
 
     app.json = JsonProvider(app)
     app.request_class = BoundedRequest
@@ -34,6 +35,7 @@ def register_blueprints(app: Flask) -> None:
     )
 
     app.after_request(idempotency.record_response)
+    register_docs_assets(app)
     api.spec.components.security_scheme(LOGIN_SCHEME, {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "A login access token (POST /api/v1/auth/login): every route.",

@@ -11,6 +11,7 @@ from flask import Response, request
 
 from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import page
+from app.api.openapi import answers
 from app.services import accounts
 
 blp = HeraldBlueprint("account_pages", __name__, description="The page verification mail links to (public)")
@@ -26,6 +27,7 @@ def invalid_link(exc: accounts.InvalidVerificationToken) -> Response:
 
 
 @blp.route("/verify-email", methods=["GET"])
+@blp.doc(responses=answers(200, "The page with the confirm button.", "text/html"))
 def verify_email_page() -> Response:
     """A page whose button confirms the address; opening it confirms nothing."""
     token = request.args.get("token", "")
@@ -39,6 +41,7 @@ def verify_email_page() -> Response:
 
 
 @blp.route("/verify-email", methods=["POST"])
+@blp.doc(responses=answers(200, "The page saying the address is confirmed.", "text/html"))
 def verify_email() -> Response:
     """The page's form: confirms the address (once; a used or expired link answers 400)."""
     user = accounts.verify_email(request.form.get("token", ""))

@@ -36,7 +36,7 @@ class JsonBodyParser(FlaskParser):
         if not is_json_request(req):
             return missing
         raw = req.get_data(cache=True)
-        if not raw.strip():
+        if not raw:
             return missing
         try:
             return parse(raw)
@@ -101,7 +101,8 @@ class RouteAccess:
             responses["403"] = _error_doc("An API key: this route takes a login access token only.")
         apidoc = deepcopy(apidoc)
         if self.method == "POST":
-            responses["409"] = _error_doc(f"A request with this `{idempotency.HEADER}` is still running.")
+            responses["409"] = _error_doc(f"A request with this `{idempotency.HEADER}` is still running, or the "
+                                          "resource's current state does not allow this, or it would duplicate another.")
             if "arguments" not in apidoc:  # else documented already, as invalid input
                 responses["422"] = _error_doc(f"This `{idempotency.HEADER}` came with a different request.")
             # Beside the route's own parameters (a manual doc's list would replace them).

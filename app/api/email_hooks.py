@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Response, request
 
 from app.api.blueprint import HeraldBlueprint
+from app.api.openapi import answers
 from app.channels import sendgrid
 from app.extensions import limiter
 from app.services import bounces
@@ -21,6 +22,7 @@ limiter.exempt(blp)
 
 
 @blp.route("/ses", methods=["POST"])
+@blp.doc(responses=answers(200, "Applied (or a subscription confirmed)."))
 def ses_notification() -> Response:
     """An Amazon SNS message (JSON, sent as text/plain): a SubscriptionConfirmation is confirmed by
     visiting its SubscribeURL; a Notification's `Bounce`, `Complaint`, `Delivery` or `DeliveryDelay`
@@ -30,6 +32,7 @@ def ses_notification() -> Response:
 
 
 @blp.route("/sendgrid", methods=["POST"])
+@blp.doc(responses=answers(204, "Applied."))
 def sendgrid_events() -> Response:
     """A batch of SendGrid events (`bounce`, `deferred`, `spamreport`, `delivered`; others are ignored)."""
     raw = request.get_data(cache=False)  # the signature covers these exact bytes

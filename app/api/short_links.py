@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import NO_CACHE, invalid_link
+from app.api.openapi import answers
 from app.errors import NotFound
 from app.extensions import limiter
 from app.services import tracking
@@ -20,6 +21,7 @@ blp.errorhandler(NotFound)(invalid_link)
 
 
 @blp.route("/<code>", methods=["GET"])
+@blp.doc(responses=answers(302, "To the link's URL (`Location`)."))
 def follow(code: str) -> BaseResponse:
     """302 to the URL stored for the message's channel; the delivery's first click is counted (a
     HEAD request, a link preview's check, counts nothing)."""

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from app.api.blueprint import HeraldBlueprint
 from app.api.html_pages import NO_CACHE, invalid_link, page
+from app.api.openapi import answers
 from app.errors import NotFound
 from app.extensions import limiter
 from app.services import tracking
@@ -27,6 +28,7 @@ blp.errorhandler(NotFound)(invalid_link)
 
 
 @blp.route("/o/<token>", methods=["GET"])
+@blp.doc(responses=answers(200, "A 1x1 transparent GIF.", "image/gif"))
 def open_pixel(token: str) -> Response:
     """The open pixel: a transparent 1x1 GIF; the delivery's first open is counted."""
     tracking.record_open(token, count=request.method != "HEAD")
@@ -34,6 +36,7 @@ def open_pixel(token: str) -> Response:
 
 
 @blp.route("/c/<token>", methods=["GET"])
+@blp.doc(responses=answers(302, "To the link's URL (`Location`)."))
 def click(token: str) -> BaseResponse:
     """A tracked link: 302 to the URL stored for the message's channel; the first click is counted."""
     response = redirect(tracking.record_click(token, count=request.method != "HEAD"), code=302)
@@ -42,6 +45,7 @@ def click(token: str) -> BaseResponse:
 
 
 @blp.route("/u/<token>", methods=["GET"])
+@blp.doc(responses=answers(200, "The confirmation page.", "text/html"))
 def unsubscribe_page(token: str) -> Response:
     """A confirmation page; nothing changes until its form is posted (link scanners fetch GETs)."""
     tracking.check_unsubscribe_link(token)
@@ -52,6 +56,7 @@ def unsubscribe_page(token: str) -> Response:
 
 
 @blp.route("/u/<token>", methods=["POST"])
+@blp.doc(responses=answers(200, "The page saying it is done.", "text/html"))
 def unsubscribe(token: str) -> Response:
     """RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`), or the page's form; idempotent."""
     tracking.unsubscribe(token, request.remote_addr, request.user_agent.string)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Response, request
 
 from app.api.blueprint import HeraldBlueprint
+from app.api.openapi import answers
 from app.extensions import limiter
 from app.services import receipts
 
@@ -19,6 +20,7 @@ limiter.exempt(blp)
 
 
 @blp.route("/status", methods=["POST"])
+@blp.doc(responses=answers(200, "An empty TwiML document.", "application/xml"))
 def message_status() -> Response:
     """A message status callback (form-encoded, `X-Twilio-Signature`): `delivered` counts the
     delivery once; `undelivered` and `failed` record the error; other statuses change nothing."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Response, current_app, request
 
 from app.api.blueprint import HeraldBlueprint
+from app.api.openapi import answers
 from app.channels import whatsapp
 from app.config import Settings
 from app.errors import Forbidden
@@ -26,6 +27,7 @@ def _settings() -> Settings:
 
 
 @blp.route("", methods=["GET"])
+@blp.doc(responses=answers(200, "`hub.challenge`, echoed.", "text/plain"))
 def verify_subscription() -> Response:
     """The handshake: `hub.challenge` echoed as text when `hub.verify_token` is the platform's."""
     args = request.args
@@ -37,6 +39,7 @@ def verify_subscription() -> Response:
 
 
 @blp.route("", methods=["POST"])
+@blp.doc(responses=answers(200, "Applied."))
 def message_statuses() -> Response:
     """Message statuses (`sent`, `delivered`, `read`, `failed`); a repeated callback counts once."""
     raw = request.get_data(cache=False)  # the signature covers these exact bytes

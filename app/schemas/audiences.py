@@ -43,9 +43,9 @@ class AudienceSchema(CamelSchema):
     campaign_id = fields.UUID()
     name = fields.String()
     definition = fields.Dict()
-    last_size = fields.Integer(metadata={
+    last_size = fields.Integer(allow_none=True, metadata={
         "description": "Matching contacts when last computed; null while a worker counts a large audience."})
-    last_computed_at = UtcDateTime()
+    last_computed_at = UtcDateTime(allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
@@ -67,10 +67,10 @@ class AudiencePreviewRequestSchema(CamelSchema):
 
 class SampleContactSchema(CamelSchema):
     id = fields.UUID()
-    email = fields.String()
-    phone = fields.String()
-    first_name = fields.String()
-    last_name = fields.String()
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
 
 
 class AudiencePreviewSchema(CamelSchema):

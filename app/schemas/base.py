@@ -68,6 +68,7 @@ class BoundedList(fields.List):
     comparison and one error, not 500,000 validations and their report."""
 
     def __init__(self, cls_or_instance: Any, *, min_length: int = 0, max_length: int, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"minItems": min_length, "maxItems": max_length, **kwargs.get("metadata", {})}
         super().__init__(cls_or_instance, **kwargs)
         self.min_length, self.max_length = min_length, max_length
 
@@ -89,10 +90,15 @@ def iana_zone(value: str) -> None:
         raise ValidationError("Not an IANA timezone (e.g. Europe/Paris).")
 
 
+# Some character that is not whitespace. Spelled out so that it means the same in Python and in
+# the ECMAScript regexes of JSON Schema, whose whitespace classes differ by these few characters.
+NOT_BLANK = validate.Regexp(r"[\s\x1c-\x1f\x85\ufeff]*[^\s\x1c-\x1f\x85\ufeff]", error="Must not be blank.")
+
+
 def name_field(maximum: int, **kwargs: Any) -> fields.String:
     """A required display name: 1..maximum characters, not blank."""
     return fields.String(
-        validate=[validate.Length(min=1, max=maximum), validate.Regexp(r"\S", error="Must not be blank."), no_nul],
+        validate=[validate.Length(min=1, max=maximum), NOT_BLANK, no_nul],
         **kwargs,
     )
 

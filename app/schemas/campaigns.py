@@ -45,13 +45,13 @@ class ChannelSchema(CamelSchema):
 class CampaignSchema(CamelSchema):
     id = fields.UUID()
     name = fields.String()
-    description = fields.String()
+    description = fields.String(allow_none=True)
     status = fields.String(metadata={"description": "draft, scheduled, running, paused or completed."})
-    scheduled_at = UtcDateTime()
-    started_at = UtcDateTime()
-    ended_at = UtcDateTime()
+    scheduled_at = UtcDateTime(allow_none=True)
+    started_at = UtcDateTime(allow_none=True)
+    ended_at = UtcDateTime(allow_none=True)
     config = fields.Dict()
-    conversation_id = fields.UUID()
+    conversation_id = fields.UUID(allow_none=True)
     recipient_local_time = fields.Function(
         lambda c: c.send_options.local_time.isoformat() if c.send_options and c.send_options.local_time else None,
         metadata={"description": "The wall-clock time each recipient gets it at in their own timezone (null: "
@@ -296,24 +296,25 @@ class DeliverySchema(CamelSchema):
     id = fields.UUID()
     channel_id = fields.UUID()
     channel_type = fields.String()
-    contact_id = fields.UUID(metadata={"description": "Null once the contact is deleted; the row stays counted."})
-    address = fields.String()
+    contact_id = fields.UUID(allow_none=True, metadata={
+        "description": "Null once the contact is deleted; the row stays counted."})
+    address = fields.String(allow_none=True)
     status = fields.String(metadata={"description": "queued, sending, sent, delivered, failed, skipped or unknown "
                                                     "(a crash left the send's outcome unknown)."})
-    skip_reason = fields.String()
-    error = fields.String(attribute="shown_error", metadata={
+    skip_reason = fields.String(allow_none=True)
+    error = fields.String(attribute="shown_error", allow_none=True, metadata={
         "description": "Why the row failed, waits or is unknown; for a queued row, why its channel is held up."})
     next_try_at = fields.Method("_next_try_at", metadata={
         "description": "A queued row: when it may go out (its recipient's local time, the end of their quiet "
                        "hours, or a provider's retry)."})
-    deferred_by = fields.String(metadata={
+    deferred_by = fields.String(allow_none=True, metadata={
         "description": "What made the row wait: quiet_hours, local_time or provider; null: nothing."})
-    variant = fields.Integer(metadata={"description": "The A/B variant the recipient got (0-based); null: no test "
-                                                     "or not decided yet."})
-    sent_at = UtcDateTime()
-    delivered_at = UtcDateTime()
-    opened_at = UtcDateTime()
-    clicked_at = UtcDateTime()
+    variant = fields.Integer(allow_none=True, metadata={
+        "description": "The A/B variant the recipient got (0-based); null: no test or not decided yet."})
+    sent_at = UtcDateTime(allow_none=True)
+    delivered_at = UtcDateTime(allow_none=True)
+    opened_at = UtcDateTime(allow_none=True)
+    clicked_at = UtcDateTime(allow_none=True)
     created_at = UtcDateTime()
 
     def _next_try_at(self, delivery: Any) -> str | None:

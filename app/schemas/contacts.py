@@ -40,10 +40,10 @@ class PushSubscriptionSchema(CamelSchema):
 
 class ContactSchema(CamelSchema):
     id = fields.UUID()
-    email = fields.String()
-    phone = fields.String(metadata={"description": "E.164."})
-    first_name = fields.String()
-    last_name = fields.String()
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True, metadata={"description": "E.164."})
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
     attributes = fields.Dict()
     external_ids = fields.Dict()
     consent = fields.Dict(metadata={"description": "Channel → subscribed | unsubscribed | bounced | complained."})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.models.conversations import CONVERSATION_STATUSES
-from app.schemas.base import CamelSchema, UtcDateTime, name_field, no_nul
+from app.schemas.base import NOT_BLANK, CamelSchema, UtcDateTime, name_field, no_nul
 
 TITLE_MAX = 200
 CONTENT_MAX = 10_000
@@ -14,7 +14,7 @@ SETTABLE_STATUSES = ("active", "archived")
 
 class ConversationSchema(CamelSchema):
     id = fields.UUID()
-    title = fields.String()
+    title = fields.String(allow_none=True)
     status = fields.String(metadata={"description": "active, archived or deleted."})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
@@ -40,7 +40,7 @@ class MessageSchema(CamelSchema):
     conversation_id = fields.UUID()
     role = fields.String(metadata={"description": "user or assistant."})
     content = fields.String()
-    meta = fields.Dict(data_key="metadata", metadata={
+    meta = fields.Dict(data_key="metadata", allow_none=True, metadata={
         "description": "Assistant messages: replyTo (the user message answered), model, toolCalls "
                        "[{name, arguments, result}], usage (token counts where known), or error when it "
                        "could not answer."
@@ -50,5 +50,5 @@ class MessageSchema(CamelSchema):
 
 class MessageCreateSchema(CamelSchema):
     content = fields.String(required=True, validate=[
-        validate.Length(min=1, max=CONTENT_MAX), validate.Regexp(r"\S", error="Must not be blank."), no_nul,
+        validate.Length(min=1, max=CONTENT_MAX), NOT_BLANK, no_nul,
     ])

@@ -64,8 +64,8 @@ class DataSourceSchema(CamelSchema):
     name = fields.String()
     config = fields.Dict(metadata={"description": "Secrets are always shown as \"********\"."})
     status = fields.String(metadata={"description": "active, inactive, or error (set by a failed sync)."})
-    last_sync_at = UtcDateTime()
-    last_error = fields.String(metadata={"description": "Why the last sync failed, while status is error."})
+    last_sync_at = UtcDateTime(allow_none=True)
+    last_error = fields.String(allow_none=True, metadata={"description": "Why the last sync failed, while status is error."})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
     has_ingest_key = fields.Boolean()
@@ -94,9 +94,9 @@ class SyncRunSchema(CamelSchema):
     trigger = fields.String(metadata={"description": "manual, schedule, or config (the source's config changed)."})
     status = fields.String(metadata={"description": "running, succeeded or failed."})
     started_at = UtcDateTime()
-    finished_at = UtcDateTime()
+    finished_at = UtcDateTime(allow_none=True)
     events_created = fields.Integer()
-    error = fields.String()
+    error = fields.String(allow_none=True)
 
 
 class DataEventQuerySchema(CamelSchema):
@@ -108,7 +108,7 @@ class DataEventSchema(CamelSchema):
     id = fields.UUID()
     event_type = fields.String()
     event_data = fields.Dict()
-    processed_at = UtcDateTime()
+    processed_at = UtcDateTime(allow_none=True)
     created_at = UtcDateTime()
     status = fields.String(metadata={"description": "pending, processed, or quarantined (processing gave up)."})
-    error = fields.String(metadata={"description": "The last processing error, if any."})
+    error = fields.String(allow_none=True, metadata={"description": "The last processing error, if any."})

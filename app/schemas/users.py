@@ -22,7 +22,7 @@ def _valid_email(value: str) -> None:
 
 
 def _email_field() -> fields.String:
-    return fields.String(required=True, validate=[validate.Length(max=EMAIL_MAX), _valid_email])
+    return fields.String(required=True, validate=[validate.Length(max=EMAIL_MAX), _valid_email], metadata={"format": "email"})
 
 
 def _password_field(**kwargs) -> fields.String:
@@ -36,11 +36,11 @@ def _name_field() -> fields.String:
 class UserSchema(CamelSchema):
     id = fields.UUID(dump_only=True)
     email = fields.String(dump_only=True)
-    first_name = fields.String(dump_only=True)
-    last_name = fields.String(dump_only=True)
-    company_name = fields.String(dump_only=True)
+    first_name = fields.String(dump_only=True, allow_none=True)
+    last_name = fields.String(dump_only=True, allow_none=True)
+    company_name = fields.String(dump_only=True, allow_none=True)
     is_verified = fields.Boolean(dump_only=True)
-    last_login_at = UtcDateTime(dump_only=True)
+    last_login_at = UtcDateTime(dump_only=True, allow_none=True, metadata={"description": "Null until the first login."})
     created_at = UtcDateTime(dump_only=True)
     updated_at = UtcDateTime(dump_only=True)
 
@@ -84,8 +84,8 @@ class TokenPairSchema(CamelSchema):
 
 class SessionSchema(CamelSchema):
     id = fields.UUID()
-    ip_address = fields.String()
-    user_agent = fields.String()
+    ip_address = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
     created_at = UtcDateTime()
     last_used_at = UtcDateTime(attribute="updated_at", metadata={"description": "Last login or refresh."})
     expires_at = UtcDateTime()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -126,12 +127,12 @@ class CsvImport:
 def import_csv(user_id: uuid.UUID, text: str, default_reason: str = "manual") -> CsvImport:
     """Rows with an `email` and/or `phone` column (and an optional `reason`), all or nothing: a row
     that names no valid address is reported by number and nothing is added."""
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {name.strip().lower() for name in reader.fieldnames or []}
+    header, rows = _csv_records(text)
+    columns = {name.strip().lower() for name in header}
     if not columns & set(ADDRESS_KINDS):
         raise ValidationFailed("The CSV needs an email or a phone column.", errors={"file": ["No address column."]})
     result, entries = CsvImport(), []
-    for number, row in enumerate(reader, start=2):
+    for number, row in enumerate(rows, start=2):
         if number - 1 > IMPORT_MAX_ROWS:
             raise ValidationFailed(f"At most {IMPORT_MAX_ROWS} rows per import.", errors={"file": ["Too many rows."]})
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
@@ -149,6 +150,16 @@ def import_csv(user_id: uuid.UUID, text: str, default_reason: str = "manual") ->
     result.already = len({(k, a) for k, a, _ in entries}) - result.added
     db.session.commit()
     return result
+
+
+def _csv_records(text: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The header and the rows (one past the limit at most); a file whose structure is broken (a
+    stray carriage return in a field, say) is refused whole."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader.fieldnames or []), list(itertools.islice(reader, IMPORT_MAX_ROWS + 1))
+    except csv.Error as exc:
+        raise ValidationFailed(f"The CSV file cannot be read: {exc}.", errors={"file": [str(exc)]}) from None
 
 
 def export_csv(user_id: uuid.UUID) -> Iterator[str]:
