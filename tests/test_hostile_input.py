@@ -44,6 +44,8 @@ def routes(app, client):
         "source_id": created("/api/v1/data-sources", {"sourceType": "facebook_pixel", "name": "Pixel",
                                                        "config": {"pixelId": "123456789", "accessToken": "EAAB"}}),
         "suppression_id": created("/api/v1/suppressions", {"kind": "email", "address": "gone@example.com"}),
+        "flow_id": created("/api/v1/flows", {"name": "Welcome", "trigger": {"event": "customer_created"}, "steps": [
+            {"delaySeconds": 0, "channelType": "sms", "config": {"body": "Welcome {{ contact.firstName }}"}}]}),
         "session_id": str(uuid.uuid4()),
         "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",

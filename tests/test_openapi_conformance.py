@@ -55,6 +55,9 @@ BEYOND_SCHEMA = {
     ("POST", "/api/v1/campaigns"): "conversationId must name one of the merchant's conversations",
     ("PATCH", "/api/v1/campaigns/{campaign_id}"): "conversationId must name one of the merchant's conversations",
     ("PATCH", "/api/v1/settings"): "timezone must be an IANA zone name",
+    ("POST", "/api/v1/flows"): "the trigger, filter and exits follow the audience grammar; steps' configs depend on "
+                               "channelType",
+    ("PATCH", "/api/v1/flows/{flow_id}"): "as POST /api/v1/flows; only a draft's definition may change",
 }
 # Imports validate each row on its own: invalid rows are reported in a 200 beside the rows taken.
 ROW_BY_ROW = {("POST", "/api/v1/contacts/import"), ("POST", "/api/v1/suppressions/import")}

@@ -116,7 +116,11 @@ class HeraldSpecPlugin(BasePlugin):
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             for status, description in route_statuses(rule, method, operation).items():
-                responses.setdefault(str(status), error_response(status, description, html=status in pages))
+                own = responses.get(status, responses.get(str(status)))
+                if own is None:
+                    responses[str(status)] = error_response(status, description, html=status in pages)
+                elif status in (429, 503):  # the view's own description and body win; the header is the same
+                    own.setdefault("headers", RETRY_AFTER)
 
 
 def register_docs_assets(app: Flask) -> None:

@@ -26,7 +26,7 @@ EXAMPLE = {
 
 def _definition_fields(required: bool) -> dict[str, Any]:
     return {
-        "name": fields.String(required=required),
+        "name": fields.String(required=required, validate=validate.Length(1, 200)),
         "trigger": fields.Dict(required=required, metadata={
             "description": "The event that enrols a contact: {event, name (custom events), where (property filters, "
                            "as in an audience's event condition)}."}),
@@ -37,7 +37,7 @@ def _definition_fields(required: bool) -> dict[str, Any]:
                            "where}]."}),
         "reentry": fields.Dict(metadata={
             "description": "{mode: once (default) | afterDays (with days) | always (every trigger event)}."}),
-        "steps": fields.List(fields.Dict(), required=required, metadata={
+        "steps": fields.List(fields.Dict(), required=required, validate=validate.Length(1, 20), metadata={
             "description": "1 to 20 steps: {delaySeconds (after the previous step; the first after the triggering "
                            "event's own time), channelType, config (a campaign channel config; templates also see "
                            "`event.*`, the triggering event's properties)}. " + CHANNEL_CONFIG_DOC["description"]}),
