@@ -451,3 +451,20 @@ def _held(connection) -> bool:
     return bool(connection.exec_driver_sql(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE flow_enrollments%%'"
     ).scalar())
+
+
+def test_metrics_show_the_due_steps_until_beat_dispatches_them(ctx, shop):
+    from tests.test_metrics import scrape, value
+
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "steps": [{"delaySeconds": 0, "channelType": "email", "config": REMINDER}]})
+    _process(source, _checkout("jon@example.com"), _checkout("ann@example.com"))
+    due = scrape(ctx.test_client())
+    assert value(due, "herald_flow_steps_due") == 2
+    assert value(due, "herald_flow_steps_oldest_due_age_seconds") >= 0
+    flows.pause(user.id, flow.id)
+    assert value(scrape(ctx.test_client()), "herald_flow_steps_due") == 0  # a paused flow's steps wait
+    flows.resume(user.id, flow.id)
+    while flows.dispatch_due():
+        pass
+    assert value(scrape(ctx.test_client()), "herald_flow_steps_due") == 0

@@ -85,6 +85,21 @@ MEASURES: tuple[Measure, ...] = (
         labels=("channel", "outcome"), zeros=tuple(product(CHANNEL_TYPES, RECEIPT_OUTCOMES)),
     ),
     Measure(
+        "herald_flow_steps_due", "gauge",
+        "Steps of running flows whose time has come and that beat has not yet written to the ledger.",
+        """SELECT count(*) FROM flow_enrollments AS e JOIN flows AS f ON f.id = e."flowId" AND f.status = 'running'
+           WHERE e.status = 'active' AND e."nextDueAt" <= (now() AT TIME ZONE 'UTC')""",
+        table="flow_enrollments",
+    ),
+    Measure(
+        "herald_flow_steps_oldest_due_age_seconds", "gauge",
+        "How late the longest-waiting due flow step is (0 when none waits).",
+        """SELECT coalesce(extract(epoch FROM (now() AT TIME ZONE 'UTC') - min(e."nextDueAt")), 0)
+           FROM flow_enrollments AS e JOIN flows AS f ON f.id = e."flowId" AND f.status = 'running'
+           WHERE e.status = 'active' AND e."nextDueAt" <= (now() AT TIME ZONE 'UTC')""",
+        table="flow_enrollments",
+    ),
+    Measure(
         "herald_sources_failing", "gauge", "Data sources whose last sync failed (status error), per source type.",
         """SELECT "sourceType", count(*) FROM data_sources WHERE status = 'error' GROUP BY 1""",
         labels=("source_type",), zeros=tuple((source_type,) for source_type in SOURCE_TYPES),
