@@ -152,7 +152,8 @@ def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
         session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                         {"key": f"herald.contacts:{user_id}"})
         declare("event", session=session)
-        resolver = BatchResolver(session, user_id, (normalized[e.id].identity for e in events))
+        resolver = BatchResolver(session, user_id, ((normalized[e.id].identity, normalized[e.id].consent)
+                                                    for e in events))
         owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
         resolver.write()
         owners = {event_id: resolver.final(owner) for event_id, owner in owners.items() if owner is not None}

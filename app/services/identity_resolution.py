@@ -1,10 +1,13 @@
 """Identity resolution for a batch of events of one merchant: which contact each event belongs to.
 
-Every identity key of the batch and the contacts behind them are read with one query; the rest is
-decided in memory on plain records and written back set-based (new contacts, changed contacts,
-claimed keys: one statement each). An event whose keys point at several contacts merges them into
-the one its strongest key names — unless they hold different emails or phones, which are different
-people sharing a weaker key (a family computer's GA4 client id).
+Every identity key of the batch is looked up with one query (key → contact id); only the contacts
+that some event may change are then read, with a second. An event that changes nothing — all its
+keys known, one contact behind them, no profile, no consent — is resolved from the first alone, which
+is what most events of known customers are. The rest is decided in memory on plain records and
+written back set-based (new contacts, changed contacts, claimed keys: one statement each). An event
+whose keys point at several contacts merges them into the one its strongest key names — unless they
+hold different emails or phones, which are different people sharing a weaker key (a family
+computer's GA4 client id).
 """
 from __future__ import annotations
 
@@ -33,15 +36,18 @@ KEY_PRIORITY = (
     "ga4ClientId",
 )
 SOURCE = "source"
-# One row per contact found, with the batch's keys that led to it.
-_LOOKUP = sa.text(
+# The owner of each of the batch's keys that has one.
+_OWNERS = sa.text(
     """
-    SELECT c.id, c.email, c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", c.consent,
-           c."consentSources", array_agg(ci.kind) AS kinds, array_agg(ci.value) AS vals
+    SELECT ci.kind, ci.value, ci."contactId"
     FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) AS k(kind, value)
     JOIN contact_identities ci ON ci."userId" = CAST(:user_id AS uuid) AND ci.kind = k.kind AND ci.value = k.value
-    JOIN contacts c ON c.id = ci."contactId"
-    GROUP BY c.id
+    """
+)
+_CONTACTS = sa.text(
+    """
+    SELECT id, email, phone, "firstName", "lastName", attributes, "externalIds", consent, "consentSources"
+    FROM contacts WHERE id = ANY(CAST(:ids AS uuid[]))
     """
 )
 
@@ -82,25 +88,42 @@ def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
 
 
 class BatchResolver:
-    def __init__(self, session: orm.Session, user_id: uuid.UUID, identities: Iterable[Identity]) -> None:
+    def __init__(self, session: orm.Session, user_id: uuid.UUID,
+                 events: Iterable[tuple[Identity, dict[str, str]]]) -> None:
+        """`events`: each event's identity and the consent it states, as `resolve` will get them."""
         self.session = session
         self.user_id = user_id
         self.owner: dict[IdentityKey, uuid.UUID] = {}
         self.contacts: dict[uuid.UUID, ContactRecord] = {}
         self.merged_into: dict[uuid.UUID, uuid.UUID] = {}
         self.new_keys: list[tuple[IdentityKey, uuid.UUID]] = []
-        identities = list(identities)
-        self._load({key for identity in identities for key in keys_of(identity)})
-        self.erased = suppressions.erased_among(session, user_id, identities)
+        keyed = [(identity, keys_of(identity), consent) for identity, consent in events]
+        self._load_owners({key for _, keys, _ in keyed for key in keys})
+        changing = [(identity, keys) for identity, keys, consent in keyed
+                    if not self._changes_nothing(identity, keys, consent)]
+        self._load_contacts({self.owner[key] for _, keys in changing for key in keys if key in self.owner})
+        unknown = [identity for identity, keys in changing if not any(key in self.owner for key in keys)]
+        self.erased = suppressions.erased_among(session, user_id, unknown)
 
-    def _load(self, keys: set[IdentityKey]) -> None:
+    def _load_owners(self, keys: set[IdentityKey]) -> None:
         if not keys:
             return
         kinds, values = zip(*keys)
         params = {"kinds": list(kinds), "vals": list(values), "user_id": str(self.user_id)}
-        for row in self.session.execute(_LOOKUP, params).all():
-            self.contacts[row.id] = ContactRecord(*row[:9])
-            self.owner.update({key: row.id for key in zip(row.kinds, row.vals)})
+        self.owner.update({(kind, value): owner for kind, value, owner in self.session.execute(_OWNERS, params)})
+
+    def _load_contacts(self, ids: set[uuid.UUID]) -> None:
+        if ids:
+            for row in self.session.execute(_CONTACTS, {"ids": [str(i) for i in ids]}):
+                self.contacts[row.id] = ContactRecord(*row)
+
+    def _changes_nothing(self, identity: Identity, keys: set[IdentityKey], consent: dict[str, str]) -> bool:
+        """Every key known and owned by one contact, and nothing to tell them: no profile, no
+        consent. Such an event is resolved without reading the contact."""
+        if consent or identity.profile or not keys:
+            return False
+        owners = {self.owner.get(key) for key in keys}
+        return len(owners) == 1 and None not in owners
 
     def resolve(self, identity: Identity, consent: dict[str, str]) -> uuid.UUID | None:
         """The contact for this identity (found, merged or created), updated with what it says."""
@@ -108,6 +131,8 @@ class BatchResolver:
         if not keys:
             return None
         owners = [self.final(self.owner[key]) for key in _strongest_first(keys) if key in self.owner]
+        if owners and owners[0] not in self.contacts and self._changes_nothing(identity, keys, consent):
+            return owners[0]  # nothing to change, and nobody merged into or out of it in this batch
         if owners:
             contact = self.contacts[owners[0]]
             for other in dict.fromkeys(owners[1:]):
