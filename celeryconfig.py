@@ -51,14 +51,14 @@ broker_connection_max_retries = None
 # sender cut off mid-send would leave its in-flight messages `unknown`.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-QUEUES = ("maintenance", "sources", "events", "campaigns", "sends", "assistant", "default")
+QUEUES = ("maintenance", "sources", "events", "campaigns", "sends", "assistant", "webhooks", "default")
 task_queues = tuple(Queue(name) for name in QUEUES)
 task_default_queue = "default"
 task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "default"}
 
 include = [
     "workers.maintenance", "workers.accounts", "workers.events", "workers.sources", "workers.campaigns", "workers.sends",
-    "workers.assistant",
+    "workers.assistant", "workers.webhooks",
 ]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
@@ -97,6 +97,8 @@ worker_hijack_root_logger = False
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
 #   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
 #   resume_deletions account deletions whose worker died (10 minutes without progress)
+#   deliver_webhooks outbox rows no run was hinted for or woken for (a lost message: runs are
+#                    started by the events themselves, and wake themselves for retries)
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -147,5 +149,13 @@ beat_schedule = {
     tasks.RESUME_ACCOUNT_DELETIONS: {
         "task": tasks.RESUME_ACCOUNT_DELETIONS,
         "schedule": 600.0,
+    },
+    tasks.DELIVER_WEBHOOKS: {
+        "task": tasks.DELIVER_WEBHOOKS,
+        "schedule": 300.0,
+    },
+    tasks.PURGE_WEBHOOK_EVENTS: {
+        "task": tasks.PURGE_WEBHOOK_EVENTS,
+        "schedule": 86400.0,
     },
 }

@@ -23,6 +23,8 @@ SEND_BATCH = "sends.send_batch"
 SYNC = "sources.sync"
 SYNC_ALL = "sources.sync_all"
 REAP_STALE_SYNCS = "sources.reap_stale_syncs"
+DELIVER_WEBHOOKS = "webhooks.deliver_due"
+PURGE_WEBHOOK_EVENTS = "maintenance.purge_webhook_events"
 
 ALL = (
     SEND_VERIFICATION,
@@ -45,4 +47,6 @@ ALL = (
     SYNC,
     SYNC_ALL,
     REAP_STALE_SYNCS,
+    DELIVER_WEBHOOKS,
+    PURGE_WEBHOOK_EVENTS,
 )
