@@ -37,8 +37,9 @@ class WebhookEndpointUpdateSchema(CamelSchema):
     url = _url()
     event_types = _event_types()
     description = _description()
-    enabled = fields.Boolean(metadata={"description": "false disables the endpoint (its pending deliveries fail); "
-                                                      "true enables it again, its failure record cleared."})
+    enabled = fields.Boolean(truthy={True}, falsy={False}, metadata={
+        "description": "false disables the endpoint (its pending deliveries fail); true enables it again, its "
+                       "failure record cleared."})
 
 
 class WebhookEndpointSchema(CamelSchema):

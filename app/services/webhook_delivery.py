@@ -56,7 +56,7 @@ def _settings() -> Settings:
 
 def lease_seconds(settings: Settings) -> int:
     """How long a claim holds its rows: past the longest a round of requests can take."""
-    return 2 * settings.webhook_timeout_seconds + 10
+    return 2 * settings.webhook_timeout_seconds + 5
 
 
 @dataclass(frozen=True)
@@ -197,10 +197,10 @@ def _record(row: Claimed, answer: Answer, settings: Settings) -> int:
 
 
 def retry_delay(attempts: int, settings: Settings) -> timedelta:
-    """The wait after the `attempts`-th failed attempt: doubling, capped, with a little jitter so
-    deliveries that failed together do not all come back at once."""
-    base = settings.webhook_retry_seconds * 2 ** min(attempts - 1, 30)
-    return min(timedelta(seconds=base), MAX_RETRY_INTERVAL) * (1 + random.random() / 10)
+    """The wait after the `attempts`-th failed attempt: doubling, with a little jitter so deliveries
+    that failed together do not all come back at once, and never more than MAX_RETRY_INTERVAL."""
+    base = settings.webhook_retry_seconds * 2 ** min(attempts - 1, 30) * (1 + random.random() / 10)
+    return min(timedelta(seconds=base), MAX_RETRY_INTERVAL)
 
 
 _ENDPOINT_FAILED = sa.text(
