@@ -14,7 +14,7 @@ from app.channels.base import Receipt
 from app.extensions import db
 from app.models import Delivery, WebhookDelivery, WebhookEvent
 from app.security.link_tokens import LinkPurpose, link_signer
-from app.services import bounces, receipts, sending, webhook_events, webhooks
+from app.services import bounces, receipts, sending, webhook_delivery, webhook_events, webhooks
 from app.services.transactions import transaction
 from app.webhooks.catalogue import EVENT_TYPES, UnknownEventType
 from tests.support.campaigns import add_contacts, campaign_on, email_campaign, launch, verified_merchant
@@ -155,3 +155,20 @@ def test_emit_writes_in_the_callers_transaction_only_what_is_subscribed(ctx):
         assert webhook_events.emit(user.id, "flow.enrolled", data) == 1
     with pytest.raises(UnknownEventType):  # never a type outside the catalogue
         webhook_events.emit(user.id, "flow.exploded", data)
+
+
+def test_events_a_month_old_with_nothing_left_to_deliver_are_purged(ctx):
+    user = verified_merchant()
+    endpoint = _endpoint(user.id, ["flow.enrolled"])
+    with transaction():
+        for step in range(3):
+            webhook_events.emit(user.id, "flow.enrolled", {"step": step})
+    old, pending_old, recent = _events(user.id)
+    db.session.execute(sa.update(WebhookEvent).where(WebhookEvent.id.in_([old.id, pending_old.id]))
+                       .values(created_at=sa.func.now() - sa.text("interval '31 days'")))
+    db.session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.event_id.in_([old.id, recent.id]))
+                       .values(status="succeeded"))
+    db.session.commit()
+    assert webhook_delivery.purge_old() == 1
+    assert {e.id for e in _events(user.id)} == {pending_old.id, recent.id}
+    assert db.session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.endpoint_id == endpoint)) == 2

@@ -242,8 +242,9 @@ _NEXT_DUE = sa.text(
     """
     SELECT min(greatest(extract(epoch FROM d."nextAttemptAt" - CAST(:now AS timestamp)),
                         coalesce(extract(epoch FROM d."leaseExpiresAt" - CAST(now() AS timestamp)), 0)))
-    FROM (SELECT "nextAttemptAt", "leaseExpiresAt" FROM webhook_deliveries WHERE status = 'pending'
-          ORDER BY "nextAttemptAt" LIMIT 100) AS d
+    FROM (SELECT w."nextAttemptAt", w."leaseExpiresAt" FROM webhook_deliveries AS w
+          JOIN webhook_endpoints AS e ON e.id = w."endpointId" AND e.enabled  -- a disabled one's wait for it
+          WHERE w.status = 'pending' ORDER BY w."nextAttemptAt" LIMIT 100) AS d
     """
 )
 
