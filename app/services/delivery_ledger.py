@@ -238,8 +238,8 @@ class Outcome:
 
 
 # One statement, one round trip, on a connection without a transaction (each statement commits
-# itself): record outcomes (moving the counters with them, and taking any receipts that arrived
-# before their message ids), then claim more rows with their contacts. Rows handed back to the
+# itself): record outcomes (moving the counters and writing their webhook events with them, and
+# taking any receipts that arrived before their message ids), then claim more rows with their contacts. Rows handed back to the
 # queue here are not claimed by the same statement: it sees them as they were.
 _SETTLE = sa.text(
     f"""
