@@ -51,14 +51,14 @@ broker_connection_max_retries = None
 # sender cut off mid-send would leave its in-flight messages `unknown`.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-QUEUES = ("maintenance", "sources", "events", "campaigns", "sends", "assistant", "default")
+QUEUES = ("maintenance", "sources", "events", "campaigns", "sends", "assistant", "webhooks", "default")
 task_queues = tuple(Queue(name) for name in QUEUES)
 task_default_queue = "default"
 task_routes = {f"{name}.*": {"queue": name} for name in QUEUES if name != "default"}
 
 include = [
     "workers.maintenance", "workers.accounts", "workers.events", "workers.sources", "workers.campaigns", "workers.sends",
-    "workers.assistant",
+    "workers.assistant", "workers.webhooks",
 ]
 
 # Every task is written to be safe to run twice (ids in, state read from the database), so a message
@@ -90,9 +90,8 @@ worker_hijack_root_logger = False
 # Beat's sweeps are backstops: the work they find was normally handed to a worker already (each task
 # is published after its commit). An idle platform sends about 75 sweeps in 9 minutes (Flower lists
 # each one), so each runs only as often as the delay it bounds is worth:
-#   launch_due       when a scheduled campaign starts, or an A/B test's winner is chosen: within
-#                    15 s of its time
-#   dispatch_flow_steps  flow steps as they fall due: within 5 s of their time
+#   launch_due       when a scheduled campaign starts, an A/B test's winner is chosen, or a flow step
+#                    falls due (its dispatch runs in the same sweep): within 15 s of its time
 #   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 120 s) and restarts stalled channels
 #   process_pending  events every ingest already hinted; a lost hint waits at most a minute
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
@@ -100,6 +99,8 @@ worker_hijack_root_logger = False
 #   resume_deletions account deletions whose worker died (10 minutes without progress)
 #   resume_shopify_webhooks  webhook registrations and removals a lost task or a long outage left
 #                    (10 minutes without progress)
+#   deliver_webhooks outbox rows no run was hinted for or woken for (a lost message: runs are
+#                    started by the events themselves, and wake themselves for retries)
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -120,10 +121,6 @@ beat_schedule = {
     tasks.LAUNCH_DUE: {
         "task": tasks.LAUNCH_DUE,
         "schedule": 15.0,
-    },
-    tasks.DISPATCH_FLOW_STEPS: {
-        "task": tasks.DISPATCH_FLOW_STEPS,
-        "schedule": 5.0,
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,
@@ -158,5 +155,13 @@ beat_schedule = {
     tasks.RESUME_SHOPIFY_WEBHOOKS: {
         "task": tasks.RESUME_SHOPIFY_WEBHOOKS,
         "schedule": 600.0,
+    },
+    tasks.DELIVER_WEBHOOKS: {
+        "task": tasks.DELIVER_WEBHOOKS,
+        "schedule": 300.0,
+    },
+    tasks.PURGE_WEBHOOK_EVENTS: {
+        "task": tasks.PURGE_WEBHOOK_EVENTS,
+        "schedule": 86400.0,
     },
 }

@@ -228,6 +228,15 @@ class Settings:
     # Networks push endpoints may resolve to although not public (local push emulators); empty:
     # only public addresses, over https.
     push_allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Outgoing webhooks (app.services.webhook_delivery): networks endpoints may be at although not
+    # public (never in production), each request's time limit, the first retry's wait (doubled each
+    # time), how long a delivery is retried (and an endpoint may fail throughout before it is
+    # disabled), and the longest a due retry waits for a look.
+    webhook_allowed_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    webhook_timeout_seconds: int = 10
+    webhook_retry_seconds: int = 30
+    webhook_retry_hours: int = 72
+    webhook_wake_seconds: int = 60
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
     # Bounces (app.services.bounces): the domain of each email's signed envelope sender (empty: the
@@ -343,6 +352,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if adjustable_clock and herald_env == "production":
         raise ConfigError("ADJUSTABLE_CLOCK is for tests; it cannot be set in production")
 
+    webhook_networks = _networks(env, "WEBHOOK_ALLOWED_PRIVATE_NETWORKS")
+    if webhook_networks and herald_env == "production":
+        raise ConfigError("WEBHOOK_ALLOWED_PRIVATE_NETWORKS is for tests; webhooks go to public https URLs in production")
+
     return Settings(
         env=herald_env,
         database_url=normalize_database_url(env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald")),
@@ -367,6 +380,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sync_run_retention_days=_bounded_int(env, "SYNC_RUN_RETENTION_DAYS", 30, 3650),
         adjustable_clock=adjustable_clock,
         push_allowed_private_networks=_networks(env, "PUSH_ALLOWED_PRIVATE_NETWORKS"),
+        webhook_allowed_private_networks=webhook_networks,
+        webhook_timeout_seconds=_bounded_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, 60),
+        webhook_retry_seconds=_bounded_int(env, "WEBHOOK_RETRY_SECONDS", 30, 3600),
+        webhook_retry_hours=_bounded_int(env, "WEBHOOK_RETRY_HOURS", 72, 720),
+        webhook_wake_seconds=_bounded_int(env, "WEBHOOK_WAKE_SECONDS", 60, 300),
         whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
         whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
         bounce_domain=_bounce_domain(env),

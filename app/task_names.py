@@ -27,6 +27,8 @@ REAP_STALE_SYNCS = "sources.reap_stale_syncs"
 REGISTER_SHOPIFY_WEBHOOKS = "sources.register_shopify_webhooks"
 REMOVE_SHOPIFY_WEBHOOKS = "sources.remove_shopify_webhooks"
 RESUME_SHOPIFY_WEBHOOKS = "sources.resume_shopify_webhooks"
+DELIVER_WEBHOOKS = "webhooks.deliver_due"
+PURGE_WEBHOOK_EVENTS = "maintenance.purge_webhook_events"
 
 ALL = (
     SEND_VERIFICATION,
@@ -53,4 +55,6 @@ ALL = (
     REGISTER_SHOPIFY_WEBHOOKS,
     REMOVE_SHOPIFY_WEBHOOKS,
     RESUME_SHOPIFY_WEBHOOKS,
+    DELIVER_WEBHOOKS,
+    PURGE_WEBHOOK_EVENTS,
 )

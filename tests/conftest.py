@@ -46,6 +46,8 @@ TEST_ENV = {
     "REGISTER_RATE_LIMIT_IP": "10000 per hour",
     # The provider emulators listen on 127.0.0.1: the one private address push endpoints may use here.
     "PUSH_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",
+    # Webhook receivers in tests listen on 127.0.0.1 too.
+    "WEBHOOK_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",
     "WHATSAPP_APP_SECRET": "test-whatsapp-app-secret",
     "WHATSAPP_VERIFY_TOKEN": "test-whatsapp-verify-token",
     # Launches write their ledgers in many small chunks, so every campaign test exercises that.

@@ -481,6 +481,6 @@ def test_bounce_settings_in_production_and_their_defaults():
     # In production, certificates and subscriptions are only ever fetched over https.
     with pytest.raises(ConfigError, match="https"):
         load_settings({**TEST_ENV, "HERALD_ENV": "production", "ADJUSTABLE_CLOCK": "",
-                       "SNS_URL_PATTERN": r"http://127\.0\.0\.1:\d+/.*"})
+                       "WEBHOOK_ALLOWED_PRIVATE_NETWORKS": "", "SNS_URL_PATTERN": r"http://127\.0\.0\.1:\d+/.*"})
     settings = load_settings({**TEST_ENV, "BOUNCE_DOMAIN": "Bounces.Example.com."})
     assert (settings.bounce_domain, settings.bounce_soft_limit, settings.ses_sns_topic_arns) == ("bounces.example.com", 3, ())

@@ -32,6 +32,17 @@ def test_the_adjustable_clock_is_refused_in_production():
     assert load_settings({**TEST_ENV, "ADJUSTABLE_CLOCK": ""}).adjustable_clock is False
 
 
+def test_webhooks_may_reach_private_networks_only_outside_production():
+    with pytest.raises(ConfigError, match="WEBHOOK_ALLOWED_PRIVATE_NETWORKS"):
+        load_settings({**TEST_ENV, "HERALD_ENV": "production", "ADJUSTABLE_CLOCK": ""})
+    production = load_settings({**TEST_ENV, "HERALD_ENV": "production", "ADJUSTABLE_CLOCK": "",
+                                "WEBHOOK_ALLOWED_PRIVATE_NETWORKS": ""})
+    assert production.webhook_allowed_private_networks == ()
+    assert [str(n) for n in load_settings(TEST_ENV).webhook_allowed_private_networks] == ["127.0.0.1/32"]
+    with pytest.raises(ConfigError, match="WEBHOOK_RETRY_HOURS"):
+        load_settings({**TEST_ENV, "WEBHOOK_RETRY_HOURS": "0"})
+
+
 def test_development_defaults_point_at_localhost():
     env = {k: TEST_ENV[k] for k in ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")}
     settings = load_settings(env)

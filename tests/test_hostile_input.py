@@ -46,6 +46,9 @@ def routes(app, client):
         "suppression_id": created("/api/v1/suppressions", {"kind": "email", "address": "gone@example.com"}),
         "flow_id": created("/api/v1/flows", {"name": "Welcome", "trigger": {"event": "customer_created"}, "steps": [
             {"delaySeconds": 0, "channelType": "sms", "config": {"body": "Welcome {{ contact.firstName }}"}}]}),
+        "endpoint_id": created("/api/v1/webhook-endpoints", {"url": "https://hooks.example.com/h",
+                                                             "eventTypes": ["message.sent"]}),
+        "delivery_id": str(uuid.uuid4()),
         "session_id": str(uuid.uuid4()),
         "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",

@@ -326,7 +326,7 @@ def test_without_an_allowed_network_only_public_https_endpoints_are_called(ctx, 
     db.session.commit()
     # The guard needs no setting to be on: HERALD_ENV left at its default refuses just the same.
     env = {name: value for name, value in TEST_ENV.items()
-           if name not in ("PUSH_ALLOWED_PRIVATE_NETWORKS", "ADJUSTABLE_CLOCK")}
+           if name not in ("PUSH_ALLOWED_PRIVATE_NETWORKS", "ADJUSTABLE_CLOCK", "WEBHOOK_ALLOWED_PRIVATE_NETWORKS")}
     settings = load_settings({**env, "HERALD_ENV": herald_env})
     with PushSender({"vapidPrivateKey": keys[0], "subject": SUBJECT}, settings) as sender:
         refused = [sender.send(_message(user, contact)) for contact in (plain_http, loopback_name, loopback)]

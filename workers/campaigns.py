@@ -9,16 +9,15 @@ from app.services import audiences, campaign_lifecycle, flows, sending
 
 @shared_task(name=tasks.LAUNCH_DUE)
 def launch_due() -> int:
-    return len(campaign_lifecycle.launch_due())
+    """Beat's sweep for what falls due: scheduled launches, A/B winners, and flow steps."""
+    launched = len(campaign_lifecycle.launch_due())
+    flows.dispatch_all_due()
+    return launched
 
 
 @shared_task(name=tasks.DISPATCH_FLOW_STEPS)
 def dispatch_flow_steps() -> int:
-    """Write the flow steps that are due to the ledger, batch after batch while there are more."""
-    handled = 0
-    while (done := flows.dispatch_due()) == flows.DISPATCH_BATCH and handled < flows.DISPATCH_BATCH * 20:
-        handled += done
-    return handled + done
+    return flows.dispatch_all_due()
 
 
 @shared_task(name=tasks.PREPARE_LEDGER)

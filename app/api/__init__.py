@@ -31,6 +31,7 @@ def register_blueprints(app: Flask) -> None:
         tracking,
         twilio_hooks,
         users,
+        webhooks,
         whatsapp_hooks,
     )
 
@@ -46,5 +47,5 @@ def register_blueprints(app: Flask) -> None:
     })
     for module in (health, auth, users, api_keys, data_sources, contacts, campaigns, flows, audiences, conversations, ingest,
                    tracking, short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
-                   suppressions):
+                   suppressions, webhooks):
         api.register_blueprint(module.blp)

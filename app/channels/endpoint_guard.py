@@ -1,10 +1,12 @@
-"""Requests to URLs a merchant supplied (web push endpoints), kept off private networks.
+"""Requests to URLs a merchant supplied (web push endpoints, webhook endpoints), kept off private
+networks.
 
 An endpoint's host is resolved once; every address it resolves to must be public (or inside a
-network the operator allowed, `PUSH_ALLOWED_PRIVATE_NETWORKS`), and the connection then goes to
-that very address — a second lookup at connect time could answer differently (DNS rebinding). The
-request still names the original host: Host header, TLS SNI and certificate verification all use it.
-Plain http is refused unless the endpoint lies entirely in an allowed network (a local emulator).
+network the operator allowed, `PUSH_ALLOWED_PRIVATE_NETWORKS`, `WEBHOOK_ALLOWED_PRIVATE_NETWORKS`),
+and the connection then goes to that very address — a second lookup at connect time could answer
+differently (DNS rebinding). The request still names the original host: Host header, TLS SNI and
+certificate verification all use it. Plain http is refused unless the endpoint lies entirely in an
+allowed network (a local emulator).
 """
 from __future__ import annotations
 
@@ -29,15 +31,16 @@ class EndpointGuard:
     """Decides which address a URL may be reached at; remembers each host's answer for its lifetime
     (a sender's run), so every message to one push service costs one lookup."""
 
-    def __init__(self, allowed_private: Sequence[Network] = ()) -> None:
+    def __init__(self, allowed_private: Sequence[Network] = (), what: str = "push endpoint") -> None:
         self._allowed_private = tuple(allowed_private)
+        self._what = what  # how refusals name the URL
         self._answers: dict[tuple[str, str, int], str | EndpointRefused] = {}
 
     def address_for(self, url: str) -> str:
         """The IP address to connect to for `url`, or EndpointRefused saying why none may be."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EndpointRefused("push endpoint is not an https URL")
+            raise EndpointRefused(f"{self._what} is not an https URL")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         key = (parts.scheme, parts.hostname, port)
         if key not in self._answers:
@@ -51,14 +54,14 @@ class EndpointGuard:
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
-            return EndpointRefused(f"push endpoint host {host} cannot be resolved")
+            return EndpointRefused(f"{self._what} host {host} cannot be resolved")
         # An AF_INET or AF_INET6 socket address starts with the address as text.
         addresses = [ipaddress.ip_address(cast(str, info[4][0]).split("%")[0]) for info in found]
         allowed = [any(address in network for network in self._allowed_private) for address in addresses]
         if scheme != "https" and not all(allowed):
-            return EndpointRefused("push endpoint is not an https URL")
+            return EndpointRefused(f"{self._what} is not an https URL")
         if not all(address.is_global or ok for address, ok in zip(addresses, allowed)):
-            return EndpointRefused(f"push endpoint host {host} is not a public address")
+            return EndpointRefused(f"{self._what} host {host} is not a public address")
         return str(addresses[0])
 
 

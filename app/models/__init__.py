@@ -28,6 +28,7 @@ from app.models.provider_accounts import ProviderAccount
 from app.models.settings import MerchantSettings
 from app.models.suppressions import Suppression
 from app.models.users import AccountDeletion, EmailVerification, TokenBlacklist, User, UserSession
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "Base",
@@ -77,4 +78,7 @@ __all__ = [
     "BounceCount",
     "BounceStreak",
     "BounceMail",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookDelivery",
 ]

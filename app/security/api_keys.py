@@ -28,6 +28,7 @@ SCOPES: dict[str, str] = {
     "events:write": "Data sources, where events come from: connect, change, delete, rotate ingest keys, sync.",
     "conversations:write": "Conversations with the assistant: start, post messages, rename, archive, delete.",
     "settings:write": "Merchant settings, provider accounts and the profile.",
+    "webhooks:write": "Outgoing webhook endpoints: register, change, enable, disable, delete, replay deliveries.",
 }
 # Not a scope: routes only a login token reaches (sessions, passwords, managing API keys).
 LOGIN_ONLY = "login"

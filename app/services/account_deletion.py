@@ -34,6 +34,7 @@ from app.models import (
     Delivery,
     Suppression,
     User,
+    WebhookEvent,
 )
 from app.security import passwords
 from app.services import sessions
@@ -79,6 +80,7 @@ def delete_account(user_id: uuid.UUID, batch_size: int = BATCH_SIZE) -> bool:
         (Contact, Contact.user_id == user_id),
         (DataEvent, DataEvent.data_source_id.in_(sources)),
         (Suppression, Suppression.user_id == user_id),
+        (WebhookEvent, WebhookEvent.user_id == user_id),  # with their deliveries (cascade)
     ]
     for model, condition in steps:
         delete_in_batches(model, condition, batch_size)

@@ -48,7 +48,7 @@ from app.errors import Forbidden, HeraldError, TryLater, Unauthorized
 from app.extensions import db
 from app.models import BounceMail, BounceStreak, Campaign, Delivery
 from app.security.bounce_addresses import bounce_addresses
-from app.services import contacts, suppressions
+from app.services import contacts, suppressions, webhook_events
 from app.services.delivery_ledger import ERROR_MAX
 from app.services.transactions import transaction
 from app.sources.normalize import normalize_email
@@ -269,11 +269,12 @@ def _record_event(row: sa.Row[Any], kind: str, source: str, status: str | None, 
 
 def _fail(delivery_id: uuid.UUID, diagnostic: str) -> None:
     """The message did not arrive. Only a row that went out moves; its counters stay."""
-    db.session.execute(
+    failed = db.session.scalars(
         sa.update(Delivery).where(Delivery.id == delivery_id, Delivery.status.in_(("sent", "delivered", "unknown")))
         .values(status="failed", error=storable(diagnostic or "Bounced.")[:ERROR_MAX], updated_at=sa.func.now())
-        .execution_options(synchronize_session=False)
-    )
+        .returning(Delivery.id).execution_options(synchronize_session=False)
+    ).all()
+    webhook_events.message_events("message.failed", failed)
 
 
 def _set_consent(row: sa.Row[Any], value: str) -> None:
@@ -286,6 +287,9 @@ def _set_consent(row: sa.Row[Any], value: str) -> None:
                                 .where(Delivery.id == row.id))
     if user_id is not None:
         suppressions.add_entries(user_id, [("email", address, value)])
+        if value == "bounced":
+            webhook_events.emit(user_id, "contact.bounced", {
+                "contactId": row.contact_id, "channel": "email", "address": address, "deliveryId": row.id})
 
 
 _STREAK = sa.text(

@@ -20,7 +20,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Contact, ContactIdentity, ContactTimezone, PushSubscription
 from app.models.contacts import ZONE_SET_BY_MERCHANT
-from app.services import suppressions
+from app.services import suppressions, webhook_events
 from app.services.consent import (
     addressable_channels,
     declare,
@@ -144,7 +144,12 @@ def remove_gone_addresses(channel_type: str, addresses: Collection[str]) -> None
 
 def _merge_opt_out(contact: Contact, channels: Collection[str], source: str, value: str = UNSUBSCRIBED) -> None:
     wish = dict.fromkeys(channels, value)
+    before = contact.consent
     contact.consent, contact.consent_sources = merge_consent(contact.consent, contact.consent_sources, wish, source)
+    opted_out = [c for c in channels if contact.consent.get(c) == UNSUBSCRIBED != before.get(c)]
+    if opted_out:
+        webhook_events.emit(contact.user_id, "contact.unsubscribed",
+                            {"contactId": contact.id, "channels": opted_out, "source": source})
 
 
 # --- Shared with imports ----------------------------------------------------------------------

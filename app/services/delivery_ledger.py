@@ -33,7 +33,7 @@ from app.models import (
 )
 from app.models.contacts import zone_for
 from app.models.flows import backs_a_flow
-from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies, suppressions
+from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies, suppressions, webhook_events
 
 ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
@@ -284,11 +284,11 @@ class Outcome:
 
 
 # One statement, one round trip, on a connection without a transaction (each statement commits
-# itself): record outcomes (moving the counters with them, and taking any receipts that arrived
-# before their message ids), then claim more rows with their contacts. Rows handed back to the
+# itself): record outcomes (moving the counters and writing their webhook events with them, and
+# taking any receipts that arrived before their message ids), then claim more rows with their contacts. Rows handed back to the
 # queue here are not claimed by the same statement: it sees them as they were.
 _SETTLE = sa.text(
-    """
+    f"""
     WITH outcome AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
             AS o(id uuid, status text, "providerMessageId" text, error text, "retryIn" float8)
@@ -309,7 +309,7 @@ _SETTLE = sa.text(
             "updatedAt" = now()
         FROM outcome AS o
         WHERE d.id = o.id AND d.status = 'sending'
-        RETURNING d.status, d."providerMessageId"
+        RETURNING d.*
     ),
     counted AS (
         UPDATE campaign_channels SET
@@ -317,7 +317,7 @@ _SETTLE = sa.text(
             "deliveredCount" = "deliveredCount" + (SELECT count(*) FROM moved WHERE status = 'delivered'),
             "updatedAt" = now()
         WHERE id = CAST(:channel_id AS uuid) AND EXISTS (SELECT 1 FROM moved)
-    ),
+    ),{webhook_events.message_event_ctes("moved", "message.sent", "message.delivered", "message.failed")},
     cleared AS (
         -- A message went out: whatever kept the channel from sending is over.
         DELETE FROM send_problems
@@ -367,7 +367,8 @@ _SETTLE = sa.text(
             FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId"
                          LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId"
                          LEFT JOIN flow_enrollments AS e ON e.id = claimed."enrollmentId"
-            WHERE claimed.status = 'sending') AS x) AS claimed
+            WHERE claimed.status = 'sending') AS x) AS claimed,
+        (SELECT count(*) FROM webhook_delivery) AS webhooks
     """
 )
 
@@ -381,12 +382,13 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
     session, which the caller commits."""
     rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
-    held, claimed = db.session.execute(
+    held, claimed, webhooks = db.session.execute(
         _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
                   "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now(),
                   "kind": suppressions.kind_for(channel_type) if channel_type else None},
         bind_arguments={"bind": autocommit_engine()},
     ).one()
+    webhook_events.written(webhooks)
     for receipt in held:
         _apply_receipt(channel_type, receipt["providerMessageId"], receipt["status"], receipt["error"])
     return [_claimed(row) for row in claimed]
@@ -470,6 +472,7 @@ def finish_done_channels(campaign_id: uuid.UUID) -> bool:
                 updated_at=sa.func.now())
         .returning(Campaign.id)
     ).first()
+    webhook_events.campaign_completed(campaign_id)
     return completed is not None
 
 
@@ -547,32 +550,38 @@ def running_campaigns_without_work() -> list[uuid.UUID]:
 # A provider's later word on a message it accepted. Each statement moves the row only from the
 # state the status leaves, so a repeated or late callback changes nothing and counts nothing.
 _DELIVERED = sa.text(
-    """
+    f"""
     WITH moved AS (
         UPDATE deliveries SET status = 'delivered', "deliveredAt" = now(), "updatedAt" = now()
         WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND status = 'sent'
-        RETURNING "channelId"
-    )
+        RETURNING *
+    ),{webhook_events.message_event_ctes("moved", "message.delivered")}
     UPDATE campaign_channels SET "deliveredCount" = "deliveredCount" + 1, "updatedAt" = now()
     WHERE id IN (SELECT "channelId" FROM moved)
+    RETURNING (SELECT count(*) FROM webhook_delivery)
     """
 )
 _OPENED = sa.text(
-    """
+    f"""
     WITH moved AS (
         UPDATE deliveries SET "openedAt" = now(), "updatedAt" = now()
         WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND "openedAt" IS NULL
           AND status IN ('sent', 'delivered')
-        RETURNING "channelId"
-    )
+        RETURNING *
+    ),{webhook_events.message_event_ctes("moved", "message.opened")}
     UPDATE campaign_channels SET "openedCount" = "openedCount" + 1, "updatedAt" = now()
     WHERE id IN (SELECT "channelId" FROM moved)
+    RETURNING (SELECT count(*) FROM webhook_delivery)
     """
 )
 _FAILED = sa.text(
-    """
-    UPDATE deliveries SET status = 'failed', error = :error, "updatedAt" = now()
-    WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND status = 'sent'
+    f"""
+    WITH moved AS (
+        UPDATE deliveries SET status = 'failed', error = :error, "updatedAt" = now()
+        WHERE "channelType" = :channel_type AND "providerMessageId" = :message_id AND status = 'sent'
+        RETURNING *
+    ),{webhook_events.message_event_ctes("moved", "message.failed")}
+    SELECT count(*) FROM webhook_delivery
     """
 )
 
@@ -594,12 +603,15 @@ def apply_provider_status(channel_type: str, message_id: str, status: str, error
 
 def _apply_receipt(channel_type: str, message_id: str, status: str, error: str | None) -> None:
     params = {"channel_type": channel_type, "message_id": message_id}
+    webhooks = 0  # deliveries of the events each statement wrote with its move (webhook_events)
     if status in ("delivered", "read"):
-        db.session.execute(_DELIVERED, params)
+        webhooks += db.session.scalar(_DELIVERED, params) or 0
     if status == "read":
-        db.session.execute(_OPENED, params)
+        webhooks += db.session.scalar(_OPENED, params) or 0
     if status == "failed":
-        db.session.execute(_FAILED, {**params, "error": (error or "The provider reported a failure.")[:ERROR_MAX]})
+        error = (error or "The provider reported a failure.")[:ERROR_MAX]
+        webhooks += db.session.scalar(_FAILED, {**params, "error": error}) or 0
+    webhook_events.written(webhooks)
 
 
 def apply_matched_held_receipts() -> int:

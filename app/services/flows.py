@@ -16,6 +16,7 @@ tracking, unsubscribe links and counters all apply to a step's messages as to a 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ MAX_DELAY_SECONDS = 365 * 86400
 MAX_REENTRY_DAYS = 3650
 NAME_MAX = 200
 DISPATCH_BATCH = 1000
+DISPATCH_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
 DISPATCH_HINT_MS = 500
 TOP_FIELDS = ("name", "trigger", "filter", "exitWhen", "reentry", "steps")
 EVENT_FIELDS = ("event", "name", "where")
@@ -569,6 +571,18 @@ def dispatch_due(limit: int = DISPATCH_BATCH) -> int:
                 _start_senders(channel.id, written)
         db.session.execute(_ADVANCE, {"moves": bulk_sql.to_json(moves)})
     return len(claimed)
+
+
+def dispatch_all_due(time_budget: float = DISPATCH_TIME_BUDGET) -> int:
+    """Dispatch due steps batch after batch until none is due or the time budget is spent (then
+    another worker is asked to carry on). Returns the enrolments handled."""
+    deadline, handled = time.monotonic() + time_budget, 0
+    while (done := dispatch_due()) == DISPATCH_BATCH:
+        handled += done
+        if time.monotonic() >= deadline:
+            _hint_dispatch()
+            break
+    return handled + done
 
 
 def _exits_before_step(flows: dict[uuid.UUID, Flow], claimed: list[Any]) -> dict[uuid.UUID, str]:

@@ -22,11 +22,13 @@ from app.extensions import db
 from app.models import CampaignChannel, Delivery, MessageLink
 from app.security.link_tokens import LinkPurpose, link_signer
 from app.security.short_codes import short_codes
-from app.services import bounces, contacts, utm
+from app.services import bounces, contacts, utm, webhook_events
 from app.services.consent import declare
 from app.services.transactions import transaction
 
 CONTACT = "contact"  # an unsubscribe link is the contact speaking for themself
+# The webhook event of a delivery's first open, and first click.
+TRACKED_EVENTS = {"opened_at": "message.opened", "clicked_at": "message.clicked"}
 INVALID_LINK = "This link is not valid."
 
 
@@ -40,7 +42,7 @@ def _verified(purpose: LinkPurpose, token: str) -> tuple[uuid.UUID, ...]:
 # --- Opens and clicks --------------------------------------------------------------------------
 
 def _stamp_first(column: orm.InstrumentedAttribute, counter: orm.InstrumentedAttribute,
-                 delivery_id: uuid.UUID) -> bool:
+                 delivery_id: uuid.UUID, url: str | None = None) -> bool:
     """Stamp `column` if still empty and count it on the channel; False when it was already set.
 
     The `IS NULL` guard makes concurrent or repeated requests count once: a second UPDATE waits
@@ -57,6 +59,7 @@ def _stamp_first(column: orm.InstrumentedAttribute, counter: orm.InstrumentedAtt
         sa.update(CampaignChannel).where(CampaignChannel.id == channel_id)
         .values({counter: counter + 1}).execution_options(synchronize_session=False)
     )
+    webhook_events.message_events(TRACKED_EVENTS[column.key], [delivery_id], {"url": url} if url else None)
     return True
 
 
@@ -90,7 +93,7 @@ def record_click(token: str, count: bool = True) -> str:
         if url is None:  # a link of another channel's messages is no link of this one
             raise NotFound(INVALID_LINK)
         if count:
-            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id)
+            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, delivery_id, url)
             if _stamp_first(Delivery.opened_at, CampaignChannel.opened_count, delivery_id):
                 bounces.end_streak_of(delivery_id)
     return url
@@ -117,7 +120,7 @@ def record_short_click(code: str, count: bool = True) -> str:
         if found is None:
             raise NotFound(INVALID_LINK)
         if count:
-            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, found[0])
+            _stamp_first(Delivery.clicked_at, CampaignChannel.clicked_count, found[0], found[1])
     return found[1]
 
 
