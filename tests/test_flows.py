@@ -468,3 +468,22 @@ def test_metrics_show_the_due_steps_until_beat_dispatches_them(ctx, shop):
     while flows.dispatch_due():
         pass
     assert value(scrape(ctx.test_client()), "herald_flow_steps_due") == 0
+
+
+def test_enrolments_and_flow_messages_write_their_webhook_events(ctx, shop, smtp_sink):
+    from app.models import WebhookEvent
+    from app.services import webhooks
+
+    user, source = shop
+    webhooks.create_endpoint(user.id, "https://hooks.merchant.example/herald", ["flow.enrolled", "message.sent"])
+    flow = _running(user, {**ABANDONED, "steps": [{"delaySeconds": 0, "channelType": "email", "config": REMINDER}]})
+    _process(source, _checkout("jon@example.com"))
+    _tick()
+    assert len(smtp_sink.wait_for(1)) == 1
+    db.session.expire_all()
+    events = {e.type: e.data for e in db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.user_id == user.id))}
+    (enrolled,) = _enrollments(flow)
+    assert events["flow.enrolled"]["flowId"] == str(flow.id)
+    assert (events["flow.enrolled"]["enrollmentId"], events["flow.enrolled"]["contactId"]) == (
+        str(enrolled.id), str(enrolled.contact_id))
+    assert (events["message.sent"]["flowId"], events["message.sent"]["enrollmentId"]) == (str(flow.id), str(enrolled.id))

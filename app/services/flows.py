@@ -38,7 +38,7 @@ from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
-from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, sending
+from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, sending, webhook_events
 from app.services.campaign_stats import ChannelStats, channel_stats
 from app.services.transactions import transaction
 from app.sources.normalize import NORMALIZED_TYPES
@@ -496,8 +496,9 @@ def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
             "context": properties or {}, "endedAt": None if exit_type is None else now,
         })
     if rows:
-        db.session.execute(pg_insert(FlowEnrollment).values(rows).on_conflict_do_nothing(
-            index_elements=["flowId", "dataEventId"]))
+        written = db.session.scalars(pg_insert(FlowEnrollment).values(rows).on_conflict_do_nothing(
+            index_elements=["flowId", "dataEventId"]).returning(FlowEnrollment.id)).all()
+        webhook_events.flow_enrolled(written)
     return any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
 
 

@@ -9,8 +9,8 @@ one, so a merchant without endpoints costs a probe of an index and writes nothin
 - `emit(user_id, type, data)`: the one call for an event made in Python, in the caller's transaction.
 - `message_event_ctes("moved", *types)`: CTEs for a statement that moves ledger rows (the send
   engine's settle, a provider's receipt): its rows become `message.*` events in that same statement.
-- `message_events(type, delivery_ids)`, `campaign_completed(campaign_id)`: the same for ledger rows
-  or a campaign changed by earlier statements of the transaction.
+- `message_events(type, delivery_ids)`, `campaign_completed(campaign_id)`, `flow_enrolled(ids)`: the
+  same for ledger rows, a campaign or flow enrolments changed by earlier statements of the transaction.
 
 Each returns how many deliveries it queued, and hands that to `written`, which has a delivery run
 start a second after the commit.
@@ -88,7 +88,8 @@ def message_event_ctes(moved: str, *event_types: str, extra: str = "'{}'::jsonb"
         SELECT w."userId", t.type, jsonb_build_object(
             'deliveryId', m.id, 'campaignId', m."campaignId", 'channelId', m."channelId",
             'channel', m."channelType", 'contactId', m."contactId", 'address', m.address, 'status', m.status,
-            'providerMessageId', m."providerMessageId", 'error', m.error) || {extra} AS data
+            'providerMessageId', m."providerMessageId", 'error', m.error, 'enrollmentId', m."enrollmentId",
+            'flowId', (SELECT fe."flowId" FROM flow_enrollments AS fe WHERE fe.id = m."enrollmentId")) || {extra} AS data
         FROM {moved} AS m
         JOIN webhook_merchant AS w ON w."campaignId" = m."campaignId"
         JOIN (VALUES {kinds}) AS t(type) ON {applies}
@@ -149,6 +150,27 @@ _CAMPAIGN_COMPLETED = _counted(f"""
 def campaign_completed(campaign_id: uuid.UUID) -> int:
     """`campaign.completed`, if this transaction completed the campaign. The caller commits."""
     count = db.session.scalar(_CAMPAIGN_COMPLETED, {"campaign_id": str(campaign_id)})
+    written(count)
+    return count or 0
+
+
+_FLOW_ENROLLED = _counted(f"""
+    WITH entered AS (
+        SELECT f."userId", 'flow.enrolled' AS type, jsonb_build_object(
+            'flowId', f.id, 'flowName', f.name, 'enrollmentId', e.id, 'contactId', e."contactId",
+            'status', e.status, 'exitReason', e."exitReason", 'triggeredAt', {iso('e."triggeredAt"')},
+            'nextStepDueAt', {iso('e."nextDueAt"')}) AS data
+        FROM flow_enrollments AS e JOIN flows AS f ON f.id = e."flowId"
+        WHERE e.id = ANY(CAST(:ids AS uuid[]))
+          AND EXISTS (SELECT 1 FROM webhook_endpoints AS w WHERE w."userId" = f."userId" AND w.enabled)
+    ),{OUTBOX.format(source="entered")}""")
+
+
+def flow_enrolled(enrollment_ids: Sequence[uuid.UUID]) -> int:
+    """`flow.enrolled` for enrolments written earlier in the transaction. The caller commits."""
+    if not enrollment_ids:
+        return 0
+    count = db.session.scalar(_FLOW_ENROLLED, {"ids": [str(i) for i in enrollment_ids]})
     written(count)
     return count or 0
 
