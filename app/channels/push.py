@@ -66,6 +66,10 @@ MAX_PLAINTEXT = 4096 - 86 - 16 - 1
 # Kept by the push service while the browser is offline. pywebpush's default (0) drops a campaign
 # message for everyone whose browser is closed at that moment.
 TTL_SECONDS = 24 * 3600
+# A push service's VAPID token is signed once per audience (its origin) and reused until it nears
+# its expiry (RFC 8292 §2: at most 24 hours), not signed again for every message.
+VAPID_LIFETIME_SECONDS = 12 * 3600
+VAPID_RENEW_SECONDS = 3600
 TIMEOUT_SECONDS = 10.0
 # A 429 after another browser of the same contact took the message: the row cannot go back to the
 # queue (that browser would get it twice), so the sender waits here — briefly, its rows are leased.
@@ -208,6 +212,21 @@ class PushSender(HttpSender):
         self._signer = signer or link_signer()
         self._links = LinkRegistry("push")
         self._preloaded: dict[uuid.UUID, list[_Subscription]] = {}
+        self._signed: dict[str, tuple[dict[str, str], float]] = {}  # audience → (headers, expiry)
+
+    def _vapid_headers(self, endpoint: str) -> dict[str, str]:
+        """The VAPID Authorization for the endpoint's push service, signed once per audience and
+        reused until an hour before it expires (the sending threads may both sign one: harmless)."""
+        parts = urlsplit(endpoint)
+        audience = f"{parts.scheme}://{parts.netloc}"
+        now = time.time()
+        signed = self._signed.get(audience)
+        if signed is None or signed[1] - now < VAPID_RENEW_SECONDS:
+            expiry = int(now) + VAPID_LIFETIME_SECONDS
+            assert self._vapid is not None  # prepare() refused every message of an account without a key
+            signed = (self._vapid.sign({"sub": self._subject, "aud": audience, "exp": expiry}), expiry)
+            self._signed[audience] = signed
+        return signed[0]
 
     def _new_session(self) -> requests.Session:
         session = _NoRedirects()
@@ -291,11 +310,10 @@ class PushSender(HttpSender):
     def _push(self, session: requests.Session, subscription: _Subscription, push: _Push) -> _Attempt:
         try:
             response = webpush(
-                subscription.info(), data=push.payload, vapid_private_key=self._vapid,
-                vapid_claims={"sub": self._subject},  # a fresh dict: pywebpush adds aud and exp to it
-                ttl=TTL_SECONDS, timeout=TIMEOUT_SECONDS, requests_session=session,
+                subscription.info(), data=push.payload, ttl=TTL_SECONDS, timeout=TIMEOUT_SECONDS,
+                requests_session=session,
                 # RFC 8030 §5.4: a copy of the same delivery still waiting replaces the earlier one.
-                headers={"Topic": push.delivery_id.hex},
+                headers={"Topic": push.delivery_id.hex, **self._vapid_headers(subscription.endpoint)},
             )
         except EndpointRefused as exc:
             return _Attempt("failed", str(exc))
