@@ -23,15 +23,16 @@ limiter.exempt(blp)
 @blp.route("/ses", methods=["POST"])
 def ses_notification() -> Response:
     """An Amazon SNS message (JSON, sent as text/plain): a SubscriptionConfirmation is confirmed by
-    visiting its SubscribeURL; a Notification's `Bounce`, `Complaint`, `Delivery` or `DeliveryDelay`
-    is applied to the delivery it names."""
+    visiting its SubscribeURL; a Notification's `Bounce`, `Complaint`, `Delivery`, `DeliveryDelay` or
+    `Reject` is applied to the delivery it names."""
     bounces.ses_webhook(request.get_data(cache=False))  # the signature covers the fields as sent
     return Response(status=200)
 
 
 @blp.route("/sendgrid", methods=["POST"])
 def sendgrid_events() -> Response:
-    """A batch of SendGrid events (`bounce`, `deferred`, `spamreport`, `delivered`; others are ignored)."""
+    """A batch of SendGrid events (`bounce`, `blocked`, `deferred`, `dropped`, `spamreport`, `delivered`;
+    others are ignored)."""
     raw = request.get_data(cache=False)  # the signature covers these exact bytes
     bounces.sendgrid_webhook(raw, request.headers.get(sendgrid.SIGNATURE_HEADER),
                              request.headers.get(sendgrid.TIMESTAMP_HEADER))
