@@ -6,6 +6,7 @@ Names are `<kind>.<action>`; the kind is the task's queue (celeryconfig routes `
 SEND_VERIFICATION = "accounts.send_verification_email"
 SEND_PENDING_VERIFICATIONS = "accounts.send_pending_verifications"
 NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
+SEND_SENDER_CONFIRMATION = "accounts.send_sender_confirmation"
 DELETE_ACCOUNT = "accounts.delete_account"
 RESUME_ACCOUNT_DELETIONS = "accounts.resume_deletions"
 ASSISTANT_REPLY = "assistant.reply"
@@ -28,6 +29,7 @@ ALL = (
     SEND_VERIFICATION,
     SEND_PENDING_VERIFICATIONS,
     NOTIFY_DUPLICATE,
+    SEND_SENDER_CONFIRMATION,
     DELETE_ACCOUNT,
     RESUME_ACCOUNT_DELETIONS,
     ASSISTANT_REPLY,

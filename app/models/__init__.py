@@ -17,6 +17,7 @@ from app.models.data_sources import DataEvent, DataSource
 from app.models.deliveries import AbTest, Delivery, HeldReceipt, LedgerPreparation, MessageLink, SendProblem
 from app.models.ingestion import EventDedupeKey, EventFailure, IngestKey, SyncRun
 from app.models.provider_accounts import ProviderAccount
+from app.models.senders import Sender
 from app.models.settings import MerchantSettings
 from app.models.suppressions import Suppression
 from app.models.users import AccountDeletion, EmailVerification, TokenBlacklist, User, UserSession
@@ -64,4 +65,5 @@ __all__ = [
     "BounceCount",
     "BounceStreak",
     "BounceMail",
+    "Sender",
 ]
