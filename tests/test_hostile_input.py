@@ -44,6 +44,7 @@ def routes(app, client):
         "source_id": created("/api/v1/data-sources", {"sourceType": "facebook_pixel", "name": "Pixel",
                                                        "config": {"pixelId": "123456789", "accessToken": "EAAB"}}),
         "suppression_id": created("/api/v1/suppressions", {"kind": "email", "address": "gone@example.com"}),
+        "sender_id": created("/api/v1/senders", {"email": "news@shop.com"}),
         "session_id": str(uuid.uuid4()),
         "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",

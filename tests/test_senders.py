@@ -417,7 +417,8 @@ def test_a_scheduled_campaign_keeps_a_verified_sender(client, app_ctx):
 
     changed = client.patch(f"{CAMPAIGNS}/{campaign_id}/channels/{channel_id}", headers=headers,
                            json={"config": {"fromEmail": "other@shop.com"}})
-    assert changed.status_code == 422 and "fromEmail" in changed.get_json()["errors"]["channels"]["email"]["config"]
+    assert changed.status_code == 422 and "(config.fromEmail)" in changed.get_json()["message"]
+    assert "other@shop.com is not a verified sender" in changed.get_json()["errors"]["config"]["fromEmail"][0]
     channel = client.get(f"{CAMPAIGNS}/{campaign_id}/channels/{channel_id}", headers=headers).get_json()
     assert channel["config"]["fromEmail"] == SENDER
 

@@ -206,7 +206,10 @@ class EmailSender(SenderBase):
         with Herald's key (looked up once per run)."""
         domain = mail["From"].addresses[0].domain.lower()
         if (user_id, domain) not in self._signing_keys:
-            self._signing_keys[user_id, domain] = senders.signing_key(user_id, domain)
+            try:
+                self._signing_keys[user_id, domain] = senders.signing_key(user_id, domain)
+            except SQLAlchemyError as exc:
+                raise EmailTransientError("could not read the sender's DKIM key") from exc
         key = self._signing_keys[user_id, domain]
         if key is None:
             return None

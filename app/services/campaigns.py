@@ -199,8 +199,8 @@ def _check_sender(campaign: Campaign, channel_type: str, config: dict[str, Any])
     """A scheduled campaign launches without another look: its channels keep a verified sender
     (the same rule as at schedule time, app.services.senders)."""
     if campaign.status == "scheduled":
-        senders.require_verified(campaign.user_id, [senders.SendingChannel(("channels", channel_type), channel_type,
-                                                                           config)])
+        # Errors under `config`, as this route's own validation reports them.
+        senders.require_verified(campaign.user_id, [senders.SendingChannel((), channel_type, config)])
 
 
 def _check_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | None) -> None:

@@ -57,7 +57,8 @@ class LinkExpired(HeraldError):
 @dataclass(frozen=True)
 class SendingChannel:
     """A channel about to send: where its config sits in the caller's terms (the path of its
-    errors, e.g. ("channels", "email")), its type and its config."""
+    errors, e.g. ("channels", "email") for a campaign's, () on a route about the channel itself),
+    its type and its config."""
 
     path: tuple[str | int, ...]
     channel_type: str
