@@ -61,6 +61,7 @@ def add_sender(data):
 @blp.authenticated
 @blp.response(200, SenderSchema)
 def get_sender(sender_id: uuid.UUID):
+    """One sender; a domain's with its records and the last check's findings."""
     return senders.get_sender(current_user_id(), sender_id)
 
 

@@ -281,7 +281,7 @@ def records_of(sender: Sender) -> list[sender_dns.Record]:
 
 def dns_records(sender: Sender) -> list[dict[str, Any]]:
     """The domain's records to publish, each with what the last check found (`unchecked` before one)."""
-    if sender.kind != "domain":
+    if sender.kind != "domain" or not sender.dkim_selector or not sender.dkim_public_key:
         return []
     found = {f["purpose"]: f for f in (sender.check_results or {}).get("records", [])}
     return [{"purpose": record.purpose, "type": record.type, "name": record.name, "value": record.value,
