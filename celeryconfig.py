@@ -97,8 +97,8 @@ worker_hijack_root_logger = False
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
 #   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
 #   resume_deletions account deletions whose worker died (10 minutes without progress)
-#   resume_shopify_webhooks  webhook registrations and removals a lost task or a long outage left
-#                    (10 minutes without progress)
+#   sync_all         also resumes the Shopify webhook registrations and removals a lost task or a long
+#                    outage left (10 minutes without progress)
 #   deliver_webhooks outbox rows no run was hinted for or woken for (a lost message: runs are
 #                    started by the events themselves, and wake themselves for retries)
 beat_schedule = {
@@ -150,10 +150,6 @@ beat_schedule = {
     },
     tasks.RESUME_ACCOUNT_DELETIONS: {
         "task": tasks.RESUME_ACCOUNT_DELETIONS,
-        "schedule": 600.0,
-    },
-    tasks.RESUME_SHOPIFY_WEBHOOKS: {
-        "task": tasks.RESUME_SHOPIFY_WEBHOOKS,
         "schedule": 600.0,
     },
     tasks.DELIVER_WEBHOOKS: {

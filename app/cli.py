@@ -1,6 +1,7 @@
 """Operator commands registered on the `flask` CLI."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -13,9 +14,10 @@ from sqlalchemy.engine import make_url
 
 from app.errors import HeraldError
 from app.schemas.users import RegisterSchema
-from app.services import accounts, demo
+from app.services import accounts, bounces, demo
 
 users = AppGroup("users", help="Manage merchant accounts.")
+bounce_mail = AppGroup("bounces", help="Mail the bounces process kept because it changed nothing.")
 
 
 def create_database_if_missing(url: str) -> bool:
@@ -47,6 +49,7 @@ def register_cli(app: Flask) -> None:
         click.echo(f"database {name}: {'created' if created else 'exists'}")
 
     app.cli.add_command(users)
+    app.cli.add_command(bounce_mail)
     app.cli.add_command(load_demo)
 
 
@@ -77,6 +80,33 @@ def create_user(email: str, password: str, first_name: str | None, last_name: st
         raise _refused(exc.message, exc.errors) from None
     state = "verified" if user.is_verified else "verification mail queued"
     click.echo(f"created {user.email} ({state}), id {user.id}")
+
+
+@bounce_mail.command("unparsed")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def list_unparsed(limit: int) -> None:
+    """The newest kept mail: when, envelope, why it changed nothing, and its headers."""
+    kept = bounces.kept_mail(limit)
+    if not kept:
+        click.echo("no kept bounce mail")
+    for mail in kept:
+        click.echo(f"{mail.id}  {mail.received_at:%Y-%m-%d %H:%M:%S} UTC\n"
+                   f"  envelope  from <{mail.mail_from}> to {', '.join(mail.recipients)}\n  reason    {mail.reason}")
+        for name, value in mail.headers.items():
+            click.echo(f"  {name + ':':<11}{value}")
+
+
+@bounce_mail.command("show")
+@click.argument("mail_id", type=click.UUID)
+def show_unparsed(mail_id) -> None:
+    """One kept mail, whole, byte for byte as received."""
+    try:
+        raw = bounces.kept_mail_raw(mail_id)
+    except HeraldError as exc:
+        raise _refused(exc.message) from None
+    sys.stdout.flush()
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()
 
 
 @click.command("demo")

@@ -141,6 +141,43 @@ def _bounce_domain(env: Mapping[str, str]) -> str:
     return domain
 
 
+def _dns_resolver(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """DNS_RESOLVER: `host:port`, `host` (port 53) or `[v6 address]:port`; empty: the system's resolvers."""
+    value = env.get("DNS_RESOLVER", "").strip()
+    if not value:
+        return None
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "53" if not rest else ""
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+        number = int(port)
+    except ValueError:
+        address, number = "", 0
+    if not address or not 1 <= number <= 65535:
+        raise ConfigError("DNS_RESOLVER must be a resolver's IP address and port, e.g. 127.0.0.1:53 or [::1]:53")
+    return address, number
+
+
+def _spf_include(env: Mapping[str, str]) -> str:
+    value = env.get("SENDER_SPF_INCLUDE", "").strip().lower().rstrip(".")
+    if value.startswith("include:"):
+        value = value[len("include:"):]
+    if value and not _DOMAIN.fullmatch(value):
+        raise ConfigError("SENDER_SPF_INCLUDE must be the domain your relay's SPF record is at, e.g. amazonses.com")
+    return value
+
+
+def _dkim_selector_prefix(env: Mapping[str, str]) -> str:
+    value = env.get("DKIM_SELECTOR_PREFIX", "").strip().lower() or "herald"
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", value):
+        raise ConfigError("DKIM_SELECTOR_PREFIX must be letters, digits and hyphens (at most 40), e.g. herald")
+    return value
+
+
 def _url_pattern(env: Mapping[str, str], name: str, default: str) -> str:
     pattern = env.get(name) or default
     try:
@@ -253,6 +290,13 @@ class Settings:
     # SendGrid's Event Webhook verification key (base64 DER, as its settings page shows it; empty:
     # every event refused).
     sendgrid_webhook_public_key: str = field(default="", repr=False)
+    # Unparsed mail to the bounce domain is kept this many days for an operator to read.
+    bounce_mail_retention_days: int = 30
+    # Verified senders (app.services.senders): where domains' DNS records are looked up (None: the
+    # system's resolvers), the SPF include asked of them (empty: none), and DKIM selectors' prefix.
+    dns_resolver: tuple[str, int] | None = None
+    sender_spf_include: str = ""
+    dkim_selector_prefix: str = "herald"
     rate_limits: dict[str, str] = field(default_factory=dict)
     # Bearer token a Prometheus scrape of /metrics must send; empty: only this machine may scrape.
     metrics_token: str = field(default="", repr=False)
@@ -317,6 +361,7 @@ RATE_LIMIT_DEFAULTS = {
     "LOGIN_RATE_LIMIT_ACCOUNT_SLOWED": "1 per minute; 5 per hour",
     "REGISTER_RATE_LIMIT_IP": "10 per hour",
     "INGEST_RATE_LIMIT_IP": "30 per minute; 300 per hour",
+    "SENDER_RATE_LIMIT_ACCOUNT": "10 per hour",
 }
 REQUIRED_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "DATA_ENCRYPTION_KEY")
 # Outside APIs, each reachable through a configurable base URL so tests can use local emulators.
@@ -394,6 +439,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ses_sns_topic_arns=tuple(arn.strip() for arn in env.get("SES_SNS_TOPIC_ARNS", "").split(",") if arn.strip()),
         sns_url_pattern=_url_pattern(env, "SNS_URL_PATTERN", SNS_URL_PATTERN),
         sendgrid_webhook_public_key=_sendgrid_key(env),
+        bounce_mail_retention_days=_bounded_int(env, "BOUNCE_MAIL_RETENTION_DAYS", 30, 3650),
+        dns_resolver=_dns_resolver(env),
+        sender_spf_include=_spf_include(env),
+        dkim_selector_prefix=_dkim_selector_prefix(env),
         rate_limits=_rate_limits(env),
         metrics_token=_metrics_token(env),
         api_base_urls={name: env.get(name, default).rstrip("/") for name, default in API_BASE_URL_DEFAULTS.items()},

@@ -6,6 +6,7 @@ Names are `<kind>.<action>`; the kind is the task's queue (celeryconfig routes `
 SEND_VERIFICATION = "accounts.send_verification_email"
 SEND_PENDING_VERIFICATIONS = "accounts.send_pending_verifications"
 NOTIFY_DUPLICATE = "accounts.notify_duplicate_registration"
+SEND_SENDER_CONFIRMATION = "accounts.send_sender_confirmation"
 DELETE_ACCOUNT = "accounts.delete_account"
 RESUME_ACCOUNT_DELETIONS = "accounts.resume_deletions"
 ASSISTANT_REPLY = "assistant.reply"
@@ -26,7 +27,6 @@ SYNC_ALL = "sources.sync_all"
 REAP_STALE_SYNCS = "sources.reap_stale_syncs"
 REGISTER_SHOPIFY_WEBHOOKS = "sources.register_shopify_webhooks"
 REMOVE_SHOPIFY_WEBHOOKS = "sources.remove_shopify_webhooks"
-RESUME_SHOPIFY_WEBHOOKS = "sources.resume_shopify_webhooks"
 DELIVER_WEBHOOKS = "webhooks.deliver_due"
 PURGE_WEBHOOK_EVENTS = "maintenance.purge_webhook_events"
 
@@ -34,6 +34,7 @@ ALL = (
     SEND_VERIFICATION,
     SEND_PENDING_VERIFICATIONS,
     NOTIFY_DUPLICATE,
+    SEND_SENDER_CONFIRMATION,
     DELETE_ACCOUNT,
     RESUME_ACCOUNT_DELETIONS,
     ASSISTANT_REPLY,
@@ -54,7 +55,6 @@ ALL = (
     REAP_STALE_SYNCS,
     REGISTER_SHOPIFY_WEBHOOKS,
     REMOVE_SHOPIFY_WEBHOOKS,
-    RESUME_SHOPIFY_WEBHOOKS,
     DELIVER_WEBHOOKS,
     PURGE_WEBHOOK_EVENTS,
 )

@@ -24,7 +24,7 @@ from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepar
 from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loop, raw_copy, setup_source
 
 ENROLLED = 10_000
-EMAIL = {"fromEmail": "news@shop.test", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
+EMAIL = {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
          "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
          "text": "Hi {{ contact.firstName }}, your cart is waiting: https://shop.test/cart"}
 STEP = [{"delaySeconds": 3600, "channelType": "email", "config": EMAIL}]
@@ -66,10 +66,12 @@ def start_flows(app, source_id) -> int:
     from app.extensions import db
     from app.models import DataSource, Flow, User
     from app.services import flows
+    from tests.support.campaigns import verified_sender
 
     with app.app_context():
         user_id = db.session.get_one(DataSource, source_id).user_id
         db.session.execute(sa.update(User).where(User.id == user_id).values(is_verified=True))
+        verified_sender(user_id, EMAIL["fromEmail"])
         db.session.commit()
         for index, definition in enumerate(FLOWS):
             flow = flows.create(user_id, {"name": f"Flow {index}", "steps": STEP, **definition})

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,12 +71,14 @@ _ACTIVITY = sa.text("""
 
 
 def fill(app, user_id: str) -> None:
-    """The merchant's contacts and activity, set-based."""
+    """The merchant's contacts and activity, set-based, and the sender its campaign sends from."""
     from app.extensions import db
+    from tests.support.campaigns import verified_sender
 
     with app.app_context():
         started = time.perf_counter()
         db.session.execute(sa.text('UPDATE users SET "isVerified" = true WHERE id = CAST(:id AS uuid)'), {"id": user_id})
+        verified_sender(uuid.UUID(user_id))
         db.session.execute(_CONTACTS, {"user_id": user_id, "n": CONTACTS})
         db.session.execute(_ACTIVITY, {"user_id": user_id})
         db.session.commit()
@@ -105,7 +108,7 @@ def launch(app, client, headers) -> None:
 
     campaign = client.post("/api/v1/campaigns", headers=headers, json={"name": "Big"}).get_json()["id"]
     client.post(f"/api/v1/campaigns/{campaign}/channels", headers=headers, json={"channelType": "email", "config": {
-        "fromEmail": "shop@shop.example.com", "subject": "Your cart", "text": "Come back"}})
+        "fromEmail": "news@shop.com", "subject": "Your cart", "text": "Come back"}})
     client.post(f"/api/v1/campaigns/{campaign}/audiences", headers=headers,
                 json={"name": "abandoned", "definition": SHAPES["abandoned checkout (7 d, no order)"]})
     finished = sa.text('SELECT "rowsWritten" FROM ledger_preparations WHERE "campaignId" = CAST(:c AS uuid) '

@@ -11,7 +11,7 @@ from app.models import Campaign, Contact, DataEvent, User
 from app.services import account_deletion, event_processing, sending, suppressions
 from tests.support import processes
 from tests.support.accounts import PASSWORD, signed_in
-from tests.support.campaigns import add_contacts, email_campaign, launch
+from tests.support.campaigns import add_contacts, email_campaign, launch, verified_sender
 from tests.support.sources import make_source, shopify_order
 
 
@@ -20,6 +20,7 @@ def _merchant(client, app):
     with app.app_context():
         user = db.session.scalars(sa.select(User).order_by(User.created_at.desc())).first()
         user.is_verified = True
+        verified_sender(user.id)
         db.session.commit()
         return user.id, user.email, headers
 

@@ -20,12 +20,12 @@ from app.models import Attribution, CampaignChannel, Contact, DataEvent, Deliver
 from app.services import campaign_stats, event_processing, settings
 from tests.support import processes
 from tests.support.accounts import signed_in
-from tests.support.campaigns import campaign_on
+from tests.support.campaigns import campaign_on, verified_sender
 from tests.support.sources import dumps, make_merchant, make_source, shopify_headers, shopify_order
 from tests.test_email_channel import tracked_links
 
 CAMPAIGNS = "/api/v1/campaigns"
-EMAIL = {"fromEmail": "news@shop.test", "subject": "Hi {{ contact.firstName }}",
+EMAIL = {"fromEmail": "news@shop.com", "subject": "Hi {{ contact.firstName }}",
          "html": '<html><body><a href="https://shop.test/sale">Sale</a></body></html>'}
 JON, ANN = "jon@example.com", "ann@example.com"
 
@@ -63,6 +63,7 @@ def test_orders_are_credited_to_the_last_touch_within_its_window_once(app, live_
     with app.app_context():
         user = db.session.scalars(sa.select(User).where(User.email == "owner@example.com")).one()
         user.is_verified = True
+        verified_sender(user.id)
         db.session.commit()
         shop_id = make_source(user, "shopify")[0].id
         winter = campaign_on(user, "email", EMAIL, name="Winter sale")[0].id

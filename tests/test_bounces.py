@@ -38,9 +38,10 @@ from tests.support.bounce_reports import (
     sendgrid_event,
     ses_bounce,
     ses_complaint,
+    ses_reject,
     sns_message,
 )
-from tests.support.campaigns import add_contacts, email_campaign, launch, verified_merchant
+from tests.support.campaigns import add_contacts, email_campaign, launch, verified_merchant, verified_sender
 from tests.support.processes import ROOT, kill_group, process_env
 from tests.support.servers import free_port, serving, wait_for_port
 from tests.support.smtp_sink import ReceivedMail
@@ -155,7 +156,7 @@ def _campaign_through_the_api(client, headers: dict[str, str], emails: list[str]
         assert client.post("/api/v1/contacts", headers=headers, json={"email": email}).status_code == 201
     campaign_id = client.post("/api/v1/campaigns", headers=headers, json={"name": "Winter sale"}).get_json()["id"]
     channel = client.post(f"/api/v1/campaigns/{campaign_id}/channels", headers=headers, json={
-        "channelType": "email", "config": {"fromEmail": "news@shop.test", "fromName": "Shop", "subject": "Sale",
+        "channelType": "email", "config": {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Sale",
                                            "html": "<p>Our sale</p>", "text": "Our sale"}})
     assert channel.status_code == 201, channel.get_json()
     audience = client.post(f"/api/v1/campaigns/{campaign_id}/audiences", headers=headers,
@@ -170,6 +171,7 @@ def test_a_dsn_mailed_to_the_bounce_server_marks_its_delivery_and_contact_once(c
     client = ctx.test_client()
     tokens, headers = signed_in(client)
     db.session.execute(sa.update(User).where(User.id == uuid.UUID(tokens["user"]["id"])).values(is_verified=True))
+    verified_sender(uuid.UUID(tokens["user"]["id"]))
     db.session.commit()
     user_id = uuid.UUID(tokens["user"]["id"])
     emails = ["ada@example.com", "grace@example.com", "alan@example.com"]
@@ -184,7 +186,7 @@ def test_a_dsn_mailed_to_the_bounce_server_marks_its_delivery_and_contact_once(c
     # Each message's envelope sender is its own signed bounce address; From is the merchant's.
     assert all(VERP.fullmatch(mail.mail_from) for mail in sent.values())
     assert len({mail.mail_from for mail in sent.values()}) == 3
-    assert sent["ada@example.com"].message["From"] == "Shop <news@shop.test>"
+    assert sent["ada@example.com"].message["From"] == "Shop <news@shop.com>"
 
     for _ in range(2):  # the bounce arrives twice: it counts once
         _mail_to_bounce_server(bounce_server, sent["grace@example.com"].mail_from, dsn(sent["grace@example.com"]))
@@ -231,7 +233,7 @@ def test_mail_that_names_no_delivery_is_kept_with_the_reason(ctx, smtp_sink, bou
     _mail_to_bounce_server(bounce_server, f"postmaster@{DOMAIN}", garbage, sender="someone@mailbox.test")
     _mail_to_bounce_server(bounce_server, forged, dsn(dataclasses.replace(original, mail_from=forged)))
     _mail_to_bounce_server(bounce_server, f"postmaster@{DOMAIN}",
-                           dsn(dataclasses.replace(original, mail_from="news@shop.test")))
+                           dsn(dataclasses.replace(original, mail_from="news@shop.com")))
     with pytest.raises(smtplib.SMTPRecipientsRefused):  # it relays nothing
         _mail_to_bounce_server(bounce_server, "someone@example.com", garbage)
 
@@ -350,6 +352,20 @@ def test_signed_ses_notifications_apply_once(ctx, smtp_sink, sns, hooks_url):
     assert len(sns.requests_to(".pem")) == 1
 
 
+def test_an_ses_reject_fails_the_delivery_and_says_nothing_of_the_address(ctx, smtp_sink, sns, hooks_url):
+    user = verified_merchant()
+    add_contacts(user, 1)
+    campaign_id = _send_in_process(user)
+    reject = sns.signer.sign(sns_message(TOPIC, sns.certificate_url, ses_reject(_sent(smtp_sink)["c0@example.com"])))
+    for _ in range(2):
+        assert _post_sns(hooks_url, reject) == 200
+    delivery = _delivery("c0@example.com", campaign_id)
+    assert delivery.status == "failed" and delivery.error == "Rejected by Amazon SES: Bad content."
+    assert _consent(user.id, "c0@example.com") == ("subscribed", None)
+    assert db.session.scalar(sa.select(sa.func.count(Suppression.id))) == 0
+    assert _events(campaign_id) == [("c0@example.com", "dropped", "ses")]
+
+
 def test_forged_ses_notifications_are_refused_and_change_nothing(ctx, smtp_sink, sns, hooks_url):
     user = verified_merchant()
     add_contacts(user, 1)
@@ -416,6 +432,43 @@ def test_signed_sendgrid_events_apply_once_and_forgeries_change_nothing(ctx, smt
     assert _consent(user.id, "c0@example.com") == ("bounced", "provider")
     assert _consent(user.id, "c1@example.com") == ("complained", "provider")
     assert _events(campaign_id) == [("c0@example.com", "bounce", "sendgrid"), ("c1@example.com", "complaint", "sendgrid")]
+
+
+def test_sendgrid_drops_fail_the_delivery_and_blocks_are_soft_bounces(ctx, smtp_sink, sendgrid_signer, hooks_url):
+    user = verified_merchant()
+    add_contacts(user, 6)
+    campaign_id = _send_in_process(user)
+    sent = _sent(smtp_sink)
+    body = json.dumps([
+        # Dropped for SendGrid's own list: the address bounced or reported spam there before.
+        sendgrid_event(sent["c0@example.com"], "dropped", reason="Bounced Address"),
+        sendgrid_event(sent["c1@example.com"], "dropped", reason="Spam Reporting Address"),
+        sendgrid_event(sent["c2@example.com"], "dropped", reason="Unsubscribed Address"),
+        # Dropped for the message itself: nothing against the address.
+        sendgrid_event(sent["c3@example.com"], "dropped", reason="Invalid SMTPAPI header"),
+        sendgrid_event(sent["c4@example.com"], "bounce", type="blocked", status="5.7.1",
+                       reason="550 5.7.1 Message rejected due to local policy"),
+        sendgrid_event(sent["c5@example.com"], "blocked", status="4.7.0", reason="421 4.7.0 Try again later"),
+    ]).encode()
+    for _ in range(2):
+        answer = requests.post(f"{hooks_url}/sendgrid", data=body, headers=sendgrid_signer.headers(body), timeout=10)
+        assert answer.status_code == 204
+
+    errors = {f"c{i}": _delivery(f"c{i}@example.com", campaign_id) for i in range(6)}
+    assert {name: row.status for name, row in errors.items()} == dict.fromkeys(errors, "failed")
+    assert errors["c0"].error == "Dropped by SendGrid: Bounced Address."
+    assert errors["c3"].error == "Dropped by SendGrid: Invalid SMTPAPI header."
+    assert [_consent(user.id, f"c{i}@example.com") for i in range(6)] == [
+        ("bounced", "provider"), ("complained", "provider"), ("unsubscribed", "contact"),
+        ("subscribed", None), ("subscribed", None), ("subscribed", None)]
+    listed = db.session.execute(sa.select(Suppression.address, Suppression.reason).order_by(Suppression.address)).all()
+    assert [tuple(row) for row in listed] == [("c0@example.com", "bounced"), ("c1@example.com", "complained"),
+                                              ("c2@example.com", "unsubscribed")]
+    assert _events(campaign_id) == [(f"c{i}@example.com", "dropped", "sendgrid") for i in range(4)] + [
+        ("c4@example.com", "soft_bounce", "sendgrid"), ("c5@example.com", "soft_bounce", "sendgrid")]
+    # A drop is neither a bounce nor a complaint of this campaign's.
+    counts = db.session.execute(sa.text('SELECT "bouncedCount", "softBouncedCount", "complainedCount" FROM bounce_counts'))
+    assert [tuple(row) for row in counts] == [(0, 2, 0)]
 
 
 def test_the_sendgrid_signature_matches_sendgrids_reference_vector():

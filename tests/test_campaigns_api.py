@@ -25,7 +25,7 @@ CAMPAIGNS = "/api/v1/campaigns"
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 DROP = object()  # in a config override: leave the key out
 CONFIGS = {
-    "email": {"fromEmail": "news@shop.example.com", "fromName": "Shop", "subject": "Hi {{ contact.firstName }}",
+    "email": {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Hi {{ contact.firstName }}",
               "html": "<p>Hello {{ contact.firstName }}</p>", "text": "Hello {{ contact.firstName }}"},
     "sms": {"body": "Hi {{ contact.firstName }}, 10% off today"},
     "push": {"title": "Sale", "body": "Hi {{ contact.firstName }}", "url": "https://shop.example.com/sale"},
@@ -341,7 +341,7 @@ def test_channel_config_defaults_and_optional_fields(client, app_ctx):
     _, headers = signed_in(client)
     campaign = _create(client, headers)["id"]
     email = _add_channel(client, headers, campaign, "email", fromName=DROP, html=DROP, replyTo=None)
-    assert email["config"] == {"fromEmail": "news@shop.example.com", "subject": "Hi {{ contact.firstName }}",
+    assert email["config"] == {"fromEmail": "news@shop.com", "subject": "Hi {{ contact.firstName }}",
                                "text": "Hello {{ contact.firstName }}"}
     whatsapp = _add_channel(client, headers, campaign, "whatsapp", parameters=DROP)
     assert whatsapp["config"]["parameters"] == []

@@ -75,3 +75,30 @@ def test_demo_loads_a_merchant_whose_draft_campaign_sends(app, live_client, cele
 
     again = app.test_cli_runner().invoke(args=["demo"])
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_bounces_unparsed_lists_kept_mail_with_its_headers_and_show_prints_one(app, app_ctx):
+    from app.models import BounceMail
+
+    raw = (b"From: MAILER-DAEMON@mx.mailbox.test\r\nTo: postmaster@bounces.herald.test\r\n"
+           b"Subject: Undeliverable: Winter sale\r\nDate: Mon, 7 Dec 2026 10:00:00 +0000\r\n\r\nSorry, no.\r\n")
+    kept = BounceMail(mail_from="", recipients=["postmaster@bounces.herald.test"], raw=raw,
+                      reason="not a delivery status notification")
+    db.session.add(kept)
+    db.session.commit()
+    runner = app.test_cli_runner()
+
+    listed = runner.invoke(args=["bounces", "unparsed"])
+    assert listed.exit_code == 0, listed.output
+    assert str(kept.id) in listed.output and "reason    not a delivery status notification" in listed.output
+    assert "to postmaster@bounces.herald.test" in listed.output
+    assert "Subject:   Undeliverable: Winter sale" in listed.output and "From:      MAILER-DAEMON" in listed.output
+    shown = runner.invoke(args=["bounces", "show", str(kept.id)])
+    assert shown.exit_code == 0 and shown.stdout_bytes == raw
+    missing = runner.invoke(args=["bounces", "show", "00000000-0000-0000-0000-000000000000"])
+    assert missing.exit_code == 1 and "retention" in missing.output
+
+
+def test_bounces_unparsed_says_when_there_is_none(app, app_ctx):
+    result = app.test_cli_runner().invoke(args=["bounces", "unparsed", "--limit", "5"])
+    assert result.exit_code == 0 and result.output == "no kept bounce mail\n"

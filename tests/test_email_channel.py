@@ -26,7 +26,7 @@ SALE = "https://shop.test/sale?a=1&b=2"
 NEW = "https://shop.test/new"
 TAGS = "utm_source=herald&utm_medium=email&utm_campaign=spring-sale"  # make_channel's campaign: "Spring sale"
 EMAIL_CONFIG = {
-    "fromEmail": "news@shop.test",
+    "fromEmail": "news@shop.com",
     "fromName": "Zoë's Shop, Ltd",
     "subject": "Hi {{ contact.firstName }}",
     "html": ('<html><body><p>Hello {{ contact.firstName }}</p>'
@@ -100,9 +100,9 @@ def test_headers_parts_and_rendering(channel, smtp_sink):
     message = mail.message
     assert outcome.accepted and outcome.delivered and outcome.error is None
     assert outcome.provider_message_id == message["Message-ID"] == f"<{delivery.id}@herald.test>"
-    assert mail.mail_from == "news@shop.test" and mail.recipients == ("ann@example.com",)
+    assert mail.mail_from == "news@shop.com" and mail.recipients == ("ann@example.com",)
     assert message["From"].addresses[0].display_name == "Zoë's Shop, Ltd"
-    assert message["From"].addresses[0].addr_spec == "news@shop.test"
+    assert message["From"].addresses[0].addr_spec == "news@shop.com"
     assert str(message["To"]) == "ann@example.com"
     assert str(message["Subject"]) == "Hi <b>Ann & Bo</b>"
     assert message["X-Herald-Delivery"] == str(delivery.id)
@@ -173,7 +173,7 @@ def test_links_are_stored_once_per_channel_across_a_batch(channel, smtp_sink):
 
 
 def test_text_only_channel_has_no_html_part(app_ctx, smtp_sink):
-    channel = make_channel({"fromEmail": "news@shop.test", "subject": "Plain", "text": "Just text"})
+    channel = make_channel({"fromEmail": "news@shop.com", "subject": "Plain", "text": "Just text"})
     delivery, contact = make_delivery(channel)
     with email_sender() as sender:
         assert sender.send(outgoing(delivery, contact, channel)).accepted

@@ -19,7 +19,7 @@ from app.models import Campaign, Contact, DataEvent, Delivery, FlowEnrollment, U
 from app.services import event_processing, flows, sending, settings
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
-from tests.support.campaigns import EMAIL_CONFIG, verified_merchant
+from tests.support.campaigns import EMAIL_CONFIG, verified_merchant, verified_sender
 from tests.support.providers import add_provider_account
 from tests.support.sources import make_source
 from tests.test_email_channel import tracked_links
@@ -345,7 +345,8 @@ def test_thousands_due_at_once_are_dispatched_in_batches_to_one_queue(shop):
 def test_the_api_creates_lists_moves_and_reports_a_flow(client):
     email = unique_email()
     _, headers = signed_in(client, email)
-    db.session.execute(sa.update(User).where(User.email == email).values(is_verified=True))
+    user = db.session.scalars(sa.select(User).where(User.email == email)).one()
+    user.is_verified = True
     created = client.post("/api/v1/flows", json=ABANDONED, headers=headers)
     assert created.status_code == 201, created.get_json()
     flow = created.get_json()
@@ -356,6 +357,11 @@ def test_the_api_creates_lists_moves_and_reports_a_flow(client):
     # The flow's own campaign is not a campaign the merchant manages.
     assert client.get("/api/v1/campaigns", headers=headers).get_json() == []
     assert client.post(url + "/pause", headers=headers).status_code == 409
+    # Email steps send only from a verified sender.
+    refused = client.post(url + "/activate", headers=headers)
+    assert refused.status_code == 422 and "fromEmail" in refused.get_json()["errors"]["steps"]["0"]["config"]
+    assert client.get(url, headers=headers).get_json()["status"] == "draft"
+    verified_sender(user.id)
     assert client.post(url + "/activate", headers=headers).get_json()["status"] == "running"
     assert client.post(url + "/activate", headers=headers).status_code == 409
     assert client.patch(url, json={"steps": ABANDONED["steps"]}, headers=headers).status_code == 409

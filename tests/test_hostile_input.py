@@ -49,6 +49,7 @@ def routes(app, client):
         "endpoint_id": created("/api/v1/webhook-endpoints", {"url": "https://hooks.example.com/h",
                                                              "eventTypes": ["message.sent"]}),
         "delivery_id": str(uuid.uuid4()),
+        "sender_id": created("/api/v1/senders", {"email": "news@shop.com"}),
         "session_id": str(uuid.uuid4()),
         "api_key_id": str(uuid.uuid4()),
         "channel_type": "sms",

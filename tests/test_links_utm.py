@@ -79,7 +79,7 @@ def _clicked_targets(ctx: Flask, smtp_sink, campaign_config: dict[str, Any], mer
     if merchant_utm is not None:
         settings.update_settings(user.id, {"utm": merchant_utm})
     add_contacts(user, 1)
-    campaign, channel = campaign_on(user, "email", {"fromEmail": "news@shop.test", "subject": "Sale",
+    campaign, channel = campaign_on(user, "email", {"fromEmail": "news@shop.com", "subject": "Sale",
                                                     "html": LINKS_HTML}, name="Winter sale")
     db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(config=campaign_config))
     db.session.commit()

@@ -97,3 +97,20 @@ def test_retention_deletes_only_old_processed_events_and_keeps_activity(app_ctx)
     assert left == {ids["old waiting"], ids["recent processed"]}
     assert db.session.scalar(sa.select(sa.func.count(ContactActivity.id))) == 1  # audiences still see it
     assert db.session.scalar(sa.select(sa.func.count(SyncRun.id))) == 2
+
+
+def test_retention_deletes_unparsed_bounce_mail_older_than_its_setting(app_ctx):
+    from app.models import BounceMail
+    from app.services.maintenance import apply_retention
+
+    now = utcnow()
+    ages = {"old": 31, "recent": 29}
+    db.session.add_all([BounceMail(mail_from="", recipients=["postmaster@bounces.herald.test"], raw=name.encode(),
+                                   reason="not a delivery status notification", received_at=now - timedelta(days=days))
+                        for name, days in ages.items()])
+    db.session.commit()
+
+    result = apply_retention(now=now, batch_size=1)
+    assert result.bounce_mail == 1
+    db.session.expire_all()
+    assert list(db.session.scalars(sa.select(BounceMail.raw))) == [b"recent"]

@@ -10,7 +10,7 @@ from app.models import CampaignChannel, Contact, DataEvent, Delivery, Suppressio
 from app.services import event_processing, sending, suppressions
 from app.sources.normalize import sha256_email
 from tests.support.accounts import signed_in
-from tests.support.campaigns import email_campaign, launch
+from tests.support.campaigns import email_campaign, launch, verified_sender
 from tests.support.sources import capi_event, make_source, shopify_order
 from tests.test_email_channel import tracked_links
 
@@ -31,6 +31,7 @@ def _user(client, app):
     with app.app_context():
         user = db.session.scalars(sa.select(User).order_by(User.created_at.desc())).first()
         user.is_verified = True
+        verified_sender(user.id)
         db.session.commit()
         return user.id, headers
 

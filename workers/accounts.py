@@ -4,7 +4,7 @@ import uuid
 from celery import shared_task
 
 from app import task_names as tasks
-from app.services import account_deletion, accounts
+from app.services import account_deletion, accounts, senders
 
 
 @shared_task(name=tasks.SEND_VERIFICATION, autoretry_for=(OSError,), retry_backoff=True,
@@ -23,6 +23,12 @@ def send_pending_verifications() -> int:
              retry_jitter=True, max_retries=5)
 def notify_duplicate_registration(user_id: str) -> None:
     accounts.notify_duplicate_registration(uuid.UUID(user_id))
+
+
+@shared_task(name=tasks.SEND_SENDER_CONFIRMATION, autoretry_for=(OSError,), retry_backoff=True,
+             retry_jitter=True, max_retries=5)
+def send_sender_confirmation(sender_id: str) -> bool:
+    return senders.send_confirmation(uuid.UUID(sender_id))
 
 
 @shared_task(name=tasks.DELETE_ACCOUNT)

@@ -25,4 +25,4 @@ def purge_held_receipts() -> int:
 @shared_task(name=tasks.APPLY_RETENTION)
 def apply_retention() -> dict[str, int]:
     result = maintenance.apply_retention()
-    return {"events": result.events, "sync_runs": result.sync_runs}
+    return {"events": result.events, "sync_runs": result.sync_runs, "bounce_mail": result.bounce_mail}

@@ -26,8 +26,11 @@ def sync(self: Task, run_id: str) -> None:
 
 @shared_task(name=tasks.SYNC_ALL)
 def sync_all() -> int:
-    """Beat: start a sync for every active source that has none running."""
-    return source_syncs.schedule_all()
+    """Beat: start a sync for every active source that has none running, and resume the Shopify
+    webhook registrations and removals left waiting (one sweep for both)."""
+    started = source_syncs.schedule_all()
+    shopify_webhooks.resume_waiting()
+    return started
 
 
 @shared_task(name=tasks.REAP_STALE_SYNCS)
@@ -60,8 +63,3 @@ def remove_shopify_webhooks(self: Task, removal_id: str) -> None:
             return  # beat's sweep tries again later
         raise
 
-
-@shared_task(name=tasks.RESUME_SHOPIFY_WEBHOOKS)
-def resume_shopify_webhooks() -> int:
-    """Beat: registrations and removals left waiting, and addresses that moved."""
-    return shopify_webhooks.resume_waiting()

@@ -25,6 +25,8 @@ def register_blueprints(app: Flask) -> None:
         idempotency,
         ingest,
         provider_accounts,
+        sender_pages,
+        senders,
         settings,
         short_links,
         suppressions,
@@ -47,5 +49,5 @@ def register_blueprints(app: Flask) -> None:
     })
     for module in (health, auth, users, api_keys, data_sources, contacts, campaigns, flows, audiences, conversations, ingest,
                    tracking, short_links, twilio_hooks, whatsapp_hooks, email_hooks, provider_accounts, account_pages, settings,
-                   suppressions, webhooks):
+                   suppressions, webhooks, senders, sender_pages):
         api.register_blueprint(module.blp)

@@ -25,8 +25,8 @@ limiter.exempt(blp)
 @blp.doc(responses=answers(200, "Applied (or a subscription confirmed)."))
 def ses_notification() -> Response:
     """An Amazon SNS message (JSON, sent as text/plain): a SubscriptionConfirmation is confirmed by
-    visiting its SubscribeURL; a Notification's `Bounce`, `Complaint`, `Delivery` or `DeliveryDelay`
-    is applied to the delivery it names."""
+    visiting its SubscribeURL; a Notification's `Bounce`, `Complaint`, `Delivery`, `DeliveryDelay` or
+    `Reject` is applied to the delivery it names."""
     bounces.ses_webhook(request.get_data(cache=False))  # the signature covers the fields as sent
     return Response(status=200)
 
@@ -34,7 +34,8 @@ def ses_notification() -> Response:
 @blp.route("/sendgrid", methods=["POST"])
 @blp.doc(responses=answers(204, "Applied."))
 def sendgrid_events() -> Response:
-    """A batch of SendGrid events (`bounce`, `deferred`, `spamreport`, `delivered`; others are ignored)."""
+    """A batch of SendGrid events (`bounce`, `blocked`, `deferred`, `dropped`, `spamreport`, `delivered`;
+    others are ignored)."""
     raw = request.get_data(cache=False)  # the signature covers these exact bytes
     bounces.sendgrid_webhook(raw, request.headers.get(sendgrid.SIGNATURE_HEADER),
                              request.headers.get(sendgrid.TIMESTAMP_HEADER))

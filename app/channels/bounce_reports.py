@@ -25,6 +25,9 @@ HARD = "bounce"
 SOFT = "soft_bounce"
 COMPLAINT = "complaint"
 DELIVERED = "delivered"  # the receiving system confirmed delivery: a soft-bounce streak ends
+# The provider did not send the message at all (its own suppression list, the content): the delivery
+# fails; it counts as no bounce or complaint, but may put the address on the merchant's list.
+DROPPED = "dropped"
 DIAGNOSTIC_MAX = 2000
 _STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _STATUS_IN_TEXT = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -36,11 +39,12 @@ COMPLAINT_TYPES = frozenset({"abuse", "fraud", "other"})
 class Feedback:
     """One recipient's outcome, as a report or a provider states it."""
 
-    kind: str  # HARD, SOFT, COMPLAINT or DELIVERED
+    kind: str  # HARD, SOFT, COMPLAINT, DROPPED or DELIVERED
     recipient: str | None = None
     status: str | None = None  # the enhanced status code (RFC 3463), e.g. 5.1.1
     diagnostic: str = ""
     final: bool = True  # False: a delay warning; the message may still arrive
+    suppress: str | None = None  # DROPPED: the suppression reason the provider's own list implies
 
 
 @dataclass(frozen=True)

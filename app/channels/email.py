@@ -49,7 +49,9 @@ from app.channels.base import (
 from app.channels.bounce_reports import enhanced_status
 from app.channels.smtp import open_smtp, parse_smtp_url
 from app.security.bounce_addresses import BounceAddresses, bounce_addresses
+from app.security.dkim_keys import SigningKey
 from app.security.link_tokens import LinkPurpose, LinkSigner, link_signer
+from app.services import senders
 from app.services.rendering import render
 from app.services.tracking import LinkRegistry, is_trackable
 
@@ -110,6 +112,7 @@ class _Composed:
     recipient: str
     message: EmailMessage
     message_id: str
+    signed: bytes | None = None  # the whole message, DKIM-signed, when its From domain has Herald's key
 
 
 def _address(addr_spec: str, display_name: str = "") -> Address:
@@ -145,6 +148,7 @@ class EmailSender(SenderBase):
         # The envelope sender: each delivery's own signed bounce address when BOUNCE_DOMAIN is set.
         self._bounces = bounces or bounce_addresses()
         self._links = LinkRegistry("email")
+        self._signing_keys: dict[tuple[uuid.UUID, str], SigningKey | None] = {}
         self._connections: ConnectionPool[SmtpConnection] = ConnectionPool(
             lambda: SmtpConnection(smtp_url), SmtpConnection.close)
 
@@ -195,7 +199,25 @@ class EmailSender(SenderBase):
         if html is not None:
             mail.add_alternative(self._tracked_html(html, message, unsubscribe_url), subtype="html")
         envelope = self._bounces.address(message.delivery_id) if self._bounces else sender.addr_spec
-        return _Composed(envelope, recipient.addr_spec, mail, mail["Message-ID"])
+        return _Composed(envelope, recipient.addr_spec, mail, mail["Message-ID"], self._signed(message.user_id, mail))
+
+    def _signed(self, user_id: uuid.UUID, mail: EmailMessage) -> bytes | None:
+        """The message signed with its From domain's DKIM key, when the merchant verified that domain
+        with Herald's key (looked up once per run)."""
+        domain = mail["From"].addresses[0].domain.lower()
+        if (user_id, domain) not in self._signing_keys:
+            try:
+                self._signing_keys[user_id, domain] = senders.signing_key(user_id, domain)
+            except SQLAlchemyError as exc:
+                raise EmailTransientError("could not read the sender's DKIM key") from exc
+        key = self._signing_keys[user_id, domain]
+        if key is None:
+            return None
+        raw = mail.as_bytes(policy=WIRE_POLICY)
+        try:
+            return key.signature(raw) + raw
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
 
     def _sender(self, config: dict[str, Any]) -> Address:
         if not config.get("fromEmail"):
@@ -290,7 +312,7 @@ class SmtpConnection:
         self._command(client.ehlo_or_helo_if_needed, "EHLO", expect_reply=False)
         self._command(lambda: client.mail(composed.envelope_from), "MAIL FROM")
         self._command(lambda: client.rcpt(composed.recipient), "RCPT TO")
-        raw = composed.message.as_bytes(policy=WIRE_POLICY)
+        raw = composed.signed or composed.message.as_bytes(policy=WIRE_POLICY)
         try:
             code, reply = client.data(raw)
         except smtplib.SMTPResponseException as exc:  # DATA itself refused: no content was sent

@@ -1,4 +1,5 @@
-"""SendGrid's signed Event Webhook: verified, then read into bounce feedback.
+"""SendGrid's signed Event Webhook: verified, then read into bounce feedback (`bounce` hard or soft,
+`blocked` soft, `deferred` a delay, `dropped` a message never sent, `spamreport`, `delivered`).
 
 SendGrid signs each POST with ECDSA P-256 over SHA-256 of the timestamp header followed by the raw
 body (`X-Twilio-Email-Event-Webhook-Signature`, base64 DER; `X-Twilio-Email-Event-Webhook-Timestamp`)
@@ -17,8 +18,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.channels.bounce_reports import COMPLAINT, DELIVERED, HARD, SOFT, Feedback, Report, enhanced_status
+from app.channels.bounce_reports import COMPLAINT, DELIVERED, DROPPED, HARD, SOFT, Feedback, Report, enhanced_status
 
+# `dropped` events whose reason is SendGrid's own suppression list: the address bounced, reported
+# spam or unsubscribed before (at SendGrid), so it goes on the merchant's list with that reason.
+# Other reasons (invalid headers, spam content, a quota) say nothing about the address.
+DROP_SUPPRESSIONS = {"bounced address": "bounced", "spam reporting address": "complained",
+                     "unsubscribed address": "unsubscribed"}
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
@@ -74,10 +80,14 @@ def _feedback(event: dict[str, Any]) -> Feedback | None:
     kind, recipient = event.get("event"), str(event.get("email") or "") or None
     status = enhanced_status(str(event.get("status") or ""))
     reason = str(event.get("reason") or event.get("response") or "")[:2000]
-    if kind == "bounce":
-        # `blocked`: the receiving server refused the message for now (a reputation or content block).
-        soft = event.get("type") == "blocked" or (status or "").startswith("4")
+    if kind in ("bounce", "blocked"):
+        # `blocked` (a bounce event's type; also accepted as an event of its own): the receiving server
+        # refused the message for now, for the sender's reputation or the content, not the address.
+        soft = "blocked" in (kind, event.get("type")) or (status or "").startswith("4")
         return Feedback(SOFT if soft else HARD, recipient, status, reason or "Bounced (SendGrid).")
+    if kind == "dropped":
+        return Feedback(DROPPED, recipient, None, f"Dropped by SendGrid: {reason or 'no reason given'}.",
+                        suppress=DROP_SUPPRESSIONS.get(reason.strip().lower()))
     if kind == "deferred":
         return Feedback(SOFT, recipient, status, reason or "Deferred (SendGrid).", final=False)
     if kind == "spamreport":

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from app.channels.bounce_reports import COMPLAINT, DELIVERED, HARD, SOFT, Feedback, Report, enhanced_status
+from app.channels.bounce_reports import COMPLAINT, DELIVERED, DROPPED, HARD, SOFT, Feedback, Report, enhanced_status
 
 SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -207,4 +207,14 @@ def _delays(notification: dict[str, Any]) -> list[Feedback]:
             for r in recipients if isinstance(r, dict)]
 
 
-_FEEDBACK = {"Bounce": _bounces, "Complaint": _complaints, "Delivery": _deliveries, "DeliveryDelay": _delays}
+def _rejects(notification: dict[str, Any]) -> list[Feedback]:
+    """SES took the message but refused to send it (it found a virus): it went to nobody, and says
+    nothing about the addresses (`mail.destination` names them)."""
+    reason = _object(notification.get("reject")).get("reason") or "no reason given"
+    destination = _object(notification.get("mail")).get("destination")
+    recipients = destination if isinstance(destination, list) else []
+    return [Feedback(DROPPED, str(r), None, f"Rejected by Amazon SES: {reason}."[:2000]) for r in recipients if r]
+
+
+_FEEDBACK = {"Bounce": _bounces, "Complaint": _complaints, "Delivery": _deliveries, "DeliveryDelay": _delays,
+             "Reject": _rejects}

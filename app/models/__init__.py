@@ -25,6 +25,7 @@ from app.models.ingestion import (
     SyncRun,
 )
 from app.models.provider_accounts import ProviderAccount
+from app.models.senders import Sender
 from app.models.settings import MerchantSettings
 from app.models.suppressions import Suppression
 from app.models.users import AccountDeletion, EmailVerification, TokenBlacklist, User, UserSession
@@ -81,4 +82,5 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookEvent",
     "WebhookDelivery",
+    "Sender",
 ]

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from app.models.base import Base, created_at, updated_at, uuid_pk
 
-BOUNCE_KINDS = ("bounce", "soft_bounce", "complaint")
+BOUNCE_KINDS = ("bounce", "soft_bounce", "complaint", "dropped")
 # Where it came from: mail to the bounce domain, the relay's refusal at send time, a provider's webhook.
 BOUNCE_SOURCES = ("mail", "send", "ses", "sendgrid")
 

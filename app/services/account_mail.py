@@ -1,4 +1,5 @@
-"""Account mail (verification, duplicate-registration notice), composed here and sent over SMTP."""
+"""Account mail (verification, duplicate-registration notice, a sender's confirmation link), composed here
+and sent over SMTP."""
 from __future__ import annotations
 
 from email.message import EmailMessage
@@ -21,6 +22,10 @@ def verification_link(token: str) -> str:
     return f"{_settings().public_base_url}/verify-email?{urlencode({'token': token})}"
 
 
+def sender_confirmation_link(token: str) -> str:
+    return f"{_settings().public_base_url}/confirm-sender?{urlencode({'token': token})}"
+
+
 def _greeting(user: User) -> str:
     return f"Hello {user.first_name}," if user.first_name else "Hello,"
 
@@ -41,6 +46,19 @@ def compose_duplicate_registration_notice(user: User) -> EmailMessage:
         f"{_greeting(user)}\n\nSomeone tried to create a Herald account with this address, which already has "
         "one. If it was you, log in instead (you can reset your password from the login page). "
         "Otherwise, no action is needed.\n"
+    )
+    return message
+
+
+def compose_sender_confirmation(address: str, user: User, token: str) -> EmailMessage:
+    """To the address a merchant wants to send campaigns from: only its owner can confirm it."""
+    merchant = f"{user.company_name} ({user.email})" if user.company_name else user.email
+    message = _base_message(address, "Confirm this address as a sender on Herald")
+    message.set_content(
+        f"Hello,\n\n{merchant} asked to send email from {address} through Herald. If that is you, or "
+        f"someone you work with, confirm it by opening this link within 48 hours:\n\n"
+        f"{sender_confirmation_link(token)}\n\nOtherwise, ignore this message: nothing will be sent from "
+        "this address.\n"
     )
     return message
 

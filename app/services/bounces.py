@@ -6,6 +6,9 @@ time, and the providers' webhooks (Amazon SES through SNS, SendGrid) all end in 
 - a hard bounce: the delivery fails with the diagnostic (counters never go backwards: it stays in
   `sentCount`), and the contact's email consent becomes `bounced`;
 - a complaint: the contact's email consent becomes `complained`;
+- a drop (the provider never sent it: SendGrid `dropped`, an SES `Reject`): the delivery fails;
+  when the provider dropped it for its own list (the address bounced, reported spam or unsubscribed
+  there), the address goes on the merchant's suppression list with that reason;
 - a soft bounce: counted; the delivery fails when the report says the message was given up on (not
   for a delay warning); BOUNCE_SOFT_LIMIT of them in a row make a hard bounce. A delivery the
   receiving system confirmed, or an open, ends the run.
@@ -25,6 +28,10 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +42,7 @@ from app.channels import catalogue, sendgrid, ses
 from app.channels.bounce_reports import (
     COMPLAINT,
     DELIVERED,
+    DROPPED,
     HARD,
     SOFT,
     Feedback,
@@ -44,7 +52,7 @@ from app.channels.bounce_reports import (
     storable,
 )
 from app.config import Settings
-from app.errors import Forbidden, HeraldError, TryLater, Unauthorized
+from app.errors import Forbidden, HeraldError, NotFound, TryLater, Unauthorized
 from app.extensions import db
 from app.models import BounceMail, BounceStreak, Campaign, Delivery
 from app.security.bounce_addresses import bounce_addresses
@@ -157,6 +165,49 @@ def end_streak_of(delivery_id: uuid.UUID) -> None:
     db.session.execute(sa.delete(BounceStreak).where(BounceStreak.contact_id == contact_id.scalar_subquery()))
 
 
+# --- Kept mail, for an operator (`flask bounces unparsed`) -----------------------------------------
+
+KEPT_HEADERS = ("From", "To", "Subject", "Date", "Message-ID")
+
+
+@dataclass(frozen=True)
+class KeptMail:
+    id: uuid.UUID
+    received_at: datetime
+    mail_from: str
+    recipients: list[str]
+    reason: str
+    headers: dict[str, str]  # KEPT_HEADERS the mail has, as written
+
+
+def kept_mail(limit: int = 50) -> list[KeptMail]:
+    """The newest mail that changed nothing, with the headers an operator recognises it by."""
+    rows = db.session.execute(sa.select(BounceMail).order_by(BounceMail.received_at.desc(), BounceMail.id)
+                              .limit(limit)).scalars().all()
+    return [KeptMail(row.id, row.received_at, row.mail_from, row.recipients, row.reason, _headers(row.raw))
+            for row in rows]
+
+
+def kept_mail_raw(mail_id: uuid.UUID) -> bytes:
+    raw = db.session.scalar(sa.select(BounceMail.raw).where(BounceMail.id == mail_id))
+    if raw is None:
+        raise NotFound("No kept bounce mail has this id (retention deletes it after BOUNCE_MAIL_RETENTION_DAYS).")
+    return raw
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    parsed = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+    found = {}
+    for name in KEPT_HEADERS:
+        try:
+            value = parsed.get(name)
+        except Exception:  # noqa: BLE001  (a malformed header of mail kept because it was unreadable)
+            value = None
+        if value is not None:
+            found[name] = storable(" ".join(str(value).split()))
+    return found
+
+
 # --- Applying ---------------------------------------------------------------------------------
 
 def _apply_report(report: Report, source: str, envelope: Sequence[str] = (),
@@ -225,6 +276,11 @@ def _apply(row: sa.Row[Any], feedback: Feedback, source: str) -> None:
     if feedback.kind == COMPLAINT:
         _set_consent(row, "complained")
         return
+    if feedback.kind == DROPPED:
+        _fail(row.id, feedback.diagnostic)
+        if feedback.suppress:
+            _set_consent(row, feedback.suppress)
+        return
     if feedback.final:
         _fail(row.id, feedback.diagnostic)
     if feedback.kind == HARD:
@@ -278,7 +334,7 @@ def _fail(delivery_id: uuid.UUID, diagnostic: str) -> None:
 
 
 def _set_consent(row: sa.Row[Any], value: str) -> None:
-    """The address goes on the merchant's suppression list (`bounced` or `complained`), which holds
+    """The address goes on the merchant's suppression list (`bounced`, `complained`, `unsubscribed`), which holds
     the email consent of whoever has it, now or later (app.services.suppressions)."""
     address = normalize_email(row.address) if row.address else None
     if address is None:

@@ -25,7 +25,7 @@ from app.errors import Conflict, Forbidden, ValidationFailed
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import AbTest, Audience, Campaign, CampaignChannel, User
-from app.services import ab_tests, delivery_ledger, sending
+from app.services import ab_tests, delivery_ledger, senders, sending
 from app.services.campaigns import owned_campaign, send_options
 
 LAUNCH_DUE_LIMIT = 50
@@ -218,6 +218,7 @@ def _check_launchable(campaign: Campaign) -> None:
         missing["audiences"] = ["At least one audience is required."]
     if missing:
         raise ValidationFailed("The campaign is not ready to send.", errors=missing)
+    senders.require_verified(campaign.user_id, senders.campaign_channels(campaign.id))
 
 
 def _transition(campaign: Campaign, allowed: tuple[str, ...], commit: bool = True, **values: Any) -> Campaign:

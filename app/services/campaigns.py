@@ -28,6 +28,7 @@ from app.models import (
     Delivery,
 )
 from app.models.flows import backs_a_flow
+from app.services import senders
 
 EDITABLE_STATUSES = ("draft", "scheduled")
 # Sending has started and not finished: deleting would pull the ledger from under the senders.
@@ -142,8 +143,9 @@ def create_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_type: str
     )
     if db.session.scalar(taken) is not None:
         raise Conflict(f"This campaign already has its {channel_type} channel; change that one instead.")
-    channel = CampaignChannel(campaign_id=campaign.id, channel_type=channel_type, status="pending",
-                              config=_valid_config(channel_type, config))
+    valid = _valid_config(channel_type, config)
+    _check_sender(campaign, channel_type, valid)
+    channel = CampaignChannel(campaign_id=campaign.id, channel_type=channel_type, status="pending", config=valid)
     db.session.add(channel)
     db.session.commit()
     return channel
@@ -152,14 +154,17 @@ def create_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_type: str
 def update_channel(user_id: uuid.UUID, campaign_id: uuid.UUID, channel_id: uuid.UUID,
                    changes: Mapping[str, Any]) -> CampaignChannel:
     """Merge config changes over the stored config (null removes an optional field)."""
-    channel = _campaign_channel(_editable_campaign(user_id, campaign_id), channel_id)
+    campaign = _editable_campaign(user_id, campaign_id)
+    channel = _campaign_channel(campaign, channel_id)
     if changes.get("channel_type", channel.channel_type) != channel.channel_type:
         raise ValidationFailed(
             "A channel's type cannot be changed; add a channel of the other type instead.",
             errors={"channelType": ["Cannot be changed."]},
         )
     if "config" in changes:
-        channel.config = _valid_config(channel.channel_type, {**channel.config, **changes["config"]})
+        valid = _valid_config(channel.channel_type, {**channel.config, **changes["config"]})
+        _check_sender(campaign, channel.channel_type, valid)
+        channel.config = valid
     db.session.commit()
     return channel
 
@@ -191,6 +196,14 @@ def _campaign_channel(campaign: Campaign, channel_id: uuid.UUID) -> CampaignChan
     if channel is None:
         raise NotFound("Channel not found.")
     return channel
+
+
+def _check_sender(campaign: Campaign, channel_type: str, config: dict[str, Any]) -> None:
+    """A scheduled campaign launches without another look: its channels keep a verified sender
+    (the same rule as at schedule time, app.services.senders)."""
+    if campaign.status == "scheduled":
+        # Errors under `config`, as this route's own validation reports them.
+        senders.require_verified(campaign.user_id, [senders.SendingChannel((), channel_type, config)])
 
 
 def _check_conversation(user_id: uuid.UUID, conversation_id: uuid.UUID | None) -> None:

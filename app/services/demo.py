@@ -1,6 +1,6 @@
 """A demo merchant for a newcomer's first hour (`flask demo`): a verified account, a Meta Pixel source
-with a week of shopper events, the contacts those shoppers are, and a draft email campaign that is
-ready to launch. Built with the same service calls the API makes, each its own transaction.
+with a week of shopper events, the contacts those shoppers are, a verified sender address and a draft
+email campaign from it that is ready to launch. Built with the same service calls the API makes, each its own transaction.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.services import accounts, audiences, campaigns, contacts, data_sources, event_processing, ingestion
+from app.services import accounts, audiences, campaigns, contacts, data_sources, event_processing, ingestion, senders
 from app.sources.normalize import sha256_email
 
 DEMO_EMAIL = "demo@example.com"
@@ -31,8 +31,10 @@ JOURNEYS = (
 )
 # Ingest-only: the demo has no Meta credentials to check, only events to receive.
 PIXEL_CONFIG = {"pixelId": "1234567890", "apiVersion": "v21.0"}
+# A name under .localhost, reserved (RFC 6761) so no one's real domain; taken as verified for the demo.
+DEMO_SENDER = "news@demo-store.localhost"
 EMAIL_CHANNEL = {
-    "fromEmail": "shop@example.com", "fromName": "Demo Store",
+    "fromEmail": DEMO_SENDER, "fromName": "Demo Store",
     "subject": "{{ contact.firstName }}, something new is in store",
     "html": "<p>Hello {{ contact.firstName }},</p><p>Our new collection is out: "
             '<a href="https://example.com/new">have a look</a>.</p>',
@@ -67,6 +69,7 @@ def load_demo_merchant(email: str = DEMO_EMAIL, password: str | None = None) -> 
     ingestion.store_events(source.id, ingestion.capi_events({"data": events}))
     # Processed here rather than left to a worker, so the audiences below already see the activity.
     event_processing.process_pending()
+    senders.add_verified_address(user.id, DEMO_SENDER)
     campaign = campaigns.create_campaign(user.id, {"name": "New collection",
                                                    "description": "A demo campaign: launch it to send it."})
     campaigns.create_channel(user.id, campaign.id, "email", EMAIL_CHANNEL)

@@ -38,7 +38,7 @@ from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
-from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, sending, webhook_events
+from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, senders, sending, webhook_events
 from app.services.campaign_stats import ChannelStats, channel_stats
 from app.services.transactions import transaction
 from app.sources.normalize import NORMALIZED_TYPES
@@ -288,6 +288,10 @@ def activate(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
         flow = get_flow(user_id, flow_id, for_update=True)
         if not db.session.scalar(sa.select(User.is_verified).where(User.id == user_id)):
             raise Forbidden("Verify your email address before sending flows.")
+        # Email steps send only from the merchant's verified senders (422 naming each step's address).
+        senders.require_verified(user_id, [
+            senders.SendingChannel(("steps", step.position), step.channel.channel_type, step.channel.config)
+            for step in flow.steps])
         now = clock.now()
         _move(flow, ("draft",), "running", activated_at=now)
         db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)

@@ -1,6 +1,6 @@
 """Housekeeping: revoked tokens and sessions that can no longer matter, de-duplication records
-(provider event ids, API idempotency keys) past any retry, and retention — raw events and sync runs
-kept only as long as their settings say (the contacts' activity that audiences read, and campaign
+(provider event ids, API idempotency keys) past any retry, and retention — raw events, sync runs
+and unparsed bounce mail kept only as long as their settings say (the contacts' activity that audiences read, and campaign
 totals, stay)."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flask import current_app
 
 from app.extensions import db, rowcount
 from app.models import (
+    BounceMail,
     DataEvent,
     EventDedupeKey,
     HeldReceipt,
@@ -71,19 +72,23 @@ def purge_held_receipts(now: datetime | None = None, batch_size: int = PURGE_BAT
 class RetentionResult:
     events: int
     sync_runs: int
+    bounce_mail: int
 
 
 def apply_retention(now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> RetentionResult:
     """Delete processed raw events older than EVENT_RETENTION_DAYS (their activity rows are not tied
     to them and stay; events still waiting to be processed are never deleted) and finished sync runs
-    older than SYNC_RUN_RETENTION_DAYS, in bounded batches."""
+    older than SYNC_RUN_RETENTION_DAYS, and unparsed bounce mail older than
+    BOUNCE_MAIL_RETENTION_DAYS (it quotes the messages it returns), in bounded batches."""
     now = now or utcnow()
     settings = current_app.config["HERALD_SETTINGS"]
     events = delete_in_batches(
         DataEvent, DataEvent.processed_at < now - timedelta(days=settings.event_retention_days), batch_size)
     runs = delete_in_batches(
         SyncRun, SyncRun.finished_at < now - timedelta(days=settings.sync_run_retention_days), batch_size)
-    return RetentionResult(events=events, sync_runs=runs)
+    mail = delete_in_batches(
+        BounceMail, BounceMail.received_at < now - timedelta(days=settings.bounce_mail_retention_days), batch_size)
+    return RetentionResult(events=events, sync_runs=runs, bounce_mail=mail)
 
 
 def delete_in_batches(model: type, condition: sa.ColumnElement[bool], batch_size: int) -> int:

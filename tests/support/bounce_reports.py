@@ -180,6 +180,11 @@ def ses_bounce(original: ReceivedMail, bounce_type: str = "Permanent", status: s
                                "diagnosticCode": f"smtp; 550 {status} user unknown"}]}}
 
 
+def ses_reject(original: ReceivedMail) -> dict[str, Any]:
+    """An SES event (configuration set event publishing): SES found a virus and sent nothing."""
+    return {"eventType": "Reject", "mail": ses_mail(original), "reject": {"reason": "Bad content"}}
+
+
 def ses_complaint(original: ReceivedMail) -> dict[str, Any]:
     return {"notificationType": "Complaint", "mail": ses_mail(original), "complaint": {
         "complainedRecipients": [{"emailAddress": original.recipients[0]}], "timestamp": "2026-12-07T10:00:00.000Z",
