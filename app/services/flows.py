@@ -294,8 +294,7 @@ def activate(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
             for step in flow.steps])
         now = clock.now()
         _move(flow, ("draft",), "running", activated_at=now)
-        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
-                           .values(status="running", started_at=now, updated_at=sa.func.now()))
+        _backing_campaign(flow, "running", started_at=now)
         db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.campaign_id == flow.campaign_id)
                            .values(status="sending", updated_at=sa.func.now()))
     return flow
@@ -306,8 +305,7 @@ def pause(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
     with transaction():
         flow = get_flow(user_id, flow_id, for_update=True)
         _move(flow, ("running",), "paused")
-        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
-                           .values(status="paused", updated_at=sa.func.now()))
+        _backing_campaign(flow, "paused")
     return flow
 
 
@@ -316,8 +314,7 @@ def resume(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
     with transaction():
         flow = get_flow(user_id, flow_id, for_update=True)
         _move(flow, ("paused",), "running")
-        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
-                           .values(status="running", updated_at=sa.func.now()))
+        _backing_campaign(flow, "running")
         for channel_id, queued in delivery_ledger.queued_by_channel(flow.campaign_id):
             if queued:
                 _start_senders(channel_id, queued)
@@ -338,9 +335,14 @@ def stop(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
         db.session.execute(sa.update(CampaignChannel).where(CampaignChannel.campaign_id == flow.campaign_id,
                                                             CampaignChannel.status.in_(("pending", "sending")))
                            .values(status="sent", updated_at=sa.func.now()))
-        db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
-                           .values(status="completed", ended_at=sa.func.now(), updated_at=sa.func.now()))
+        _backing_campaign(flow, "completed", ended_at=sa.func.now())
     return flow
+
+
+def _backing_campaign(flow: Flow, status: str, **values: Any) -> None:
+    """The flow's campaign follows the flow: its claims run only while it is `running`."""
+    db.session.execute(sa.update(Campaign).where(Campaign.id == flow.campaign_id)
+                       .values(status=status, updated_at=sa.func.now(), **values))
 
 
 def _move(flow: Flow, allowed: tuple[str, ...], status: str, **values: Any) -> None:
