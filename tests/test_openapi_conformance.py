@@ -55,6 +55,9 @@ BEYOND_SCHEMA = {
     ("POST", "/api/v1/campaigns"): "conversationId must name one of the merchant's conversations",
     ("PATCH", "/api/v1/campaigns/{campaign_id}"): "conversationId must name one of the merchant's conversations",
     ("PATCH", "/api/v1/settings"): "timezone must be an IANA zone name",
+    ("POST", "/api/v1/webhook-endpoints"): "the URL must be a public https address",
+    ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}"): "the URL must be a public https address",
+    ("POST", "/api/v1/senders"): "either an email address or a domain, not both and not neither",
     ("POST", "/api/v1/flows"): "the trigger, filter and exits follow the audience grammar; steps' configs depend on "
                                "channelType",
     ("PATCH", "/api/v1/flows/{flow_id}"): "as POST /api/v1/flows; only a draft's definition may change",

@@ -28,7 +28,7 @@ from tests.emulators.http_server import RecordedRequest
 from tests.emulators.webhook_receiver import WebhookReceiver
 from tests.support import processes
 from tests.support.accounts import signed_in
-from tests.support.campaigns import add_contacts, email_campaign
+from tests.support.campaigns import add_contacts, email_campaign, verified_sender
 
 ENDPOINTS = "/api/v1/webhook-endpoints"
 WEBHOOK_QUEUES = "campaigns,sends,webhooks,default"
@@ -46,6 +46,7 @@ def _merchant(client, receiver: WebhookReceiver, types: list[str] | None = None)
     tokens, headers = signed_in(client)
     user_id = uuid.UUID(tokens["user"]["id"])
     db.session.execute(sa.update(User).where(User.id == user_id).values(is_verified=True))
+    verified_sender(user_id)
     db.session.commit()
     body = {"url": f"{receiver.base_url}/hooks/herald", "eventTypes": types or ["message.sent", "message.delivered",
             "message.opened", "contact.unsubscribed", "campaign.completed"]}

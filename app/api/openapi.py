@@ -50,11 +50,13 @@ ROUTE_STATUSES: Mapping[str, Mapping[int, str]] = {
     },
     "twilio_hooks": {403: "Not signed by the Twilio account it names."},
     "account_pages": {400: "The link is invalid, expired or already used."},
+    "sender_pages": {404: "The link is incomplete, unknown or replaced by a newer one.", 410: "The link expired."},
     "whatsapp_hooks": {403: "The verify token or the `X-Hub-Signature-256` signature does not match."},
 }
 # Routes people open from a message: these errors are pages, not JSON.
 HTML_ERRORS: Mapping[str, frozenset[int]] = {
     "tracking": frozenset({404}), "short_links": frozenset({404}), "account_pages": frozenset({400}),
+    "sender_pages": frozenset({404, 410}),
 }
 
 
