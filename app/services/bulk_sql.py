@@ -53,6 +53,15 @@ def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflic
     return rowcount(session.execute(statement, {"rows": to_json(rows)}))
 
 
+def insert_returning(session, table: sa.Table, rows: list[dict[str, Any]], on_conflict: str = "",
+                     returning: str = "id") -> list[Any]:
+    """INSERT every row, as insert_rows; the `returning` column of each row inserted."""
+    if not rows:
+        return []
+    statement = _insert_sql(table, tuple(rows[0]), f'{on_conflict} RETURNING "{returning}"')
+    return list(session.scalars(statement, {"rows": to_json(rows)}))
+
+
 def update_rows(session, table: sa.Table, rows: list[dict[str, Any]], key: str = "id",
                 touch: str | None = "updatedAt") -> int:
     """UPDATE the rows matched by `key` to the given column values (and `touch` = now())."""

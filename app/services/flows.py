@@ -28,6 +28,7 @@ import redis
 import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy import orm
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import clock
@@ -408,10 +409,10 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
     already written in the caller's transaction; no commit."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
-    events: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    events: dict[tuple[uuid.UUID, str], list[uuid.UUID]] = defaultdict(list)  # (merchant, type) → events
     for row in activities:
         types[row["userId"]].add(row["eventType"])
-        events[row["userId"]].append(row["dataEventId"])
+        events[(row["userId"], row["eventType"])].append(row["dataEventId"])
     if not types:
         return
     work = []  # (flow, enrols: its trigger is among the merchant's events, exits: an exit event is)
@@ -428,13 +429,11 @@ def enroll(activities: list[dict[str, Any]]) -> None:
         # every enrolment and activity committed before, and none can slip in between.
         db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                            {"key": f"herald.flows:{user_id}"})
-    due_now = False
-    for flow, enrols, exits in work:
-        if exits:
-            _exit_by_events(flow, events[flow.user_id])
-        if enrols:
-            due_now |= _enroll_triggered(flow, events[flow.user_id])
-    if due_now:
+    ending = [(flow, [i for node in flow.exit_when for i in events.get((flow.user_id, node["event"]), [])])
+              for flow, _, ends in work if ends]
+    _exit_by_events([(flow, ids) for flow, ids in ending if ids])
+    entries = [(flow, events[(flow.user_id, flow.trigger["event"])]) for flow, enrols, _ in work if enrols]
+    if _enter(entries):
         _hint_dispatch()
 
 
@@ -450,48 +449,140 @@ def _exit_criteria(flow: Flow, activity: Any = ContactActivity) -> sa.ColumnElem
     return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
 
 
-def _exit_by_events(flow: Flow, event_ids: list[uuid.UUID]) -> None:
-    exits = sa.select(ContactActivity.contact_id, ContactActivity.occurred_at, ContactActivity.event_type).where(
-        ContactActivity.data_event_id.in_(event_ids), ContactActivity.user_id == flow.user_id,
-        _exit_criteria(flow)).subquery()
-    db.session.execute(
-        sa.update(FlowEnrollment)
-        .where(FlowEnrollment.flow_id == flow.id, FlowEnrollment.status == "active",
-               FlowEnrollment.contact_id == exits.c.contact_id, FlowEnrollment.triggered_at <= exits.c.occurred_at)
-        .values(status="exited", exit_reason="event:" + exits.c.event_type, next_due_at=None,
-                ended_at=sa.func.now(), updated_at=sa.func.now())
-        .execution_options(synchronize_session=False))
+def _exit_by_events(work: list[tuple[Flow, list[uuid.UUID]]]) -> None:
+    """End the active enrolments whose contact did one of their flow's exit events (among each
+    flow's `event_ids`) since their trigger: one statement for every flow of the batch."""
+    if not work:
+        return
+
+    def build() -> Any:
+        exits = sa.union_all(*(
+            sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), ContactActivity.contact_id,
+                      ContactActivity.occurred_at, ContactActivity.event_type)
+            .where(ContactActivity.data_event_id.in_(sa.bindparam(f"events_{index}", expanding=True)),
+                   ContactActivity.user_id == flow.user_id, _exit_criteria(flow))
+            for index, (flow, _) in enumerate(work))).subquery()
+        return (sa.update(FlowEnrollment)
+                .where(FlowEnrollment.flow_id == exits.c.flow, FlowEnrollment.status == "active",
+                       FlowEnrollment.contact_id == exits.c.contact_id,
+                       FlowEnrollment.triggered_at <= exits.c.occurred_at)
+                .values(status="exited", exit_reason="event:" + exits.c.event_type, next_due_at=None,
+                        ended_at=sa.func.now(), updated_at=sa.func.now())
+                .execution_options(synchronize_session=False))
+
+    statement = _statement(("exits", *(_version(flow) for flow, _ in work)), build)
+    db.session.execute(statement, {f"events_{index}": ids for index, (_, ids) in enumerate(work)})
 
 
-def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
-    """Enrol the contacts of the flow's triggering events among `event_ids` (one read: each event
-    with its contact's last entry and the first exit event since it; one insert); True if a first
-    step is due already."""
+# Statements built from flows' definitions, kept by the flows (and versions) they serve: a batch
+# after batch of the same flows reuses them rather than building them again (and SQLAlchemy's own
+# cache then finds their compiled form).
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+STATEMENTS_KEPT = 256
+
+
+def _statement(key: tuple[Any, ...], build: Any) -> Any:
+    found = _STATEMENTS.get(key)
+    if found is None:
+        if len(_STATEMENTS) >= STATEMENTS_KEPT:
+            _STATEMENTS.clear()
+        found = _STATEMENTS[key] = build()
+    return found
+
+
+def _version(flow: Flow) -> tuple[uuid.UUID, datetime]:
+    """What a flow's statements depend on: its definition changes only with `updatedAt`."""
+    return flow.id, flow.updated_at
+
+
+_ENROLLMENTS = FlowEnrollment.__table__
+_ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
+                  "context", "endedAt"]
+
+
+def _enter(work: list[tuple[Flow, list[uuid.UUID]]]) -> bool:
+    """Enrol the contacts of each flow's triggering events among its `event_ids`: the `once` and
+    `always` flows of the batch in one INSERT ... SELECT, `afterDays` ones decided in order. True if
+    a first step is due already."""
+    now = clock.now()
+    work = [(flow, ids) for flow, ids in work if ids]
+    rows = []
+    for flow, event_ids in work:
+        if flow.reentry["mode"] == "afterDays":
+            query = _statement(("afterDays", _version(flow)), lambda flow=flow: _candidates(flow, "events"))
+            rows += _after_days(flow, list(db.session.execute(query, {"events": event_ids})), now)
+    together = [(flow, ids) for flow, ids in work if flow.reentry["mode"] != "afterDays"]
+    written: list[uuid.UUID] = []
+    due = False
+    if together:
+        statement = _statement(("enter", *(_version(flow) for flow, _ in together)), lambda: (
+            # The table, not the entity: with parameters, an ORM insert would be a bulk insert of them.
+            pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*(
+                _entries(flow, _candidates(flow, f"events_{index}")) for index, (flow, _) in enumerate(together))))
+            .on_conflict_do_nothing(index_elements=["flowId", "dataEventId"])
+            .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.nextDueAt)))
+        inserted = db.session.execute(statement, {"now": now, **{
+            f"events_{index}": ids for index, (_, ids) in enumerate(together)}}).all()
+        written += [row.id for row in inserted]
+        due = any(row.nextDueAt is not None and row.nextDueAt <= now for row in inserted)
+    if rows:
+        written += bulk_sql.insert_returning(db.session, FlowEnrollment.__table__, rows,
+                                             'ON CONFLICT ("flowId", "dataEventId") DO NOTHING')
+        due = due or any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
+    webhook_events.flow_enrolled(written)
+    return due
+
+
+def _candidates(flow: Flow, events: str) -> sa.Select[Any]:
+    """The flow's triggering events among those bound to `events`, each with the first exit event since it (an
+    exit may be processed before its trigger: events arrive out of order, and it ends the
+    enrolment at once); for `once`, a contact's first of them, if they never entered before; for
+    `afterDays`, with the contact's last entry, in order."""
     activity, later = ContactActivity, orm.aliased(ContactActivity)
-    mode, days = flow.reentry["mode"], timedelta(days=flow.reentry.get("days", 0))
-    last_entered = sa.null() if mode == "always" else sa.select(sa.func.max(FlowEnrollment.triggered_at)).where(
-        FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id == activity.contact_id).scalar_subquery()
-    # An exit event may be processed before its trigger (events arrive out of order): it ends the
-    # enrolment at once.
     exited_by = sa.null() if not flow.exit_when else sa.select(later.event_type).where(
         later.contact_id == activity.contact_id, later.user_id == flow.user_id,
         later.occurred_at >= activity.occurred_at, _exit_criteria(flow, later),
     ).order_by(later.occurred_at).limit(1).scalar_subquery()
-    query = sa.select(activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties,
-                      last_entered, exited_by).where(
-        activity.data_event_id.in_(event_ids), activity.user_id == flow.user_id, *_matching(flow.trigger),
+    entered = sa.select(sa.func.max(FlowEnrollment.triggered_at)).where(
+        FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id == activity.contact_id).scalar_subquery()
+    mode = flow.reentry["mode"]
+    columns = [activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties,
+               exited_by.label("exit")] + ([entered.label("last")] if mode == "afterDays" else [])
+    query = sa.select(*columns).where(
+        activity.data_event_id.in_(sa.bindparam(events, expanding=True)), activity.user_id == flow.user_id,
+        *_matching(flow.trigger),
         activity.occurred_at >= flow.activated_at)
     if flow.filter is not None:
         query = query.where(activity.contact_id.in_(audience_sql.compile_definition(flow.user_id, flow.filter)))
-    candidates = db.session.execute(query.order_by(activity.occurred_at, activity.data_event_id)).all()
-    if not candidates:
-        return False
-    first = flow.steps[0]
-    now, rows = clock.now(), []
+    if mode == "once":
+        return query.where(entered.is_(None)).ext(distinct_on(activity.contact_id)).order_by(
+            activity.contact_id, activity.occurred_at, activity.data_event_id)
+    return query.order_by(activity.occurred_at, activity.data_event_id)
+
+
+def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
+    """The enrolment rows (_ENTRY_COLUMNS) of a `once` or `always` flow's candidates (`now` bound)."""
+    found = candidates.subquery()
+    exited = found.c.exit.is_not(None)
+    delay = sa.text(f"interval '{int(flow.steps[0].delay_seconds)} seconds'")
+    return sa.select(
+        sa.literal(flow.id, sa.Uuid), found.c.contact_id, found.c.data_event_id, found.c.occurred_at,
+        sa.case((exited, "exited"), else_="active"),
+        sa.case((exited, sa.literal("event:") + found.c.exit), else_=None), sa.literal(0),
+        sa.case((exited, None), else_=found.c.occurred_at + delay),
+        sa.func.coalesce(found.c.properties, sa.text("'{}'::jsonb")),
+        sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None))
+
+
+def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
+    """Entries by the afterDays rule: again once `days` have passed since the contact's last entry,
+    earlier entries of the same batch counted."""
+    days, first = timedelta(days=flow.reentry["days"]), flow.steps[0]
     entered: dict[uuid.UUID, datetime] = {}  # entries earlier in this batch
-    for event_id, contact_id, occurred_at, properties, last, exit_type in candidates:
+    rows = []
+    for event_id, contact_id, occurred_at, properties, exit_type, last in candidates:
         last = max(filter(None, (last, entered.get(contact_id))), default=None)
-        if last is not None and (mode == "once" or (mode == "afterDays" and occurred_at < last + days)):
+        if last is not None and occurred_at < last + days:
             continue
         entered[contact_id] = occurred_at
         rows.append({
@@ -501,11 +592,7 @@ def _enroll_triggered(flow: Flow, event_ids: list[uuid.UUID]) -> bool:
             "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=first.delay_seconds),
             "context": properties or {}, "endedAt": None if exit_type is None else now,
         })
-    if rows:
-        written = db.session.scalars(pg_insert(FlowEnrollment).values(rows).on_conflict_do_nothing(
-            index_elements=["flowId", "dataEventId"]).returning(FlowEnrollment.id)).all()
-        webhook_events.flow_enrolled(written)
-    return any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
+    return rows
 
 
 def _hint_dispatch() -> None:
