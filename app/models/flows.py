@@ -76,6 +76,7 @@ class FlowEnrollment(Base):
     __tablename__ = "flow_enrollments"
     __table_args__ = (
         sa.UniqueConstraint("flowId", "dataEventId"),
+        sa.UniqueConstraint("flowId", "onceKey"),
         sa.Index("ix_flow_enrollments_due", "nextDueAt", postgresql_where=sa.text("status = 'active'")),
         sa.Index("ix_flow_enrollments_contact", "contactId", "flowId", "triggeredAt"),
         sa.Index("ix_flow_enrollments_flow_created", "flowId", "createdAt", "id"),
@@ -87,6 +88,9 @@ class FlowEnrollment(Base):
     contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
         "contactId", sa.ForeignKey("contacts.id", ondelete="SET NULL"))
     data_event_id: orm.Mapped[uuid.UUID] = orm.mapped_column("dataEventId", pg.UUID(as_uuid=True), nullable=False)
+    # A `once` flow's enrolment holds its contact here: the unique key lets each contact in once,
+    # whichever of two concurrent transactions gets there first. NULL for the other modes.
+    once_key: orm.Mapped[uuid.UUID | None] = orm.mapped_column("onceKey", pg.UUID(as_uuid=True))
     triggered_at: orm.Mapped[datetime] = orm.mapped_column("triggeredAt", sa.DateTime(), nullable=False)
     status: orm.Mapped[str] = orm.mapped_column(sa.String(), nullable=False, server_default="active")
     exit_reason: orm.Mapped[str | None] = orm.mapped_column("exitReason", sa.String())

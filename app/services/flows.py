@@ -6,9 +6,10 @@ flow's steps: consent and address checks, suppressions, send policies, rate limi
 tracking, unsubscribe links and counters all apply to a step's messages as to a campaign's.
 
 - Enrolment (`enroll`) happens where events are processed, in the transaction that marks them
-  processed, under a per-merchant advisory lock: one enrolment per (flow, triggering event), and
-  the re-entry rule decided against every earlier enrolment. Exit events end active enrolments in
-  the same place; one that happened before its trigger was processed ends the enrolment at once.
+  processed: one enrolment per (flow, triggering event) and, for `once`, per (flow, contact), by
+  unique keys; `afterDays` under a per-merchant advisory lock, decided against every earlier
+  enrolment. Exit events end active enrolments in the same place; one that happened before its
+  trigger was processed ends the enrolment at once.
 - Due steps (`dispatch_due`) are claimed from the database by beat (SKIP LOCKED), their exits
   checked right before, and written to the ledger as queued rows in one transaction with the
   enrolment's move to its next step; the channel's senders then send them at the channel's rate.
@@ -424,9 +425,11 @@ def enroll(activities: list[dict[str, Any]]) -> None:
             work.append((flow, enrols, exits))
     if not work:
         return
-    for user_id in sorted({flow.user_id for flow, _, _ in work}):
-        # One enrolling transaction at a time per merchant: the re-entry rule and exit checks see
-        # every enrolment and activity committed before, and none can slip in between.
+    # `once` is held by a unique key and `always` needs nothing; `afterDays` compares with earlier
+    # entries, so a merchant with such a flow to enter enrols in one transaction at a time. An exit
+    # event committed by a concurrent batch is seen by the check made right before each step.
+    for user_id in sorted({flow.user_id for flow, enrols, _ in work
+                           if enrols and flow.reentry["mode"] == "afterDays"}):
         db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                            {"key": f"herald.flows:{user_id}"})
     ending = [(flow, [i for node in flow.exit_when for i in events.get((flow.user_id, node["event"]), [])])
@@ -497,7 +500,7 @@ def _version(flow: Flow) -> tuple[uuid.UUID, datetime]:
 
 _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
-                  "context", "endedAt"]
+                  "context", "endedAt", "onceKey"]
 
 
 def _enter(work: list[tuple[Flow, list[uuid.UUID]]]) -> bool:
@@ -519,7 +522,7 @@ def _enter(work: list[tuple[Flow, list[uuid.UUID]]]) -> bool:
             # The table, not the entity: with parameters, an ORM insert would be a bulk insert of them.
             pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*(
                 _entries(flow, _candidates(flow, f"events_{index}")) for index, (flow, _) in enumerate(together))))
-            .on_conflict_do_nothing(index_elements=["flowId", "dataEventId"])
+            .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
             .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.nextDueAt)))
         inserted = db.session.execute(statement, {"now": now, **{
             f"events_{index}": ids for index, (_, ids) in enumerate(together)}}).all()
@@ -571,7 +574,8 @@ def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
         sa.case((exited, sa.literal("event:") + found.c.exit), else_=None), sa.literal(0),
         sa.case((exited, None), else_=found.c.occurred_at + delay),
         sa.func.coalesce(found.c.properties, sa.text("'{}'::jsonb")),
-        sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None))
+        sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None),
+        found.c.contact_id if flow.reentry["mode"] == "once" else sa.null())
 
 
 def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
@@ -590,7 +594,7 @@ def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[s
             "status": "active" if exit_type is None else "exited",
             "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
             "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=first.delay_seconds),
-            "context": properties or {}, "endedAt": None if exit_type is None else now,
+            "context": properties or {}, "endedAt": None if exit_type is None else now, "onceKey": None,
         })
     return rows
 

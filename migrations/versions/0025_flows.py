@@ -62,6 +62,7 @@ def upgrade():
         sa.Column("flowId", sa.UUID(), nullable=False),
         sa.Column("contactId", sa.UUID(), nullable=True),
         sa.Column("dataEventId", sa.UUID(), nullable=False),
+        sa.Column("onceKey", sa.UUID(), nullable=True),
         sa.Column("triggeredAt", sa.DateTime(), nullable=False),
         sa.Column("status", sa.String(), server_default="active", nullable=False),
         sa.Column("exitReason", sa.String(), nullable=True),
@@ -77,6 +78,7 @@ def upgrade():
                                 ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_enrollments")),
         sa.UniqueConstraint("flowId", "dataEventId", name=op.f("uq_flow_enrollments_flowId_dataEventId")),
+        sa.UniqueConstraint("flowId", "onceKey", name=op.f("uq_flow_enrollments_flowId_onceKey")),
     )
     op.create_index("ix_flow_enrollments_due", "flow_enrollments", ["nextDueAt"],
                     postgresql_where=sa.text("status = 'active'"))
