@@ -40,6 +40,7 @@ from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db, redis_client
 from app.jobs import enqueue_after_commit
 from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
+from app.models.flows import REENTRY_MODES
 from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, senders, sending, webhook_events
 from app.services.campaign_stats import ChannelStats, channel_stats
 from app.services.transactions import transaction
@@ -57,7 +58,6 @@ DISPATCH_TIME_BUDGET = 60.0  # seconds per task, well inside the soft time limit
 DISPATCH_HINT_MS = 500
 TOP_FIELDS = ("name", "trigger", "filter", "exitWhen", "reentry", "steps")
 EVENT_FIELDS = ("event", "name", "where")
-REENTRY_MODES = ("once", "afterDays", "always")
 
 # Why an enrolment ended early (`exitReason`): an exit event (`event:<type>`), or one of these.
 CONTACT_DELETED = "contact_deleted"
