@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Celery, Task
 from flask import Flask, current_app
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.extensions import db
+from app.extensions import db, redis_client
 
 _PENDING = "herald_pending_tasks"
 
@@ -60,6 +61,20 @@ def _publish(celery_app: Celery, task_name: str, args: tuple[Any, ...], options:
         celery_app.send_task(task_name, args=args, **options)
     except BrokerUnreachable as exc:
         log.warning("task not published, the broker is unreachable: %s: %s", task_name, exc)
+
+
+def hint(task_name: str, window_ms: int, countdown: float | None = None) -> None:
+    """Ask for `task_name` once the transaction commits, at most once per `window_ms` however many
+    callers ask (the first of each window publishes): under load one message covers many requests.
+    A hint is only that: one lost (Redis unreachable, a rollback) waits for beat's sweep, and the
+    caller never fails on it."""
+    try:
+        first = redis_client().set(f"herald:hint:{task_name}", b"1", nx=True, px=window_ms)
+    except redis.RedisError as exc:
+        log.warning("%s not hinted, Redis is unreachable: %s", task_name, exc)
+        return
+    if first:
+        enqueue_after_commit(task_name, **({"countdown": countdown} if countdown else {}))
 
 
 @event.listens_for(Session, "after_rollback")

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import task_names as tasks
-from app.extensions import db, redis_client
-from app.jobs import enqueue_after_commit
+from app.extensions import db
+from app.jobs import hint
 from app.models import ContactActivity, EventFailure
 from app.services import attribution, bulk_sql, contact_timezones, flows
 from app.services.consent import declare
@@ -85,12 +84,8 @@ def process_pending(time_budget: float = PROCESS_TIME_BUDGET, batch_size: int = 
 
 
 def hint_processing() -> None:
-    """Ask a worker to process soon. Debounced: under load, one message covers many requests."""
-    try:
-        if redis_client().set("herald:hint:events.process_pending", b"1", nx=True, px=HINT_DEBOUNCE_MS):
-            enqueue_after_commit(tasks.PROCESS_PENDING)
-    except redis.RedisError:
-        pass  # the beat sweep processes what arrived; callers must not fail on a hint
+    """Ask a worker to process soon (debounced; beat's sweep processes what arrived anyway)."""
+    hint(tasks.PROCESS_PENDING, HINT_DEBOUNCE_MS)
 
 
 def process_batch(batch_size: int = BATCH_SIZE) -> int:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy import orm
@@ -37,8 +36,8 @@ from app import task_names as tasks
 from app.channels.catalogue import CHANNEL_TYPES
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from app.extensions import db, redis_client
-from app.jobs import enqueue_after_commit
+from app.extensions import db
+from app.jobs import enqueue_after_commit, hint
 from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
 from app.models.flows import REENTRY_MODES
 from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, senders, sending, webhook_events
@@ -601,11 +600,7 @@ def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[s
 
 def _hint_dispatch() -> None:
     """Ask a worker to dispatch due steps soon (debounced); beat does it anyway."""
-    try:
-        if redis_client().set("herald:hint:flows.dispatch_due", b"1", nx=True, px=DISPATCH_HINT_MS):
-            enqueue_after_commit(tasks.DISPATCH_FLOW_STEPS)
-    except redis.RedisError:
-        pass
+    hint(tasks.DISPATCH_FLOW_STEPS, DISPATCH_HINT_MS)
 
 
 # --- Dispatch of due steps, by beat ---------------------------------------------------------------

@@ -17,23 +17,18 @@ start a second after the commit.
 """
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-import redis
 import sqlalchemy as sa
 
 from app import task_names as tasks
-from app.extensions import db, redis_client
-from app.jobs import enqueue_after_commit
+from app.extensions import db
+from app.jobs import hint
 from app.webhooks.catalogue import check
 
-log = logging.getLogger(__name__)
-
-HINT_KEY = "herald:webhooks:hint"
 HINT_SECONDS = 1  # a run starts this long after the first event of a burst: one run for the burst
 
 # Two CTEs (for a WITH list) over `{source}`, a CTE or subquery of ("userId", type, data). Defines
@@ -179,12 +174,5 @@ def written(count: int | None) -> None:
     """Deliveries were queued in the current transaction: a delivery run starts a second after
     the commit, one for a whole burst of events (the first writer of each second asks for it). A
     hint lost (Redis down, that writer rolled back) only waits for the next run or beat's sweep."""
-    if not count:
-        return
-    try:
-        first = redis_client().set(HINT_KEY, b"1", nx=True, px=HINT_SECONDS * 1000)
-    except redis.RedisError as exc:
-        log.warning("webhook delivery not hinted, Redis is unreachable: %s", exc)
-        return
-    if first:
-        enqueue_after_commit(tasks.DELIVER_WEBHOOKS, countdown=HINT_SECONDS)
+    if count:
+        hint(tasks.DELIVER_WEBHOOKS, HINT_SECONDS * 1000, countdown=HINT_SECONDS)
