@@ -253,8 +253,7 @@ def _enqueue_senders(campaign_id: uuid.UUID, expected: int = 0) -> None:
     """As many sender tasks per open channel as its work calls for (they share its limits): what is
     queued, or `expected` (the audiences' last sizes) when the ledger is still being written."""
     for channel_id, queued in delivery_ledger.queued_by_channel(campaign_id):
-        for _ in range(sending.senders_for(max(queued, expected))):
-            enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
+        sending.start_senders(channel_id, max(queued, expected))
 
 
 def choose_ab_winners() -> list[uuid.UUID]:

@@ -37,7 +37,7 @@ from app.channels.catalogue import CHANNEL_TYPES
 from app.channels.configs import load_channel_config
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db
-from app.jobs import enqueue_after_commit, hint
+from app.jobs import hint
 from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flow, FlowEnrollment, FlowStep, User
 from app.models.flows import REENTRY_MODES
 from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, senders, sending, webhook_events
@@ -318,7 +318,7 @@ def resume(user_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
         _backing_campaign(flow, "running")
         for channel_id, queued in delivery_ledger.queued_by_channel(flow.campaign_id):
             if queued:
-                _start_senders(channel_id, queued)
+                sending.start_senders(channel_id, queued)
         _hint_dispatch()
     return flow
 
@@ -661,7 +661,7 @@ def dispatch_due(limit: int = DISPATCH_BATCH) -> int:
             written = delivery_ledger.write_enrolled(flow.user_id, flow.campaign_id, channel.id,
                                                      channel.channel_type, members, policy, now)
             if written:
-                _start_senders(channel.id, written)
+                sending.start_senders(channel.id, written)
         db.session.execute(_ADVANCE, {"moves": bulk_sql.to_json(moves)})
     return len(claimed)
 
@@ -697,9 +697,4 @@ def _exits_before_step(flows: dict[uuid.UUID, Flow], claimed: list[Any]) -> dict
                 .group_by(pairs.c.enrollment)):
             exited[enrollment_id] = "event:" + event_type
     return exited
-
-
-def _start_senders(channel_id: uuid.UUID, queued: int) -> None:
-    for _ in range(sending.senders_for(queued)):
-        enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
 

@@ -4,7 +4,7 @@ rates of the provider account and the channel, and stop when the campaign is pau
 One sender task works one channel for a while (TIME_BUDGET), keeping up to its account's
 `in_flight` messages with the provider at once: the provider is called on a pool of threads while
 this thread claims, prepares and records. Several sender tasks may work the same channel, on any
-workers (`senders_for`); they share the rate limits through Redis and the rows through the ledger.
+workers (`start_senders`); they share the rate limits through Redis and the rows through the ledger.
 
 The order of work never changes: take rate tokens → claim rows (`sending`, with a lease) and COMMIT
 → prepare and hand each message to the provider → record outcomes as they come back (moving the
@@ -91,12 +91,13 @@ def retry_base() -> float:
     return float(current_app.config["HERALD_SETTINGS"].send_retry_seconds)
 
 
-def senders_for(queued: int) -> int:
-    """Sender tasks to start for a channel with `queued` rows: more work, more senders, up to the
-    cap. Those beyond what the workers can run at once wait in the queue and start as workers
-    free up; one that finds nothing left to claim ends at once."""
+def start_senders(channel_id: uuid.UUID, queued: int) -> None:
+    """Sender tasks for a channel with `queued` rows, once the transaction commits: more work, more
+    senders, up to the cap. Those beyond what the workers can run at once wait in the queue and
+    start as workers free up; one that finds nothing left to claim ends at once."""
     cap = current_app.config["HERALD_SETTINGS"].send_max_senders
-    return max(1, min(cap, math.ceil(queued / ROWS_PER_SENDER)))
+    for _ in range(max(1, min(cap, math.ceil(queued / ROWS_PER_SENDER)))):
+        enqueue_after_commit(tasks.SEND_BATCH, str(channel_id))
 
 
 def send_channel(channel_id: uuid.UUID) -> int:
