@@ -164,8 +164,7 @@ def ga4(merchant: Merchant, source: DataSource, key: str, email: str, location: 
 
 
 def process() -> None:
-    while event_processing.process_batch():
-        pass
+    event_processing.process_pending()
 
 
 def stored_zones() -> dict[uuid.UUID, tuple[str, str]]:

@@ -94,8 +94,7 @@ def _tick(after: timedelta = timedelta(0)) -> None:
     """What beat does: dispatch the due steps; then the senders the dispatch started send them."""
     if after:
         clock.advance(after)
-    while flows.dispatch_due():
-        pass
+    flows.dispatch_all_due()
     db.session.expire_all()
     for channel_id in db.session.scalars(sa.select(Delivery.channel_id).where(Delivery.status == "queued").distinct()):
         sending.send_channel(channel_id)
@@ -303,8 +302,7 @@ def test_stopping_exits_the_active_and_skips_what_was_queued(shop, smtp_sink):
     user, source = shop
     flow = _running(user, {**ABANDONED, "steps": [{"delaySeconds": 0, "channelType": "email", "config": REMINDER}]})
     _process(source, _checkout("jon@example.com"))
-    while flows.dispatch_due():
-        pass
+    flows.dispatch_all_due()
     _process(source, _checkout("ann@example.com", at=clock.now() + timedelta(hours=1)))
     flows.stop(user.id, flow.id)
     _tick(timedelta(hours=2))
@@ -471,8 +469,7 @@ def test_metrics_show_the_due_steps_until_beat_dispatches_them(ctx, shop):
     flows.pause(user.id, flow.id)
     assert value(scrape(ctx.test_client()), "herald_flow_steps_due") == 0  # a paused flow's steps wait
     flows.resume(user.id, flow.id)
-    while flows.dispatch_due():
-        pass
+    flows.dispatch_all_due()
     assert value(scrape(ctx.test_client()), "herald_flow_steps_due") == 0
 
 

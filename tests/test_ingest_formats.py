@@ -50,8 +50,7 @@ def _stored(source_id) -> list[DataEvent]:
 
 def _processed(user: User) -> list[Contact]:
     """Process what was ingested, then the merchant's contacts, oldest first."""
-    while event_processing.process_batch():
-        pass
+    event_processing.process_pending()
     db.session.expire_all()
     return db.session.scalars(sa.select(Contact).where(Contact.user_id == user.id).order_by(Contact.created_at)).all()
 

@@ -8,12 +8,15 @@ from app.services import shopify_webhooks, source_syncs
 from app.sources.http import TransientProviderError
 
 MAX_RETRIES = 5
-
-
 # A provider outage is retried a few times with growing, jittered delays (never more than two
-# minutes: no long ETAs); after the last one the run is failed so the next schedule starts afresh.
-@shared_task(bind=True, name=tasks.SYNC, acks_late=True, autoretry_for=(TransientProviderError,),
-             retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
+# minutes: no long ETAs); the task decides what the last failure means.
+RETRIED_ON_OUTAGE = {"bind": True, "acks_late": True, "autoretry_for": (TransientProviderError,),
+                     "retry_backoff": True, "retry_backoff_max": 120, "retry_jitter": True,
+                     "max_retries": MAX_RETRIES}
+
+
+# After the last retry the run is failed, so the next schedule starts afresh.
+@shared_task(name=tasks.SYNC, **RETRIED_ON_OUTAGE)
 def sync(self: Task, run_id: str) -> None:
     try:
         source_syncs.run_sync(uuid.UUID(run_id))
@@ -41,8 +44,7 @@ def reap_stale_syncs() -> int:
 
 # Registering and removing Shopify webhook subscriptions: an outage is retried like a sync; after
 # the last retry beat's sweep takes it up again (and a registration is given up in the end).
-@shared_task(bind=True, name=tasks.REGISTER_SHOPIFY_WEBHOOKS, acks_late=True, autoretry_for=(TransientProviderError,),
-             retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
+@shared_task(name=tasks.REGISTER_SHOPIFY_WEBHOOKS, **RETRIED_ON_OUTAGE)
 def register_shopify_webhooks(self: Task, source_id: str) -> None:
     try:
         shopify_webhooks.register(uuid.UUID(source_id))
@@ -53,8 +55,7 @@ def register_shopify_webhooks(self: Task, source_id: str) -> None:
         raise
 
 
-@shared_task(bind=True, name=tasks.REMOVE_SHOPIFY_WEBHOOKS, acks_late=True, autoretry_for=(TransientProviderError,),
-             retry_backoff=True, retry_backoff_max=120, retry_jitter=True, max_retries=MAX_RETRIES)
+@shared_task(name=tasks.REMOVE_SHOPIFY_WEBHOOKS, **RETRIED_ON_OUTAGE)
 def remove_shopify_webhooks(self: Task, removal_id: str) -> None:
     try:
         shopify_webhooks.remove(uuid.UUID(removal_id))
