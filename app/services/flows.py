@@ -416,8 +416,9 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if not types:
         return
     work = []  # (flow, enrols: its trigger is among the merchant's events, exits: an exit event is)
+    # Steps are read only to build a flow's statements, which are kept (_statement): not per batch.
     for flow in db.session.scalars(sa.select(Flow).where(Flow.status == "running", Flow.user_id.in_(types))
-                                   .order_by(Flow.id)):
+                                   .options(orm.lazyload(Flow.steps)).order_by(Flow.id)):
         seen = types[flow.user_id]
         enrols, exits = flow.trigger["event"] in seen, any(node["event"] in seen for node in flow.exit_when)
         if enrols or exits:
