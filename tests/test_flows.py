@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -193,6 +195,48 @@ def test_after_days_lets_a_contact_in_again_once_the_days_have_passed(shop, smtp
     clock.advance(timedelta(days=2))
     _process(source, _checkout("jon@example.com"))
     assert len(_enrollments(flow)) == 2
+
+
+def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, shop, monkeypatch):
+    """Two batches with a checkout each by the same person, the first still uncommitted when the
+    second decides: the second waits for it (a lock per flow and contact) and lets nobody in twice."""
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "reentry": {"mode": "afterDays", "days": 7}})
+    _process(source, _order("jon@example.com"))  # jon is known before either batch
+    entered, go = threading.Event(), threading.Event()
+    store_derived = event_processing.contact_timezones.store_derived
+
+    def held_open(rows):  # runs after enrolment, in the batch's transaction
+        if not entered.is_set():
+            entered.set()
+            assert go.wait(30)
+        store_derived(rows)
+
+    monkeypatch.setattr(event_processing.contact_timezones, "store_derived", held_open)
+
+    def process_one(event: tuple[str, dict[str, Any]]) -> None:
+        with ctx.app_context():
+            db.session.add(DataEvent(data_source_id=source_id, event_type=event[0], event_data=event[1]))
+            db.session.commit()
+            assert event_processing.process_batch(batch_size=1) == 1
+            db.session.remove()
+
+    source_id = source.id
+    first = threading.Thread(target=process_one, args=(_checkout("jon@example.com"),))
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=process_one, args=(_checkout("jon@example.com"),))
+    second.start()
+    deadline = time.monotonic() + 30
+    while not db.session.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                        " AND wait_event = 'advisory'")):
+        db.session.rollback()
+        assert time.monotonic() < deadline, "the second batch never waited"
+        time.sleep(0.05)
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert len(_enrollments(flow)) == 1
 
 
 def test_processing_the_same_event_again_enrols_nobody_twice(shop):

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy import orm
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import clock
@@ -409,10 +409,8 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
     already written in the caller's transaction; no commit."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
-    events: dict[tuple[uuid.UUID, str], list[uuid.UUID]] = defaultdict(list)  # (merchant, type) → events
     for row in activities:
         types[row["userId"]].add(row["eventType"])
-        events[(row["userId"], row["eventType"])].append(row["dataEventId"])
     if not types:
         return
     work = []  # (flow, enrols: its trigger is among the merchant's events, exits: an exit event is)
@@ -425,19 +423,61 @@ def enroll(activities: list[dict[str, Any]]) -> None:
             work.append((flow, enrols, exits))
     if not work:
         return
-    # `once` is held by a unique key and `always` needs nothing; `afterDays` compares with earlier
-    # entries, so a merchant with such a flow to enter enrols in one transaction at a time. An exit
-    # event committed by a concurrent batch is seen by the check made right before each step.
-    for user_id in sorted({flow.user_id for flow, enrols, _ in work
-                           if enrols and flow.reentry["mode"] == "afterDays"}):
-        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                           {"key": f"herald.flows:{user_id}"})
-    ending = [(flow, [i for node in flow.exit_when for i in events.get((flow.user_id, node["event"]), [])])
-              for flow, _, ends in work if ends]
-    _exit_by_events([(flow, ids) for flow, ids in ending if ids])
-    entries = [(flow, events[(flow.user_id, flow.trigger["event"])]) for flow, enrols, _ in work if enrols]
-    if _enter(entries):
+    wanted = {(flow.user_id, node["event"]) for flow, _, _ in work for node in (flow.trigger, *flow.exit_when)}
+    batch = [row for row in activities if (row["userId"], row["eventType"]) in wanted]
+    params = {"batch": bulk_sql.to_json(batch)}
+    entering = [flow for flow, enrols, _ in work if enrols]
+    _lock_after_days([flow for flow in entering if flow.reentry["mode"] == "afterDays"], batch)
+    _exit_by_events([flow for flow, _, exits in work if exits], params)
+    if _enter(entering, params):
         _hint_dispatch()
+
+
+# The batch's activity rows, bound once as a JSON document (`batch`): triggers and exits are matched
+# against them, never looked up again in contact_activities, so a batch costs its own size whatever
+# the merchant's history.
+_BATCH = (sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("batch", type_=sa.Text), JSONB)).table_valued(
+    sa.column("dataEventId", sa.Uuid), sa.column("userId", sa.Uuid), sa.column("contactId", sa.Uuid),
+    sa.column("eventType", sa.Text), sa.column("originalName", sa.Text), sa.column("occurredAt", sa.DateTime),
+    sa.column("properties", JSONB)).render_derived(with_types=True))
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Columns named as ContactActivity's attributes, for the criteria shared with it."""
+
+    data_event_id: Any
+    user_id: Any
+    contact_id: Any
+    event_type: Any
+    original_name: Any
+    occurred_at: Any
+    properties: Any
+
+
+def _batch() -> tuple[sa.CTE, _Rows]:
+    cte = sa.select(_BATCH).cte("batch")
+    c = cte.c
+    return cte, _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
+
+
+def _lock_after_days(flows: list[Flow], batch: list[dict[str, Any]]) -> None:
+    """`afterDays` compares an entry with the contact's earlier ones: each (flow, contact) it may
+    enter is locked first, all in one sorted pass (no deadlock between batches), so concurrent
+    batches of other contacts never wait on each other."""
+    keys = {f"herald.flows:{flow.id}:{row['contactId']}" for flow in flows for row in batch
+            if row["userId"] == flow.user_id and row["eventType"] == flow.trigger["event"]}
+    if keys:
+        db.session.execute(_LOCK_SORTED, {"keys": sorted(keys)})
+
+
+_LOCK_SORTED = sa.text(
+    """
+    SELECT pg_advisory_xact_lock(h) FROM (
+        SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h
+    ) AS sorted
+    """
+)
 
 
 def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[sa.ColumnElement[bool]]:
@@ -452,29 +492,29 @@ def _exit_criteria(flow: Flow, activity: Any = ContactActivity) -> sa.ColumnElem
     return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
 
 
-def _exit_by_events(work: list[tuple[Flow, list[uuid.UUID]]]) -> None:
-    """End the active enrolments whose contact did one of their flow's exit events (among each
-    flow's `event_ids`) since their trigger: one statement for every flow of the batch."""
-    if not work:
+def _exit_by_events(flows: list[Flow], params: dict[str, Any]) -> None:
+    """End the active enrolments whose contact did one of their flow's exit events (in the batch)
+    since their trigger: one statement for every flow of the batch."""
+    if not flows:
         return
 
     def build() -> Any:
+        batch, rows = _batch()
         exits = sa.union_all(*(
-            sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), ContactActivity.contact_id,
-                      ContactActivity.occurred_at, ContactActivity.event_type)
-            .where(ContactActivity.data_event_id.in_(sa.bindparam(f"events_{index}", expanding=True)),
-                   ContactActivity.user_id == flow.user_id, _exit_criteria(flow))
-            for index, (flow, _) in enumerate(work))).subquery()
+            sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), rows.contact_id.label("contactId"),
+                      rows.occurred_at.label("occurredAt"), rows.event_type.label("eventType"))
+            .where(rows.user_id == flow.user_id, _exit_criteria(flow, rows))
+            for flow in flows)).subquery()
         return (sa.update(FlowEnrollment)
                 .where(FlowEnrollment.flow_id == exits.c.flow, FlowEnrollment.status == "active",
-                       FlowEnrollment.contact_id == exits.c.contact_id,
-                       FlowEnrollment.triggered_at <= exits.c.occurred_at)
-                .values(status="exited", exit_reason="event:" + exits.c.event_type, next_due_at=None,
+                       FlowEnrollment.contact_id == exits.c.contactId,
+                       FlowEnrollment.triggered_at <= exits.c.occurredAt)
+                .values(status="exited", exit_reason="event:" + exits.c.eventType, next_due_at=None,
                         ended_at=sa.func.now(), updated_at=sa.func.now())
+                .add_cte(batch)
                 .execution_options(synchronize_session=False))
 
-    statement = _statement(("exits", *(_version(flow) for flow, _ in work)), build)
-    db.session.execute(statement, {f"events_{index}": ids for index, (_, ids) in enumerate(work)})
+    db.session.execute(_statement(("exits", *(_version(flow) for flow in flows)), build), params)
 
 
 # Statements built from flows' definitions, kept by the flows (and versions) they serve: a batch
@@ -503,29 +543,35 @@ _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status",
                   "context", "endedAt", "onceKey"]
 
 
-def _enter(work: list[tuple[Flow, list[uuid.UUID]]]) -> bool:
-    """Enrol the contacts of each flow's triggering events among its `event_ids`: the `once` and
-    `always` flows of the batch in one INSERT ... SELECT, `afterDays` ones decided in order. True if
-    a first step is due already."""
+def _enter(flows: list[Flow], params: dict[str, Any]) -> bool:
+    """Enrol the contacts of each flow's triggering events in the batch: the `once` and `always`
+    flows in one INSERT ... SELECT, `afterDays` ones decided in order. True if a first step is due
+    already."""
     now = clock.now()
-    work = [(flow, ids) for flow, ids in work if ids]
     rows = []
-    for flow, event_ids in work:
+    for flow in flows:
         if flow.reentry["mode"] == "afterDays":
-            query = _statement(("afterDays", _version(flow)), lambda flow=flow: _candidates(flow, "events"))
-            rows += _after_days(flow, list(db.session.execute(query, {"events": event_ids})), now)
-    together = [(flow, ids) for flow, ids in work if flow.reentry["mode"] != "afterDays"]
+            def build(flow: Flow = flow) -> Any:
+                batch, found = _batch()
+                return _candidates(flow, found).add_cte(batch), flow.steps[0].delay_seconds
+
+            query, delay = _statement(("afterDays", _version(flow)), build)
+            rows += _after_days(flow, delay, list(db.session.execute(query, params)), now)
+    together = [flow for flow in flows if flow.reentry["mode"] != "afterDays"]
     written: list[uuid.UUID] = []
     due = False
     if together:
-        statement = _statement(("enter", *(_version(flow) for flow, _ in together)), lambda: (
+        def build_together() -> Any:
+            batch, found = _batch()
             # The table, not the entity: with parameters, an ORM insert would be a bulk insert of them.
-            pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*(
-                _entries(flow, _candidates(flow, f"events_{index}")) for index, (flow, _) in enumerate(together))))
-            .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
-            .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.nextDueAt)))
-        inserted = db.session.execute(statement, {"now": now, **{
-            f"events_{index}": ids for index, (_, ids) in enumerate(together)}}).all()
+            return (pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*(
+                _entries(flow, _candidates(flow, found)) for flow in together)))
+                .add_cte(batch)
+                .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
+                .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.nextDueAt))
+
+        inserted = db.session.execute(_statement(("enter", *(_version(flow) for flow in together)), build_together),
+                                      {"now": now, **params}).all()
         written += [row.id for row in inserted]
         due = any(row.nextDueAt is not None and row.nextDueAt <= now for row in inserted)
     if rows:
@@ -536,12 +582,12 @@ def _enter(work: list[tuple[Flow, list[uuid.UUID]]]) -> bool:
     return due
 
 
-def _candidates(flow: Flow, events: str) -> sa.Select[Any]:
-    """The flow's triggering events among those bound to `events`, each with the first exit event since it (an
-    exit may be processed before its trigger: events arrive out of order, and it ends the
+def _candidates(flow: Flow, activity: _Rows) -> sa.Select[Any]:
+    """The flow's triggering events among the batch's rows, each with the first exit event since it
+    (an exit may be processed before its trigger: events arrive out of order, and it ends the
     enrolment at once); for `once`, a contact's first of them, if they never entered before; for
     `afterDays`, with the contact's last entry, in order."""
-    activity, later = ContactActivity, orm.aliased(ContactActivity)
+    later = orm.aliased(ContactActivity)
     exited_by = sa.null() if not flow.exit_when else sa.select(later.event_type).where(
         later.contact_id == activity.contact_id, later.user_id == flow.user_id,
         later.occurred_at >= activity.occurred_at, _exit_criteria(flow, later),
@@ -549,11 +595,11 @@ def _candidates(flow: Flow, events: str) -> sa.Select[Any]:
     entered = sa.select(sa.func.max(FlowEnrollment.triggered_at)).where(
         FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id == activity.contact_id).scalar_subquery()
     mode = flow.reentry["mode"]
-    columns = [activity.data_event_id, activity.contact_id, activity.occurred_at, activity.properties,
+    columns = [activity.data_event_id.label("data_event_id"), activity.contact_id.label("contact_id"),
+               activity.occurred_at.label("occurred_at"), activity.properties.label("properties"),
                exited_by.label("exit")] + ([entered.label("last")] if mode == "afterDays" else [])
     query = sa.select(*columns).where(
-        activity.data_event_id.in_(sa.bindparam(events, expanding=True)), activity.user_id == flow.user_id,
-        *_matching(flow.trigger),
+        activity.user_id == flow.user_id, *_matching(flow.trigger, activity),
         activity.occurred_at >= flow.activated_at)
     if flow.filter is not None:
         query = query.where(activity.contact_id.in_(audience_sql.compile_definition(flow.user_id, flow.filter)))
@@ -578,10 +624,10 @@ def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
         found.c.contact_id if flow.reentry["mode"] == "once" else sa.null())
 
 
-def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
+def _after_days(flow: Flow, delay_seconds: int, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
     """Entries by the afterDays rule: again once `days` have passed since the contact's last entry,
-    earlier entries of the same batch counted."""
-    days, first = timedelta(days=flow.reentry["days"]), flow.steps[0]
+    earlier entries of the same batch counted; the first step due `delay_seconds` after the event."""
+    days, delay = timedelta(days=flow.reentry["days"]), timedelta(seconds=delay_seconds)
     entered: dict[uuid.UUID, datetime] = {}  # entries earlier in this batch
     rows = []
     for event_id, contact_id, occurred_at, properties, exit_type, last in candidates:
@@ -593,7 +639,7 @@ def _after_days(flow: Flow, candidates: list[Any], now: datetime) -> list[dict[s
             "flowId": flow.id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
             "status": "active" if exit_type is None else "exited",
             "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
-            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=first.delay_seconds),
+            "nextDueAt": None if exit_type else occurred_at + delay,
             "context": properties or {}, "endedAt": None if exit_type is None else now, "onceKey": None,
         })
     return rows
