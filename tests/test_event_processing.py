@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -198,6 +199,57 @@ def test_two_workers_never_process_an_event_twice(app, committed_db):
         activities = db.session.scalar(sa.select(sa.func.count()).select_from(ContactActivity))
         contacts = db.session.scalar(sa.select(sa.func.count()).select_from(Contact))
     assert (pending, activities, contacts) == (0, 3000, 300)
+
+
+def test_a_merge_waits_for_a_batch_still_writing_for_the_contact_it_removes(app, committed_db, monkeypatch):
+    """A batch of known customers is resolved without the merchant's lock; a merge that removes one
+    of its contacts meanwhile waits for it to commit, then moves what it wrote rather than losing it."""
+    with app.app_context():
+        merchant = make_merchant()
+        merchant_id = merchant.id
+        source, _ = make_source(merchant, "gtm")
+        gtm = SimpleNamespace(id=source.id)
+        _add(gtm, "page_view", {"name": "page_view", "client_id": "cid-1", "params": {"email": "ann@example.com"}})
+        _add(gtm, "login", {"name": "login", "client_id": "cid-2", "user_id": "user-7", "params": {}})
+        event_processing.process_batch()
+        _add(gtm, "page_view", {"name": "page_view", "client_id": "cid-2", "params": {}})  # known: no lock
+    written, go = threading.Event(), threading.Event()
+    enroll = event_processing.flows.enroll
+
+    def held_open(activities):  # the first batch stops after writing its activity, uncommitted
+        if not written.is_set():
+            written.set()
+            assert go.wait(30)
+        enroll(activities)
+
+    monkeypatch.setattr(event_processing.flows, "enroll", held_open)
+
+    def process_one() -> None:
+        with app.app_context():
+            assert event_processing.process_batch(batch_size=1) == 1
+            db.session.remove()
+
+    first = threading.Thread(target=process_one)
+    first.start()
+    assert written.wait(30)
+    with app.app_context():  # the merging event: cid-2 is ann, so contact B is folded into A
+        _add(gtm, "sign_up", {"name": "sign_up", "client_id": "cid-2", "params": {"email": "ann@example.com"}})
+    merging = threading.Thread(target=process_one)
+    merging.start()
+    with app.app_context():
+        deadline = time.monotonic() + 30
+        while not db.session.scalar(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")):
+            db.session.rollback()
+            assert time.monotonic() < deadline, "the merge never waited"
+            time.sleep(0.05)
+    go.set()
+    first.join(30)
+    merging.join(30)
+    with app.app_context():
+        (survivor,) = _contacts(SimpleNamespace(id=merchant_id))
+        assert survivor.email == "ann@example.com"
+        assert sorted(a.original_name for a in _activities(survivor)) == ["login", "page_view", "page_view", "sign_up"]
 
 
 def test_ingested_events_are_processed_by_a_real_worker(app, live_client, celery_worker):

@@ -2,8 +2,10 @@
 
 A batch is claimed and stamped `processedAt` by one `UPDATE ... FOR UPDATE SKIP LOCKED` statement,
 in the same transaction as everything it leads to, so concurrent workers never take the same event
-and a crash un-claims the batch by rolling back. Contacts of one merchant are resolved under a
-transaction-scoped advisory lock: two batches can't both create the same new customer. The batch's
+and a crash un-claims the batch by rolling back. A batch whose events only name known contacts (the
+events of known customers) finds them with one query and no lock; one that creates, merges or
+changes contacts resolves them under a transaction-scoped advisory lock per merchant: two batches
+can't both create the same new customer. The batch's
 orders are credited to the messages that brought them (app.services.attribution) in the same
 transaction, in one statement.
 """
@@ -27,8 +29,8 @@ from app.jobs import hint
 from app.models import ContactActivity, EventFailure
 from app.services import attribution, bulk_sql, contact_timezones, flows
 from app.services.consent import declare
-from app.services.identity_resolution import BatchResolver
-from app.sources.normalize import NormalizedEvent, PoisonEvent, normalize
+from app.services.identity_resolution import BatchResolver, unchanged_owners
+from app.sources.normalize import Identity, NormalizedEvent, PoisonEvent, normalize
 
 log = logging.getLogger(__name__)
 
@@ -139,32 +141,41 @@ def _process(events: list[ClaimedEvent]) -> None:
 
 def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
                         normalized: dict[uuid.UUID, NormalizedEvent]) -> list[dict[str, Any]]:
-    """Decide and store the merchant's contacts in a short transaction of its own, under the
-    merchant's lock; the batch's activity rows are written afterwards in the claiming transaction,
-    so concurrent workers serialize only on this part. If the claiming transaction then fails, the
-    contacts it created stay and are simply found again when its events are retried."""
-    with orm.Session(bind=db.engine, join_transaction_mode="create_savepoint") as session, session.begin():
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                        {"key": f"herald.contacts:{user_id}"})
-        declare("event", session=session)
-        resolver = BatchResolver(session, user_id, ((normalized[e.id].identity, normalized[e.id].consent)
-                                                    for e in events))
-        owners = {e.id: resolver.resolve(normalized[e.id].identity, normalized[e.id].consent) for e in events}
-        resolver.write()
-        owners = {event_id: resolver.final(owner) for event_id, owner in owners.items() if owner is not None}
+    """The batch's activity rows of one merchant, each with the contact its event belongs to."""
+    identities = [(normalized[e.id].identity, normalized[e.id].consent) for e in events]
+    owners = unchanged_owners(db.session(), user_id, identities)
+    if owners is None:
+        owners = _resolve_under_lock(user_id, identities)
     return [
         {
             "userId": user_id,
-            "contactId": owners[e.id],
+            "contactId": owner,
             "dataEventId": e.id,
             "eventType": normalized[e.id].type,
             "originalName": normalized[e.id].original_name,
             "occurredAt": normalized[e.id].occurred_at or e.created_at,
             "properties": normalized[e.id].properties,
         }
-        for e in events
-        if e.id in owners  # anonymous events are processed, but belong to no one
+        for e, owner in zip(events, owners, strict=True)
+        if owner is not None  # anonymous events are processed, but belong to no one
     ]
+
+
+def _resolve_under_lock(user_id: uuid.UUID,
+                        identities: list[tuple[Identity, dict[str, str]]]) -> list[uuid.UUID | None]:
+    """Decide and store the merchant's contacts in a short transaction of its own, under the
+    merchant's lock (two batches can't both create the same new customer); the batch's activity
+    rows are written afterwards in the claiming transaction, so concurrent workers serialize only
+    on this part. If the claiming transaction then fails, the contacts it created stay and are
+    simply found again when its events are retried."""
+    with orm.Session(bind=db.engine, join_transaction_mode="create_savepoint") as session, session.begin():
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"herald.contacts:{user_id}"})
+        declare("event", session=session)
+        resolver = BatchResolver(session, user_id, identities)
+        owners = [resolver.resolve(identity, consent) for identity, consent in identities]
+        resolver.write()
+        return [None if owner is None else resolver.final(owner) for owner in owners]
 
 
 def _process_alone(event_id: uuid.UUID) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.models import Attribution, Contact, ContactActivity, ContactIdentity, PushSubscription
+from app.models import Attribution, Contact, ContactActivity, ContactIdentity, FlowEnrollment, PushSubscription
 from app.services import bulk_sql, suppressions
 from app.services.consent import (
     AUTHORITATIVE_SOURCES,
@@ -87,6 +87,41 @@ def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
     return sorted(keys, key=lambda key: (KEY_PRIORITY.index(key[0]), key[1]))
 
 
+def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
+                     events: list[tuple[Identity, dict[str, str]]]) -> list[uuid.UUID | None] | None:
+    """Each event's contact, when no event of the batch changes anything: all its keys known and
+    owned by one contact, no profile, no consent — the events of known customers. Read with one
+    query and without the merchant's lock. None when some event creates, merges or changes a
+    contact (BatchResolver, under the lock, decides those). A contact merged away meanwhile fails the
+    batch's activity insert (its foreign key), and the merge itself waits for a batch that is
+    writing rows for it (BatchResolver._merge), so nothing is ever left on a deleted contact."""
+    owner: dict[IdentityKey, uuid.UUID] = {}
+    keyed = [(identity, keys_of(identity), consent) for identity, consent in events]
+    _load_owners(session, user_id, {key for _, keys, _ in keyed for key in keys}, owner)
+    if not all(_changes_nothing(owner, identity, keys, consent) for identity, keys, consent in keyed if keys):
+        return None
+    return [owner[next(iter(keys))] if keys else None for _, keys, _ in keyed]
+
+
+def _load_owners(session: orm.Session, user_id: uuid.UUID, keys: set[IdentityKey],
+                 owner: dict[IdentityKey, uuid.UUID]) -> None:
+    if not keys:
+        return
+    kinds, values = zip(*keys)
+    params = {"kinds": list(kinds), "vals": list(values), "user_id": str(user_id)}
+    owner.update({(kind, value): contact for kind, value, contact in session.execute(_OWNERS, params)})
+
+
+def _changes_nothing(owner: dict[IdentityKey, uuid.UUID], identity: Identity, keys: set[IdentityKey],
+                     consent: dict[str, str]) -> bool:
+    """Every key known and owned by one contact, and nothing to tell them: no profile, no
+    consent. Such an event is resolved without reading the contact."""
+    if consent or identity.profile or not keys:
+        return False
+    owners = {owner.get(key) for key in keys}
+    return len(owners) == 1 and None not in owners
+
+
 class BatchResolver:
     def __init__(self, session: orm.Session, user_id: uuid.UUID,
                  events: Iterable[tuple[Identity, dict[str, str]]]) -> None:
@@ -98,32 +133,17 @@ class BatchResolver:
         self.merged_into: dict[uuid.UUID, uuid.UUID] = {}
         self.new_keys: list[tuple[IdentityKey, uuid.UUID]] = []
         keyed = [(identity, keys_of(identity), consent) for identity, consent in events]
-        self._load_owners({key for _, keys, _ in keyed for key in keys})
+        _load_owners(session, user_id, {key for _, keys, _ in keyed for key in keys}, self.owner)
         changing = [(identity, keys) for identity, keys, consent in keyed
-                    if not self._changes_nothing(identity, keys, consent)]
+                    if not _changes_nothing(self.owner, identity, keys, consent)]
         self._load_contacts({self.owner[key] for _, keys in changing for key in keys if key in self.owner})
         unknown = [identity for identity, keys in changing if not any(key in self.owner for key in keys)]
         self.erased = suppressions.erased_among(session, user_id, unknown)
-
-    def _load_owners(self, keys: set[IdentityKey]) -> None:
-        if not keys:
-            return
-        kinds, values = zip(*keys)
-        params = {"kinds": list(kinds), "vals": list(values), "user_id": str(self.user_id)}
-        self.owner.update({(kind, value): owner for kind, value, owner in self.session.execute(_OWNERS, params)})
 
     def _load_contacts(self, ids: set[uuid.UUID]) -> None:
         if ids:
             for row in self.session.execute(_CONTACTS, {"ids": [str(i) for i in ids]}):
                 self.contacts[row.id] = ContactRecord(*row)
-
-    def _changes_nothing(self, identity: Identity, keys: set[IdentityKey], consent: dict[str, str]) -> bool:
-        """Every key known and owned by one contact, and nothing to tell them: no profile, no
-        consent. Such an event is resolved without reading the contact."""
-        if consent or identity.profile or not keys:
-            return False
-        owners = {self.owner.get(key) for key in keys}
-        return len(owners) == 1 and None not in owners
 
     def resolve(self, identity: Identity, consent: dict[str, str]) -> uuid.UUID | None:
         """The contact for this identity (found, merged or created), updated with what it says."""
@@ -131,7 +151,7 @@ class BatchResolver:
         if not keys:
             return None
         owners = [self.final(self.owner[key]) for key in _strongest_first(keys) if key in self.owner]
-        if owners and owners[0] not in self.contacts and self._changes_nothing(identity, keys, consent):
+        if owners and owners[0] not in self.contacts and _changes_nothing(self.owner, identity, keys, consent):
             return owners[0]  # nothing to change, and nobody merged into or out of it in this batch
         if owners:
             contact = self.contacts[owners[0]]
@@ -176,11 +196,14 @@ class BatchResolver:
             self.new_keys.append((key, contact.id))
 
     def _merge(self, loser: ContactRecord, into: ContactRecord) -> None:
-        """Fold `loser` into `into`: its identities, activity, push subscriptions and the orders
-        credited to messages it got move over."""
+        """Fold `loser` into `into`: its identities, activity, push subscriptions, flow enrolments
+        and the orders credited to messages it got move over."""
         if not loser.is_new:
             self._insert_new([into])  # rows are about to point at it
-            for model in (ContactIdentity, ContactActivity, PushSubscription, Attribution):
+            # A batch writing rows for the loser holds its key share until it commits: wait for it,
+            # so that what it wrote is moved too rather than lost with the loser.
+            self.session.execute(sa.select(Contact.id).where(Contact.id == loser.id).with_for_update())
+            for model in (ContactIdentity, ContactActivity, PushSubscription, Attribution, FlowEnrollment):
                 self.session.execute(sa.update(model).where(model.contact_id == loser.id).values(contact_id=into.id))
             self.session.execute(sa.delete(Contact).where(Contact.id == loser.id))
         into.set(email=into.email or loser.email, phone=into.phone or loser.phone,
