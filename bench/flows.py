@@ -1,8 +1,9 @@
 """Triggered flows, in one run, each figure beside its ceiling:
 
-(a) events/s processed by events.process_pending on a real worker (2 processes) with no flows and
-    with 10 running flows (triggers and exits on the batches' event types), beside the raw claim
-    loop of bench/ingest_and_process.py over the same number of rows. Aims: with flows >= 0.8 × without;
+(a) events/s processed by events.process_pending on a real worker (2 processes, warmed by a first
+    run) with no flows and with 10 running flows (triggers and exits on the batches' event types),
+    20,000 events each, beside the raw claim loop of bench/ingest_and_process.py (its best of
+    three runs of 10,000). Aims: with flows >= 0.8 × without;
     processing >= 0.5 × the claim loop.
 (b) dispatch: 10,000 enrolments due at once on an email step → messages/s from the first dispatch
     to the last message received by an aiosmtpd server, on a real worker (2 processes), beside a bare
@@ -24,6 +25,7 @@ from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepar
 from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loop, raw_copy, setup_source
 
 ENROLLED = 10_000
+ROUNDS = 2  # each measured run processes ROUNDS × 10,000 events
 EMAIL = {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
          "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
          "text": "Hi {{ contact.firstName }}, your cart is waiting: https://shop.test/cart"}
@@ -45,20 +47,35 @@ FLOWS = [
 ]
 
 
-def processing(app) -> float:
-    """Events/s through process_pending, the events copied in first and processed by 2 processes."""
+def processing(app, celery, events: int) -> float:
+    """Events/s through process_pending on the running worker's 2 processes, the events copied in first."""
     from app.extensions import db
     from app.models import DataEvent
 
-    celery = app.extensions["celery"]
-    with app.app_context(), celery_worker(celery, "events", concurrency=2):
+    with app.app_context():
         started = time.perf_counter()
         for _ in range(2):
             celery.send_task("events.process_pending")
         while db.session.scalar(sa.select(sa.func.count()).where(DataEvent.processed_at.is_(None))):
             db.session.rollback()
-            time.sleep(0.05)
-        return BATCHES * BATCH / (time.perf_counter() - started)
+            time.sleep(0.02)
+        return events / (time.perf_counter() - started)
+
+
+def copy_events(app, source_id, tag: str) -> int:
+    """ROUNDS × BATCHES batches of BATCH events, copied in; the number of events."""
+    for round_ in range(ROUNDS):
+        raw_copy(app, source_id, make_batches(f"{tag}-{round_}"))
+    return ROUNDS * BATCHES * BATCH
+
+
+def best_claim_loop(app, source_id) -> float:
+    """The bare claim loop's best of three runs (the ceiling: its best, not its average)."""
+    rates = []
+    for run in range(3):
+        raw_copy(app, source_id, make_batches(f"claim-{run}"))
+        rates.append(raw_claim_loop(app))
+    return max(rates)
 
 
 def start_flows(app, source_id) -> int:
@@ -124,29 +141,30 @@ def main() -> None:
     prepare_database()
     app = bench_app()
     source_id, _ = setup_source(app)
-    raw_copy(app, source_id, make_batches("claim"))
-    claim_rate = raw_claim_loop(app)
-    raw_copy(app, source_id, make_batches("warm"))  # the people exist before either measured run
-    processing(app)
-    raw_copy(app, source_id, make_batches("none"))
-    without = processing(app)
-    start_flows(app, source_id)
-    raw_copy(app, source_id, make_batches("ten"))
-    with_flows = processing(app)
+    claim_rate = best_claim_loop(app, source_id)
+    celery = app.extensions["celery"]
+    # One worker for the three runs, warmed by the first (as a running deployment's workers are).
+    with celery_worker(celery, "events", concurrency=2):
+        processing(app, celery, copy_events(app, source_id, "warm"))  # the people exist before either run
+        without = processing(app, celery, copy_events(app, source_id, "none"))
+        start_flows(app, source_id)
+        with_flows = processing(app, celery, copy_events(app, source_id, "ten"))
     with app.app_context():
         from app.extensions import db
 
         enrolled = db.session.scalar(sa.text("SELECT count(*) FROM flow_enrollments"))
+    print(f"(a) process_pending, no flows:   {without:8.0f} events/s   raw claim loop: {claim_rate:8.0f} events/s"
+          f"   ratio {without / claim_rate:.2f} (aim >= 0.5)")
+    print(f"    process_pending, 10 flows:   {with_flows:8.0f} events/s   ({enrolled} enrolments)   "
+          f"ratio to no flows {with_flows / without:.2f} (aim >= 0.8)   to the claim loop {with_flows / claim_rate:.2f}")
+    if "processing" in sys.argv[1:]:  # `bench/flows.py processing`: part (a) only
+        return
     dispatch_rate, sample = dispatch(app, port)
     sink = SmtpSink(port=port).start()
     try:
         ceiling = bare_loop(port, sample)
     finally:
         sink.stop()
-    print(f"(a) process_pending, no flows:   {without:8.0f} events/s   raw claim loop: {claim_rate:8.0f} events/s"
-          f"   ratio {without / claim_rate:.2f} (aim >= 0.5)")
-    print(f"    process_pending, 10 flows:   {with_flows:8.0f} events/s   ({enrolled} enrolments)   "
-          f"ratio to no flows {with_flows / without:.2f} (aim >= 0.8)   to the claim loop {with_flows / claim_rate:.2f}")
     print(f"(b) 10,000 due enrolments → sent: {dispatch_rate:8.0f} messages/s   bare smtplib loop: {ceiling:8.0f} "
           f"messages/s   ratio {dispatch_rate / ceiling:.2f} (aim >= 0.8)")
 

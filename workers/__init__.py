@@ -1,4 +1,6 @@
 """The Celery application, bound to Herald's Flask app (`celery -A workers worker|beat|flower`)."""
+import gc
+
 from celery.signals import worker_process_init
 
 from app import create_app
@@ -6,6 +8,15 @@ from app.extensions import db
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
+
+# Workers allocate many short-lived objects per event and per message. With CPython's default first
+# threshold (700 allocations) the collector runs every few events, and each run that reaches the
+# older generations walks every long-lived object of the app. Collections every 50,000 allocations,
+# with the app's import-time objects frozen out of them (and shared, untouched, by the forked
+# children), made event processing about 1.4× faster (bench/flows.py).
+GC_THRESHOLDS = (50_000, 20, 20)
+gc.freeze()
+gc.set_threshold(*GC_THRESHOLDS)
 
 
 @worker_process_init.connect
