@@ -31,7 +31,7 @@ class ChannelSpec:
 
 
 CHANNELS: dict[str, ChannelSpec] = {spec.type: spec for spec in (
-    ChannelSpec("email", "email", "app.channels.email:EmailSender", merchant_account=False, in_flight=4),
+    ChannelSpec("email", "email", "app.channels.email:EmailSender", merchant_account=False, in_flight=8),
     ChannelSpec("sms", "phone", "app.channels.sms:SmsSender", merchant_account=True, account_ref="accountSid"),
     ChannelSpec("push", "push", "app.channels.push:PushSender", merchant_account=True),
     ChannelSpec("whatsapp", "phone", "app.channels.whatsapp:WhatsAppSender", merchant_account=True,

@@ -79,8 +79,29 @@ class _VerbatimHeader(UnstructuredHeader, BaseHeader):
         return f"{self.name}: {self}{policy.linesep}"
 
 
+class _HeaderTypes(HeaderRegistry):
+    """The stdlib registry builds a new header class (`type(...)`) for every header it is asked
+    for: several per message, the largest share of composing one. The classes depend only on the
+    header's name, so each is built once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = super().__getitem__(name)
+        return built
+
+    def map_to_type(self, name: str, cls: type[BaseHeader]) -> None:
+        super().map_to_type(name, cls)
+        self._built.pop(name.lower(), None)
+
+
 def _mail_policy() -> email.policy.EmailPolicy[EmailMessage]:
-    headers = HeaderRegistry()
+    headers = _HeaderTypes()
     for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
         headers.map_to_type(name.lower(), _VerbatimHeader)
     return email.policy.default.clone(header_factory=headers)

@@ -1,6 +1,7 @@
 """Merchants' API keys: creating, listing and revoking them, and the per-request check of one."""
 from __future__ import annotations
 
+import typing
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ _KEY_USER = PreparedStatement(
     .join(ApiKey, ApiKey.user_id == User.id)
     .where(ApiKey.prefix == sa.bindparam("prefix")),
 )
-_LOAD_KEY_USER = sa.select(User, *list(_KEY_USER.statement.selected_columns)[-5:]).from_statement(_KEY_USER.statement)
+_KEY_USER_ROWS = typing.cast(sa.TextualSelect, _KEY_USER.statement)  # a select's: typed columns
+_LOAD_KEY_USER = sa.select(User, *list(_KEY_USER_ROWS.selected_columns)[-5:]).from_statement(_KEY_USER_ROWS)
 
 
 def authenticate_key(key: str) -> KeyIdentity:

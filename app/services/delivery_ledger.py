@@ -34,6 +34,7 @@ from app.models import (
 from app.models.contacts import zone_for
 from app.models.flows import backs_a_flow
 from app.services import ab_tests, audience_sql, audiences, bulk_sql, send_policies, suppressions, webhook_events
+from app.services.prepared_statements import PreparedStatement
 
 ERROR_MAX = 2000
 RECEIPT_STATUSES = ("delivered", "read", "failed")
@@ -287,7 +288,7 @@ class Outcome:
 # itself): record outcomes (moving the counters and writing their webhook events with them, and
 # taking any receipts that arrived before their message ids), then claim more rows with their contacts. Rows handed back to the
 # queue here are not claimed by the same statement: it sees them as they were.
-_SETTLE = sa.text(
+_SETTLE = PreparedStatement("herald_settle", sa.text(
     f"""
     WITH outcome AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
@@ -370,7 +371,7 @@ _SETTLE = sa.text(
             WHERE claimed.status = 'sending') AS x) AS claimed,
         (SELECT count(*) FROM webhook_delivery) AS webhooks
     """
-)
+))
 
 
 def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], claim_limit: int = 0,
@@ -382,11 +383,14 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
     session, which the caller commits."""
     rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
+    engine = autocommit_engine()
+    # Separate dicts: Session.connection() pops "bind" from the one it is given.
+    _SETTLE.prepare_on(db.session.connection(bind_arguments={"bind": engine}))
     held, claimed, webhooks = db.session.execute(
-        _SETTLE, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
-                  "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now(),
-                  "kind": suppressions.kind_for(channel_type) if channel_type else None},
-        bind_arguments={"bind": autocommit_engine()},
+        _SETTLE.statement, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id),
+                            "channel_type": channel_type, "limit": claim_limit, "lease": lease.total_seconds(),
+                            "now": clock.now(), "kind": suppressions.kind_for(channel_type) if channel_type else None},
+        bind_arguments={"bind": engine},
     ).one()
     webhook_events.written(webhooks)
     for receipt in held:
