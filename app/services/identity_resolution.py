@@ -1,13 +1,14 @@
 """Identity resolution for a batch of events of one merchant: which contact each event belongs to.
 
-Every identity key of the batch is looked up with one query (key → contact id); only the contacts
-that some event may change are then read, with a second. An event that changes nothing — all its
-keys known, one contact behind them, no profile, no consent — is resolved from the first alone, which
-is what most events of known customers are. The rest is decided in memory on plain records and
-written back set-based (new contacts, changed contacts, claimed keys: one statement each). An event
-whose keys point at several contacts merges them into the one its strongest key names — unless they
-hold different emails or phones, which are different people sharing a weaker key (a family
-computer's GA4 client id).
+A batch whose events all name known contacts and tell them nothing new (the events of known
+customers) is resolved inside PostgreSQL by one statement (unchanged_owners). Otherwise
+(BatchResolver, under the merchant's lock) every identity key of the batch is looked up with one
+query (key → contact id), and only the contacts that some event may change are then read, with a
+second; an event that changes nothing is resolved from the first alone. The rest is decided in
+memory on plain records and written back set-based (new contacts, changed contacts, claimed keys:
+one statement each). An event whose keys point at several contacts merges them into the one its
+strongest key names — unless they hold different emails or phones, which are different people
+sharing a weaker key (a family computer's GA4 client id).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import orm
 
@@ -90,17 +92,42 @@ def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
 def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
                      events: list[tuple[Identity, dict[str, str]]]) -> list[uuid.UUID | None] | None:
     """Each event's contact, when no event of the batch changes anything: all its keys known and
-    owned by one contact, no profile, no consent — the events of known customers. Read with one
-    query and without the merchant's lock. None when some event creates, merges or changes a
-    contact (BatchResolver, under the lock, decides those). A contact merged away meanwhile fails the
-    batch's activity insert (its foreign key), and the merge itself waits for a batch that is
-    writing rows for it (BatchResolver._merge), so nothing is ever left on a deleted contact."""
-    owner: dict[IdentityKey, uuid.UUID] = {}
-    keyed = [(identity, keys_of(identity), consent) for identity, consent in events]
-    _load_owners(session, user_id, {key for _, keys, _ in keyed for key in keys}, owner)
-    if not all(_changes_nothing(owner, identity, keys, consent) for identity, keys, consent in keyed if keys):
+    owned by one contact, no profile, no consent — the events of known customers. Decided inside
+    PostgreSQL by one statement, without the merchant's lock. None when some event creates, merges
+    or changes a contact (BatchResolver, under the lock, decides those). A contact merged away
+    meanwhile fails the batch's activity insert (its foreign key), and the merge itself waits for a
+    batch that is writing rows for it (BatchResolver._merge), so nothing is left on a deleted contact."""
+    if any(consent or identity.profile for identity, consent in events):
         return None
-    return [owner[next(iter(keys))] if keys else None for _, keys, _ in keyed]
+    keyed = [sorted(keys_of(identity)) for identity, _ in events]
+    named = [keys for keys in keyed if keys]
+    if not named:
+        return [None] * len(events)
+    found = session.scalar(_SOLE_OWNERS, {"events": orjson.dumps(named).decode(), "user_id": str(user_id)})
+    owners = found.split(",")
+    if "-" in owners:
+        return None
+    resolved = iter(owners)
+    return [uuid.UUID(next(resolved)) if keys else None for keys in keyed]
+
+
+# Per event (its keys as [kind, value] pairs, in order), the one contact that owns every key, or `-`.
+_SOLE_OWNERS = sa.text(
+    """
+    WITH key AS (
+        SELECT e.n, k ->> 0 AS kind, k ->> 1 AS value
+        FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(keys, n),
+             jsonb_array_elements(e.keys) AS k
+    ), owner AS (
+        SELECT key.n, count(*) = count(ci."contactId") AND min(ci."contactId"::text) = max(ci."contactId"::text)
+                   AS sole, min(ci."contactId"::text) AS contact
+        FROM key LEFT JOIN contact_identities AS ci
+          ON ci."userId" = CAST(:user_id AS uuid) AND ci.kind = key.kind AND ci.value = key.value
+        GROUP BY key.n
+    )
+    SELECT string_agg(CASE WHEN sole THEN contact ELSE '-' END, ',' ORDER BY n) FROM owner
+    """
+)
 
 
 def _load_owners(session: orm.Session, user_id: uuid.UUID, keys: set[IdentityKey],
