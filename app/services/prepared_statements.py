@@ -23,6 +23,7 @@ class PreparedStatement:
         compiled = statement.compile(dialect=_DOLLAR_DIALECT)
         params = list(dict.fromkeys(compiled.positiontup or ()))
         self.name = name
+        self.source = statement  # as written, e.g. to compare it with a variant of its own
         self._prepare_sql = f"PREPARE {name} AS {compiled.string}"
         placeholders = ", ".join(f":{param}" for param in params)
         # Typed binds and typed result columns: UUIDs go in and come out as the select's would (a
