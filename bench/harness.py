@@ -85,10 +85,34 @@ def web_server(workers: int = 2) -> Iterator[str]:
                 time.sleep(0.2)
         else:
             raise RuntimeError("gunicorn did not start")
+        _until_idle(proc.pid, workers)  # one worker answering is not all of them having loaded the app
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _until_idle(parent: int, children: int, quiet: float = 0.5, timeout: float = 60) -> None:
+    """Wait until `parent` has `children` processes and none of them used CPU for `quiet` seconds."""
+    def cpu_ticks() -> dict[int, int]:
+        pids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        ticks = {}
+        for pid in map(int, pids):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            ticks[pid] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    deadline, last = time.monotonic() + timeout, cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_ticks()
+        if len(now) >= children and now == last:
+            return
+        last = now
+    raise RuntimeError(f"the workers were still busy after {timeout} s")
 
 
 def wrk_requests_per_second(url: str, headers: dict[str, str] | None = None, seconds: int = 8,

@@ -149,7 +149,7 @@ def main() -> None:
     copy_rate = raw_copy(app, source_id, make_batches("copy"))
     claim_rate = raw_claim_loop(app)
     with web_server() as base:
-        http_ingest(base, source_id, key, make_batches("warm")[:2])  # warm-up
+        http_ingest(base, source_id, key, make_batches("warm")[:8])  # warm-up: every worker has served a few
         with app.app_context():
             from app.extensions import db
 

@@ -19,6 +19,7 @@ from app.models import (
 )
 from app.services import event_processing
 from app.sources.normalize import sha256_email
+from tests.support.lock_waits import until_a_transaction_waits
 from tests.support.sources import (
     capi_event,
     dumps,
@@ -237,12 +238,7 @@ def test_a_merge_waits_for_a_batch_still_writing_for_the_contact_it_removes(app,
     merging = threading.Thread(target=process_one)
     merging.start()
     with app.app_context():
-        deadline = time.monotonic() + 30
-        while not db.session.scalar(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")):
-            db.session.rollback()
-            assert time.monotonic() < deadline, "the merge never waited"
-            time.sleep(0.05)
+        until_a_transaction_waits()  # the merge, for the first batch
     go.set()
     first.join(30)
     merging.join(30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from app.services import event_processing, flows, sending, settings
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
 from tests.support.campaigns import EMAIL_CONFIG, verified_merchant, verified_sender
+from tests.support.lock_waits import until_a_transaction_waits
 from tests.support.providers import add_provider_account
 from tests.support.sources import make_source
 from tests.test_email_channel import tracked_links
@@ -227,12 +227,7 @@ def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, sho
     assert entered.wait(30)
     second = threading.Thread(target=process_one, args=(_checkout("jon@example.com"),))
     second.start()
-    deadline = time.monotonic() + 30
-    while not db.session.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                        " AND wait_event = 'advisory'")):
-        db.session.rollback()
-        assert time.monotonic() < deadline, "the second batch never waited"
-        time.sleep(0.05)
+    until_a_transaction_waits("advisory")  # the second batch, for the first one's (flow, contact)
     go.set()
     first.join(30)
     second.join(30)

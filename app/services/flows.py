@@ -7,9 +7,10 @@ tracking, unsubscribe links and counters all apply to a step's messages as to a 
 
 - Enrolment (`enroll`) happens where events are processed, in the transaction that marks them
   processed: one enrolment per (flow, triggering event) and, for `once`, per (flow, contact), by
-  unique keys; `afterDays` under a per-merchant advisory lock, decided against every earlier
-  enrolment. Exit events end active enrolments in the same place; one that happened before its
-  trigger was processed ends the enrolment at once.
+  unique keys; `afterDays` under an advisory lock per (flow, contact), decided against every
+  earlier enrolment. Triggers and exits are matched against the batch's own rows. Exit events
+  end active enrolments in the same place; one that happened before its trigger was processed
+  ends the enrolment at once.
 - Due steps (`dispatch_due`) are claimed from the database by beat (SKIP LOCKED), their exits
   checked right before, and written to the ledger as queued rows in one transaction with the
   enrolment's move to its next step; the channel's senders then send them at the channel's rate.
