@@ -158,13 +158,14 @@ def test_a_worker_killed_mid_delivery_loses_no_event(app, live_client):
             processes.wait_until(lambda: {e["id"] for e in receiver.events(receiver.answered_ok())} == expected
                                  and _succeeded(endpoint["id"]) == 5, timeout=60, what="every event delivered")
         db.session.remove()
-    # At least once: the event in flight when the worker died came again, with the same id and body.
+    # Every event arrived, each always with the same body; the request the worker died in was made
+    # again (at least once). The SIGKILL may have come before that request's body was sent.
     bodies: dict[str, set[bytes]] = {}
-    for request in receiver.requests:
+    for request in (r for r in receiver.requests if r.body):
         bodies.setdefault(json.loads(request.body)["id"], set()).add(request.body)
         assert signed_by(endpoint["secret"], request)
     assert set(bodies) == expected and all(len(b) == 1 for b in bodies.values())
-    assert max(Counter(json.loads(r.body)["id"] for r in receiver.requests).values()) >= 2
+    assert len(receiver.requests) > len(expected)
 
 
 def _succeeded(endpoint_id: str) -> int:
