@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app import clock
 from app.errors import NotFound
 from app.extensions import db
-from app.models import Campaign, Contact, DataEvent, Delivery, FlowEnrollment, User
+from app.models import Campaign, Contact, DataEvent, Delivery, EventFailure, FlowEnrollment, User
 from app.services import event_processing, flows, sending, settings
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
@@ -195,6 +195,21 @@ def test_after_days_lets_a_contact_in_again_once_the_days_have_passed(shop, smtp
     clock.advance(timedelta(days=2))
     _process(source, _checkout("jon@example.com"))
     assert len(_enrollments(flow)) == 2
+
+
+def test_once_and_always_flows_enter_from_one_statement_whichever_comes_first(shop):
+    """The flows a batch enters share one statement, in the order of their ids. Two `always` flows
+    first in it (their onceKey NULL) must not make the column text for the `once` flow after them."""
+    user, source = shop
+    always = [_running(user, {**ABANDONED, "name": f"Always {i}", "reentry": {"mode": "always"}}) for i in range(2)]
+    while True:  # a `once` flow whose id comes after both (one in three does)
+        once = _running(user, {**ABANDONED, "name": "Once"})
+        if once.id > max(flow.id for flow in always):
+            break
+        flows.stop(user.id, once.id)
+    _process(source, _checkout("jon@example.com"))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(EventFailure)) == 0
+    assert [len(_enrollments(flow)) for flow in [*always, once]] == [1, 1, 1]
 
 
 def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, shop, monkeypatch):

@@ -622,7 +622,8 @@ def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
         sa.case((exited, None), else_=found.c.occurred_at + delay),
         sa.func.coalesce(found.c.properties, sa.text("'{}'::jsonb")),
         sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None),
-        found.c.contact_id if flow.reentry["mode"] == "once" else sa.null())
+        # Typed: a NULL first in the UNION would make the column text and the `once` flows after it fail.
+        found.c.contact_id if flow.reentry["mode"] == "once" else sa.cast(sa.null(), sa.Uuid))
 
 
 def _after_days(flow: Flow, delay_seconds: int, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
