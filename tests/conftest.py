@@ -144,6 +144,17 @@ def live_client(app: Flask, committed_db: None):
 
 
 @pytest.fixture()
+def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
+    """An app context over really committed rows (for tests with workers, threads or other
+    connections); a test module may define its own `ctx` on top of other fixtures."""
+    from app.extensions import db
+
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture()
 def app_ctx(app: Flask, db_session: None) -> Iterator[Flask]:
     with app.app_context():
         yield app

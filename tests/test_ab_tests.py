@@ -25,13 +25,6 @@ AB_TEST = {"variants": [{"subject": "Version A"}, {"subject": "Version B"}], "te
            "metric": "unique_clicks", "durationMinutes": 60}
 
 
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
 def _subjects(sink) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for mail in sink.messages:

@@ -21,13 +21,6 @@ from tests.support.campaigns import add_contacts, email_campaign, verified_merch
 CHUNK = 50  # tests/conftest.py: LAUNCH_CHUNK_CONTACTS
 
 
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
 def _ledger(campaign_id) -> Counter:
     db.session.expire_all()
     return Counter(db.session.scalars(sa.select(Delivery.status).where(Delivery.campaign_id == campaign_id)))

@@ -38,13 +38,6 @@ def _recipients(sink) -> Counter:
     return Counter(rcpt for mail in sink.messages for rcpt in mail.recipients)
 
 
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
 def test_launch_sends_once_to_everyone_and_counts_honestly(ctx, smtp_sink):
     user = verified_merchant()
     add_contacts(user, 30)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask import Flask
@@ -67,13 +66,6 @@ def _relay(app: Flask, relay: Relay, **settings: Any) -> Iterator[Relay]:
     finally:
         app.config["HERALD_SETTINGS"] = original
         controller.stop()
-
-
-@pytest.fixture()
-def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
-    with app.app_context():
-        yield app
-        db.session.remove()
 
 
 def _launched(count: int) -> tuple[Campaign, CampaignChannel]:

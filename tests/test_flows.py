@@ -39,13 +39,6 @@ _ids = itertools.count(7_000_000)
 
 
 @pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
-@pytest.fixture()
 def shop(ctx):
     user = verified_merchant()
     source, _ = make_source(user, "shopify")

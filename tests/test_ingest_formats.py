@@ -80,13 +80,6 @@ def _utc(seconds: float) -> datetime:
 # --- Meta Conversions API: the official SDK against Herald on a real port --------------------------
 
 @pytest.fixture()
-def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
-@pytest.fixture()
 def graph_api(ctx: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Herald on a real port, and the SDK's Graph API base URL (which both its request paths read)
     pointed at its CAPI route, as a merchant configures the SDK."""

@@ -65,13 +65,6 @@ def test_campaign_names_become_slugs(name, expected):
 
 # --- Email links, by the merchant's setting and the campaign's ----------------------------------
 
-@pytest.fixture()
-def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
 def _clicked_targets(ctx: Flask, smtp_sink, campaign_config: dict[str, Any], merchant_utm: dict[str, Any] | None,
                      ) -> set[str]:
     """Send a two-link email campaign to one contact; where its tracked links redirect."""

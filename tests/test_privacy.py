@@ -2,7 +2,6 @@
 person in any table while campaign totals stay and the next sync does not bring them back."""
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -16,13 +15,6 @@ from tests.test_email_channel import tracked_links
 
 EMAIL, PHONE = "jon@example.com", "+16135551212"
 CUSTOMER_ID = 115310627314723954
-
-
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
 
 
 def _user(client, app):

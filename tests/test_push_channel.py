@@ -17,7 +17,6 @@ import requests
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Flask
 
 from app.channels.base import OutgoingMessage
 from app.channels.endpoint_guard import EndpointGuard, PinnedAdapter
@@ -46,13 +45,6 @@ SUBJECT = "mailto:ops@shop.test"
 SALE = "https://shop.test/sale?utm_source=push"
 PUSH_CONFIG: dict[str, Any] = {"title": "Hi {{ contact.firstName }}", "body": "{{ contact.firstName }}, 20% off today",
                                "url": SALE}
-
-
-@pytest.fixture()
-def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
-    with app.app_context():
-        yield app
-        db.session.remove()
 
 
 @pytest.fixture()

@@ -22,13 +22,6 @@ TOKYO, NEW_YORK = "Asia/Tokyo", "America/New_York"  # UTC+9; UTC-5 in December
 
 
 @pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
-@pytest.fixture()
 def live_worker(ctx):
     with processes.worker(ctx.extensions["celery"], queues="campaigns,sends,default"):
         yield

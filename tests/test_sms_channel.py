@@ -37,13 +37,6 @@ BODY = "Hi {{ contact.firstName }}, 20% off today. Reply STOP to opt out."
 # --- Fixtures ----------------------------------------------------------------------------------
 
 @pytest.fixture()
-def ctx(app: Flask, committed_db: None) -> Iterator[Flask]:
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
-@pytest.fixture()
 def herald_url(app: Flask) -> Iterator[str]:
     """The app on a real port, so the emulator's callbacks arrive over HTTP as Twilio's would."""
     with serving(app) as url:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -101,13 +100,6 @@ def test_synced_data_cannot_resubscribe_a_suppressed_address(app_ctx):
     db.session.expire_all()
     contact = db.session.scalars(sa.select(Contact).where(Contact.user_id == user.id)).one()
     assert (contact.consent["email"], contact.consent_sources["email"]) == ("unsubscribed", "contact")
-
-
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
 
 
 def test_suppressed_addresses_are_skipped_at_launch_and_at_claim(ctx, smtp_sink):

@@ -23,13 +23,6 @@ from tests.test_email_channel import tracked_links
 RECEIVER = "https://hooks.merchant.example/herald"
 
 
-@pytest.fixture()
-def ctx(app, committed_db):
-    with app.app_context():
-        yield app
-        db.session.remove()
-
-
 def _endpoint(user_id: uuid.UUID, types: list[str] | None = None) -> uuid.UUID:
     return webhooks.create_endpoint(user_id, RECEIVER, types or list(EVENT_TYPES)).id
 
