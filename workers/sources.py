@@ -1,5 +1,6 @@
 """Data source sync tasks (queue `sources`)."""
 import uuid
+from collections.abc import Callable
 
 from celery import Task, shared_task
 
@@ -15,16 +16,23 @@ RETRIED_ON_OUTAGE = {"bind": True, "acks_late": True, "autoretry_for": (Transien
                      "max_retries": MAX_RETRIES}
 
 
+def _until_the_last_retry(task: Task, work: Callable[[], object], last_failure: Callable[[str], object]) -> None:
+    """Run `work`; an outage is retried (RETRIED_ON_OUTAGE) until the last retry, whose failure is
+    handed to `last_failure` instead of failing the task."""
+    try:
+        work()
+    except TransientProviderError as exc:
+        if task.request.retries >= MAX_RETRIES:
+            last_failure(str(exc))
+            return
+        raise
+
+
 # After the last retry the run is failed, so the next schedule starts afresh.
 @shared_task(name=tasks.SYNC, **RETRIED_ON_OUTAGE)
 def sync(self: Task, run_id: str) -> None:
-    try:
-        source_syncs.run_sync(uuid.UUID(run_id))
-    except TransientProviderError as exc:
-        if self.request.retries >= MAX_RETRIES:
-            source_syncs.fail_run(uuid.UUID(run_id), str(exc))
-            return
-        raise
+    _until_the_last_retry(self, lambda: source_syncs.run_sync(uuid.UUID(run_id)),
+                          lambda error: source_syncs.fail_run(uuid.UUID(run_id), error))
 
 
 @shared_task(name=tasks.SYNC_ALL)
@@ -46,21 +54,12 @@ def reap_stale_syncs() -> int:
 # the last retry beat's sweep takes it up again (and a registration is given up in the end).
 @shared_task(name=tasks.REGISTER_SHOPIFY_WEBHOOKS, **RETRIED_ON_OUTAGE)
 def register_shopify_webhooks(self: Task, source_id: str) -> None:
-    try:
-        shopify_webhooks.register(uuid.UUID(source_id))
-    except TransientProviderError as exc:
-        if self.request.retries >= MAX_RETRIES:
-            shopify_webhooks.give_up(uuid.UUID(source_id), str(exc))
-            return
-        raise
+    _until_the_last_retry(self, lambda: shopify_webhooks.register(uuid.UUID(source_id)),
+                          lambda error: shopify_webhooks.give_up(uuid.UUID(source_id), error))
 
 
 @shared_task(name=tasks.REMOVE_SHOPIFY_WEBHOOKS, **RETRIED_ON_OUTAGE)
 def remove_shopify_webhooks(self: Task, removal_id: str) -> None:
-    try:
-        shopify_webhooks.remove(uuid.UUID(removal_id))
-    except TransientProviderError:
-        if self.request.retries >= MAX_RETRIES:
-            return  # beat's sweep tries again later
-        raise
+    _until_the_last_retry(self, lambda: shopify_webhooks.remove(uuid.UUID(removal_id)),
+                          lambda error: None)  # beat's sweep tries again later
 
