@@ -482,14 +482,10 @@ def _audience(text: _Text, window: Window | None = None, theme: str | None = Non
             return stated
         window = stated
     window = window or None  # _NO_WINDOW: none
-    places = _places(text)
-    if isinstance(places, NotUnderstood):
-        return places
-    found = _behaviours(text)
-    if isinstance(found, NotUnderstood):
-        return found
-    if leftover := text.leftover(_FILLER):
-        return NotUnderstood(f"I didn't understand “{' '.join(leftover)}”.")
+    said = _places_and_behaviours(text, _FILLER)
+    if isinstance(said, NotUnderstood):
+        return said
+    places, found = said
     if theme == "winback" and not found:  # "win back customers": those who bought before
         found = [_Found(0, _BEHAVIOURS[2], _BEHAVIOURS[2].events, "lapsed")]
     return _resolve(places, found, window, theme)
@@ -568,6 +564,21 @@ def _audience_name(countries_: tuple[str, ...], excluded: tuple[str, ...], label
 
 def _joined(words: tuple[str, ...] | list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _places_and_behaviours(
+        text: _Text, filler: frozenset[str]) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], list[_Found]] | NotUnderstood:
+    """The countries and the behaviours said, once every other part of the request was taken: what
+    is left must be `filler`, or the request is not understood."""
+    places = _places(text)
+    if isinstance(places, NotUnderstood):
+        return places
+    found = _behaviours(text)
+    if isinstance(found, NotUnderstood):
+        return found
+    if leftover := text.leftover(filler):
+        return NotUnderstood(f"I didn't understand “{' '.join(leftover)}”.")
+    return places, found
 
 
 def _behaviours(text: _Text) -> list[_Found] | NotUnderstood:
@@ -778,14 +789,10 @@ def _flow(text: _Text, quotes: list[str]) -> dict[str, Any] | NotUnderstood:
     every = [(match.group("noun").replace("-", ""), _where(match.groupdict())) for match in text.take_all(_EVERY)]
     if text.take(_POST_PURCHASE):
         every.append(("purchase", ()))
-    places = _places(text)
-    if isinstance(places, NotUnderstood):
-        return places
-    found = _behaviours(text)
-    if isinstance(found, NotUnderstood):
-        return found
-    if leftover := text.leftover(_FLOW_FILLER):
-        return NotUnderstood(f"I didn't understand “{' '.join(leftover)}”.")
+    said = _places_and_behaviours(text, _FLOW_FILLER)
+    if isinstance(said, NotUnderstood):
+        return said
+    places, found = said
     theme = next((theme for word, theme in _VERB_FLOW_THEMES if word in verbs), None)
     trigger = _trigger(found, every, theme)
     if isinstance(trigger, NotUnderstood):
