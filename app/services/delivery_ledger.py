@@ -384,8 +384,7 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
     rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
     engine = autocommit_engine()
-    # Separate dicts: Session.connection() pops "bind" from the one it is given.
-    _SETTLE.prepare_on(db.session.connection(bind_arguments={"bind": engine}))
+    _SETTLE.prepare_in(db.session, engine)
     held, claimed, webhooks = db.session.execute(
         _SETTLE.statement, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id),
                             "channel_type": channel_type, "limit": claim_limit, "lease": lease.total_seconds(),

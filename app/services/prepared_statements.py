@@ -10,6 +10,8 @@ EXECUTEd — with the select's own bind and result types, so ORM loading works u
 """
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_psycopg2
 
@@ -31,6 +33,12 @@ class PreparedStatement:
         execute = sa.text(f"EXECUTE {name}({placeholders})").bindparams(
             *(_execute_bind(param, compiled.binds[param]) for param in params))
         self.statement = execute.columns(*statement.selected_columns) if isinstance(statement, sa.Select) else execute
+
+    def prepare_in(self, session: Any, engine: sa.Engine) -> None:
+        """PREPARE on the connection `session` uses for `engine`, where the statement will then be
+        executed with `bind_arguments={"bind": engine}`."""
+        # A dict of its own: Session.connection() pops "bind" from the one it is given.
+        self.prepare_on(session.connection(bind_arguments={"bind": engine}))
 
     def prepare_on(self, connection: sa.Connection) -> None:
         """PREPARE on this connection unless it already holds the statement."""

@@ -133,8 +133,7 @@ def live_token_user(user_id: uuid.UUID, session_id: uuid.UUID, jti: str) -> User
     or changing it on the request's own transaction, costs no query.
     """
     engine = autocommit_engine()
-    # Separate dicts: Session.connection() pops "bind" from the one it is given.
-    _LIVE_TOKEN_USER.prepare_on(db.session.connection(bind_arguments={"bind": engine}))
+    _LIVE_TOKEN_USER.prepare_in(db.session, engine)
     return db.session.scalar(
         _LOAD_LIVE_TOKEN_USER,
         {"session_id": session_id, "user_id": user_id, "jti": jti},
