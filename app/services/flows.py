@@ -28,7 +28,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -405,32 +404,67 @@ def stats(user_id: uuid.UUID, flow_id: uuid.UUID) -> FlowStats:
 
 # --- Enrolment, where events are processed ----------------------------------------------------------
 
-def enroll(activities: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class _Running:
+    """A running flow as enrolment reads it for every batch: a few columns, no ORM object.
+    `announces`: its merchant has an endpoint subscribed to `flow.enrolled`."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    trigger: dict[str, Any]
+    filter: dict[str, Any] | None
+    exit_when: list[dict[str, Any]]
+    reentry: dict[str, Any]
+    activated_at: datetime
+    announces: bool
+
+    @property
+    def version(self) -> tuple[uuid.UUID, datetime]:
+        """What the flow's statements depend on: its definition, frozen from activation on (`update`
+        refuses to change it), and the time it ran from. Pausing and resuming change neither."""
+        return self.id, self.activated_at
+
+
+_RUNNING = sa.text(
+    f"""
+    SELECT f.id, f."userId", f.trigger, f.filter, f."exitWhen", f.reentry, f."activatedAt",
+           {webhook_events.subscribed('f."userId"', "'flow.enrolled'")} AS announces
+    FROM flows AS f
+    WHERE f.status = 'running' AND f."userId" = ANY(CAST(:merchants AS uuid[]))
+    ORDER BY f.id
+    """
+)
+
+
+def enroll(activities: list[dict[str, Any]], document: str) -> None:
     """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
-    already written in the caller's transaction; no commit."""
+    already written in the caller's transaction, and `document` their bulk_sql.to_json; no commit."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
     for row in activities:
         types[row["userId"]].add(row["eventType"])
     if not types:
         return
-    work = []  # (flow, enrols: its trigger is among the merchant's events, exits: an exit event is)
-    # Steps are read only to build a flow's statements, which are kept (_statement): not per batch.
-    for flow in db.session.scalars(sa.select(Flow).where(Flow.status == "running", Flow.user_id.in_(types))
-                                   .options(orm.lazyload(Flow.steps)).order_by(Flow.id)):
+    entering, exiting = [], []
+    for flow in (_Running(*row) for row in db.session.execute(_RUNNING, {"merchants": [str(u) for u in types]})):
         seen = types[flow.user_id]
-        enrols, exits = flow.trigger["event"] in seen, any(node["event"] in seen for node in flow.exit_when)
-        if enrols or exits:
-            work.append((flow, enrols, exits))
-    if not work:
+        if flow.trigger["event"] in seen:
+            entering.append(flow)
+        if any(node["event"] in seen for node in flow.exit_when):
+            exiting.append(flow)
+    if not entering and not exiting:
         return
-    wanted = {(flow.user_id, node["event"]) for flow, _, _ in work for node in (flow.trigger, *flow.exit_when)}
-    batch = [row for row in activities if (row["userId"], row["eventType"]) in wanted]
-    params = {"batch": bulk_sql.to_json(batch)}
-    entering = [flow for flow, enrols, _ in work if enrols]
-    _lock_after_days([flow for flow in entering if flow.reentry["mode"] == "afterDays"], batch)
-    _exit_by_events([flow for flow, _, exits in work if exits], params)
-    if _enter(entering, params):
+    now = clock.now()
+    params: dict[str, Any] = {"batch": document, "now": now,
+                              "announcing": [flow.id for flow in entering if flow.announces]}
+    after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
+    if after_days:
+        _lock_after_days(after_days, activities)
+        params["chosen"] = bulk_sql.to_json(_after_days(after_days, params, now))
+    together = [flow for flow in entering if flow.reentry["mode"] != "afterDays"]
+    due, announced = _write(together, exiting, bool(after_days), params)
+    webhook_events.flow_enrolled(announced)
+    if due:
         _hint_dispatch()
 
 
@@ -462,7 +496,12 @@ def _batch() -> tuple[sa.CTE, _Rows]:
     return cte, _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
 
 
-def _lock_after_days(flows: list[Flow], batch: list[dict[str, Any]]) -> None:
+def _activities(name: str) -> _Rows:
+    c = ContactActivity.__table__.alias(name).c
+    return _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
+
+
+def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None:
     """`afterDays` compares an entry with the contact's earlier ones: each (flow, contact) it may
     enter is locked first, all in one sorted pass (no deadlock between batches), so concurrent
     batches of other contacts never wait on each other."""
@@ -489,33 +528,8 @@ def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[
     return criteria + audience_sql.where_criteria(activity.properties, node.get("where", {}))
 
 
-def _exit_criteria(flow: Flow, activity: Any = ContactActivity) -> sa.ColumnElement[bool]:
+def _exit_criteria(flow: Any, activity: Any = ContactActivity) -> sa.ColumnElement[bool]:
     return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
-
-
-def _exit_by_events(flows: list[Flow], params: dict[str, Any]) -> None:
-    """End the active enrolments whose contact did one of their flow's exit events (in the batch)
-    since their trigger: one statement for every flow of the batch."""
-    if not flows:
-        return
-
-    def build() -> Any:
-        batch, rows = _batch()
-        exits = sa.union_all(*(
-            sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), rows.contact_id.label("contactId"),
-                      rows.occurred_at.label("occurredAt"), rows.event_type.label("eventType"))
-            .where(rows.user_id == flow.user_id, _exit_criteria(flow, rows))
-            for flow in flows)).subquery()
-        return (sa.update(FlowEnrollment)
-                .where(FlowEnrollment.flow_id == exits.c.flow, FlowEnrollment.status == "active",
-                       FlowEnrollment.contact_id == exits.c.contactId,
-                       FlowEnrollment.triggered_at <= exits.c.occurredAt)
-                .values(status="exited", exit_reason="event:" + exits.c.eventType, next_due_at=None,
-                        ended_at=sa.func.now(), updated_at=sa.func.now())
-                .add_cte(batch)
-                .execution_options(synchronize_session=False))
-
-    db.session.execute(_statement(("exits", *(_version(flow) for flow in flows)), build), params)
 
 
 # Statements built from flows' definitions, kept by the flows (and versions) they serve: a batch
@@ -534,67 +548,86 @@ def _statement(key: tuple[Any, ...], build: Any) -> Any:
     return found
 
 
-def _version(flow: Flow) -> tuple[uuid.UUID, datetime]:
-    """What a flow's statements depend on: its definition changes only with `updatedAt`."""
-    return flow.id, flow.updated_at
+def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
+    """Each flow's first step delay (read when a flow's statements are built, not per batch)."""
+    return dict(db.session.execute(sa.select(FlowStep.flow_id, FlowStep.delay_seconds).where(
+        FlowStep.flow_id.in_([flow.id for flow in flows]), FlowStep.position == 0)).all())
 
 
 _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
                   "context", "endedAt", "onceKey"]
+# The `afterDays` entries decided in Python (_after_days), bound as a JSON document (`chosen`).
+_CHOSEN = (sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("chosen", type_=sa.Text), JSONB)).table_valued(
+    *(sa.column(name, _ENROLLMENTS.c[name].type) for name in _ENTRY_COLUMNS)).render_derived(with_types=True))
 
 
-def _enter(flows: list[Flow], params: dict[str, Any]) -> bool:
-    """Enrol the contacts of each flow's triggering events in the batch: the `once` and `always`
-    flows in one INSERT ... SELECT, `afterDays` ones decided in order. True if a first step is due
-    already."""
-    now = clock.now()
-    rows = []
-    for flow in flows:
-        if flow.reentry["mode"] == "afterDays":
-            def build(flow: Flow = flow) -> Any:
-                batch, found = _batch()
-                return _candidates(flow, found).add_cte(batch), flow.steps[0].delay_seconds
+def _write(together: list[_Running], exiting: list[_Running], after_days: bool,
+           params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
+    """One statement for the batch's writes: end the enrolments the batch's exit events end, and
+    enrol the contacts of the triggering events, `once` and `always` flows decided here, `afterDays`
+    ones (`chosen`) beforehand. Whether a first step is due already (`now`), and the enrolments of
+    the flows `announcing` them."""
+    def build() -> Any:
+        batch, rows = _batch()
+        exits = _exits(exiting, rows)
+        delays = _first_delays(together)
+        branches = [_entries(flow, _candidates(flow, rows), delays[flow.id]) for flow in together]
+        if after_days:
+            branches.append(sa.select(*(_CHOSEN.c[name] for name in _ENTRY_COLUMNS)))
+        if not branches:
+            return exits.add_cte(batch)
+        entered = (pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
+                   .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
+                   .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.flowId, _ENROLLMENTS.c.nextDueAt).cte("entered"))
+        ctes = [batch, entered]
+        if exits is not None:  # it sees only the enrolments of earlier batches, not these entries
+            ctes.append(exits.returning(_ENROLLMENTS.c.id).cte("exited"))
+        announcing = sa.bindparam("announcing", type_=sa.ARRAY(sa.Uuid))
+        return sa.select(
+            sa.func.coalesce(sa.func.bool_or(entered.c.nextDueAt <= sa.bindparam("now", type_=sa.DateTime)), False),
+            sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)),
+        ).add_cte(*ctes)
 
-            query, delay = _statement(("afterDays", _version(flow)), build)
-            rows += _after_days(flow, delay, list(db.session.execute(query, params)), now)
-    together = [flow for flow in flows if flow.reentry["mode"] != "afterDays"]
-    written: list[uuid.UUID] = []
-    due = False
-    if together:
-        def build_together() -> Any:
-            batch, found = _batch()
-            # The table, not the entity: with parameters, an ORM insert would be a bulk insert of them.
-            return (pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*(
-                _entries(flow, _candidates(flow, found)) for flow in together)))
-                .add_cte(batch)
-                .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
-                .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.nextDueAt))
-
-        inserted = db.session.execute(_statement(("enter", *(_version(flow) for flow in together)), build_together),
-                                      {"now": now, **params}).all()
-        written += [row.id for row in inserted]
-        due = any(row.nextDueAt is not None and row.nextDueAt <= now for row in inserted)
-    if rows:
-        written += bulk_sql.insert_returning(db.session, FlowEnrollment.__table__, rows,
-                                             'ON CONFLICT ("flowId", "dataEventId") DO NOTHING')
-        due = due or any(row["nextDueAt"] is not None and row["nextDueAt"] <= now for row in rows)
-    webhook_events.flow_enrolled(written)
-    return due
+    key = ("write", tuple(flow.version for flow in together), tuple(flow.version for flow in exiting), after_days)
+    result = db.session.execute(_statement(key, build), params)
+    if not together and not after_days:
+        return False, []
+    due, announced = result.one()
+    return due, announced or []
 
 
-def _candidates(flow: Flow, activity: _Rows) -> sa.Select[Any]:
+def _exits(flows: list[_Running], rows: _Rows) -> Any:
+    """End the active enrolments whose contact did one of their flow's exit events (among `rows`)
+    since their trigger; None without such flows."""
+    if not flows:
+        return None
+    found = sa.union_all(*(
+        sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), rows.contact_id.label("contactId"),
+                  rows.occurred_at.label("occurredAt"), rows.event_type.label("eventType"))
+        .where(rows.user_id == flow.user_id, _exit_criteria(flow, rows))
+        for flow in flows)).subquery()
+    enrolment = _ENROLLMENTS.c
+    return (sa.update(_ENROLLMENTS)
+            .where(enrolment.flowId == found.c.flow, enrolment.status == "active",
+                   enrolment.contactId == found.c.contactId, enrolment.triggeredAt <= found.c.occurredAt)
+            .values(status="exited", exitReason="event:" + found.c.eventType, nextDueAt=None,
+                    endedAt=sa.func.now(), updatedAt=sa.func.now()))
+
+
+def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     """The flow's triggering events among the batch's rows, each with the first exit event since it
     (an exit may be processed before its trigger: events arrive out of order, and it ends the
     enrolment at once); for `once`, a contact's first of them, if they never entered before; for
-    `afterDays`, with the contact's last entry, in order."""
-    later = orm.aliased(ContactActivity)
-    exited_by = sa.null() if not flow.exit_when else sa.select(later.event_type).where(
+    `afterDays`, with the contact's last entry."""
+    later = _activities("later")
+    exited_by = sa.cast(sa.null(), sa.Text) if not flow.exit_when else sa.select(later.event_type).where(
         later.contact_id == activity.contact_id, later.user_id == flow.user_id,
         later.occurred_at >= activity.occurred_at, _exit_criteria(flow, later),
     ).order_by(later.occurred_at).limit(1).scalar_subquery()
-    entered = sa.select(sa.func.max(FlowEnrollment.triggered_at)).where(
-        FlowEnrollment.flow_id == flow.id, FlowEnrollment.contact_id == activity.contact_id).scalar_subquery()
+    earlier = _ENROLLMENTS.alias("earlier").c
+    entered = sa.select(sa.func.max(earlier.triggeredAt)).where(
+        earlier.flowId == flow.id, earlier.contactId == activity.contact_id).scalar_subquery()
     mode = flow.reentry["mode"]
     columns = [activity.data_event_id.label("data_event_id"), activity.contact_id.label("contact_id"),
                activity.occurred_at.label("occurred_at"), activity.properties.label("properties"),
@@ -607,14 +640,14 @@ def _candidates(flow: Flow, activity: _Rows) -> sa.Select[Any]:
     if mode == "once":
         return query.where(entered.is_(None)).ext(distinct_on(activity.contact_id)).order_by(
             activity.contact_id, activity.occurred_at, activity.data_event_id)
-    return query.order_by(activity.occurred_at, activity.data_event_id)
+    return query
 
 
-def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
+def _entries(flow: _Running, candidates: sa.Select[Any], delay_seconds: int) -> sa.Select[Any]:
     """The enrolment rows (_ENTRY_COLUMNS) of a `once` or `always` flow's candidates (`now` bound)."""
     found = candidates.subquery()
     exited = found.c.exit.is_not(None)
-    delay = sa.text(f"interval '{int(flow.steps[0].delay_seconds)} seconds'")
+    delay = sa.text(f"interval '{int(delay_seconds)} seconds'")
     return sa.select(
         sa.literal(flow.id, sa.Uuid), found.c.contact_id, found.c.data_event_id, found.c.occurred_at,
         sa.case((exited, "exited"), else_="active"),
@@ -626,25 +659,35 @@ def _entries(flow: Flow, candidates: sa.Select[Any]) -> sa.Select[Any]:
         found.c.contact_id if flow.reentry["mode"] == "once" else sa.cast(sa.null(), sa.Uuid))
 
 
-def _after_days(flow: Flow, delay_seconds: int, candidates: list[Any], now: datetime) -> list[dict[str, Any]]:
-    """Entries by the afterDays rule: again once `days` have passed since the contact's last entry,
-    earlier entries of the same batch counted; the first step due `delay_seconds` after the event."""
-    days, delay = timedelta(days=flow.reentry["days"]), timedelta(seconds=delay_seconds)
-    entered: dict[uuid.UUID, datetime] = {}  # entries earlier in this batch
-    rows = []
-    for event_id, contact_id, occurred_at, properties, exit_type, last in candidates:
-        last = max(filter(None, (last, entered.get(contact_id))), default=None)
-        if last is not None and occurred_at < last + days:
+def _after_days(flows: list[_Running], params: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Entries by the afterDays rule, for every such flow from one statement: again once `days` have
+    passed since the contact's last entry, earlier entries of the same batch counted; the first
+    step due its delay after the event."""
+    def build() -> Any:
+        batch, rows = _batch()
+        found = sa.union_all(*(_candidates(flow, rows).add_columns(sa.literal(flow.id, sa.Uuid).label("flow"))
+                               for flow in flows)).subquery()
+        return (sa.select(found).add_cte(batch)
+                .order_by(found.c.flow, found.c.occurred_at, found.c.data_event_id)), _first_delays(flows)
+
+    query, delays = _statement(("afterDays", *(flow.version for flow in flows)), build)
+    by_id = {flow.id: flow for flow in flows}
+    entered: dict[tuple[uuid.UUID, uuid.UUID], datetime] = {}  # entries earlier in this batch
+    chosen = []
+    for event_id, contact_id, occurred_at, properties, exit_type, last, flow_id in db.session.execute(query, params):
+        flow = by_id[flow_id]
+        last = max(filter(None, (last, entered.get((flow_id, contact_id)))), default=None)
+        if last is not None and occurred_at < last + timedelta(days=flow.reentry["days"]):
             continue
-        entered[contact_id] = occurred_at
-        rows.append({
-            "flowId": flow.id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
+        entered[(flow_id, contact_id)] = occurred_at
+        chosen.append({
+            "flowId": flow_id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
             "status": "active" if exit_type is None else "exited",
             "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
-            "nextDueAt": None if exit_type else occurred_at + delay,
+            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=delays[flow_id]),
             "context": properties or {}, "endedAt": None if exit_type is None else now, "onceKey": None,
         })
-    return rows
+    return chosen
 
 
 def _hint_dispatch() -> None:

@@ -31,14 +31,20 @@ from app.webhooks.catalogue import check
 
 HINT_SECONDS = 1  # a run starts this long after the first event of a burst: one run for the burst
 
+
+def subscribed(user: str, event_type: str) -> str:
+    """SQL: the merchant `user` has an enabled endpoint subscribed to `event_type` (SQL expressions)."""
+    return (f'EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e."userId" = {user} AND e.enabled'
+            f' AND {event_type} = ANY(e."eventTypes"))')
+
+
 # Two CTEs (for a WITH list) over `{source}`, a CTE or subquery of ("userId", type, data). Defines
 # `webhook_delivery`, one row per delivery queued.
 OUTBOX = """
     webhook_event AS (
         INSERT INTO webhook_events ("userId", type, data)
         SELECT s."userId", s.type, s.data FROM {source} AS s
-        WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS e
-                      WHERE e."userId" = s."userId" AND e.enabled AND s.type = ANY(e."eventTypes"))
+        WHERE """ + subscribed('s."userId"', "s.type") + """
         RETURNING id, "userId", type
     ),
     webhook_delivery AS (
