@@ -505,10 +505,13 @@ def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None
     """`afterDays` compares an entry with the contact's earlier ones: each (flow, contact) it may
     enter is locked first, all in one sorted pass (no deadlock between batches), so concurrent
     batches of other contacts never wait on each other."""
-    keys = {f"herald.flows:{flow.id}:{row['contactId']}" for flow in flows for row in batch
-            if row["userId"] == flow.user_id and row["eventType"] == flow.trigger["event"]}
+    contacts: dict[tuple[uuid.UUID, str], set[uuid.UUID]] = defaultdict(set)
+    for row in batch:
+        contacts[(row["userId"], row["eventType"])].add(row["contactId"])
+    keys = [f"herald.flows:{flow.id}:{contact}" for flow in flows
+            for contact in contacts.get((flow.user_id, flow.trigger["event"]), ())]
     if keys:
-        db.session.execute(_LOCK_SORTED, {"keys": sorted(keys)})
+        db.session.execute(_LOCK_SORTED, {"keys": keys})
 
 
 _LOCK_SORTED = sa.text(
@@ -621,9 +624,11 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     enrolment at once); for `once`, a contact's first of them, if they never entered before; for
     `afterDays`, with the contact's last entry."""
     later = _activities("later")
+    # By the contact alone (a contact is one merchant's): the merchant's own would let the planner
+    # scan all of its events of a type since then for each candidate.
     exited_by = sa.cast(sa.null(), sa.Text) if not flow.exit_when else sa.select(later.event_type).where(
-        later.contact_id == activity.contact_id, later.user_id == flow.user_id,
-        later.occurred_at >= activity.occurred_at, _exit_criteria(flow, later),
+        later.contact_id == activity.contact_id, later.occurred_at >= activity.occurred_at,
+        _exit_criteria(flow, later),
     ).order_by(later.occurred_at).limit(1).scalar_subquery()
     earlier = _ENROLLMENTS.alias("earlier").c
     entered = sa.select(sa.func.max(earlier.triggeredAt)).where(
@@ -640,6 +645,9 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     if mode == "once":
         return query.where(entered.is_(None)).ext(distinct_on(activity.contact_id)).order_by(
             activity.contact_id, activity.occurred_at, activity.data_event_id)
+    if mode == "afterDays":  # not within `days` of the last entry: the rest is decided in order (_after_days)
+        days = sa.text(f"interval '{int(flow.reentry['days'])} days'")
+        return query.where(sa.or_(entered.is_(None), activity.occurred_at >= entered + days))
     return query
 
 
@@ -785,7 +793,7 @@ def _exits_before_step(flows: dict[uuid.UUID, Flow], claimed: list[Any]) -> dict
                 sa.select(pairs.c.enrollment, sa.func.min(ContactActivity.event_type))
                 .join(ContactActivity, sa.and_(ContactActivity.contact_id == pairs.c.contact,
                                                ContactActivity.occurred_at >= pairs.c.since))
-                .where(ContactActivity.user_id == flow.user_id, _exit_criteria(flow))
+                .where(_exit_criteria(flow))
                 .group_by(pairs.c.enrollment)):
             exited[enrollment_id] = "event:" + event_type
     return exited
