@@ -1,7 +1,7 @@
 """Triggered flows, in one run, each figure beside its ceiling:
 
 (a) events/s processed by events.process_pending on a real worker (2 processes, warmed by a first
-    run) with 10 flows (triggers and exits on the batches' event types) paused and running, three
+    run) with 10 flows (triggers and exits on the batches' event types) paused and running, five
     runs of 20,000 events each, alternating (medians), beside the raw claim loop of
     bench/ingest_and_process.py (its best of three runs of 10,000). Aims: with flows >= 0.8 × without;
     processing >= 0.5 × the claim loop.
@@ -27,7 +27,7 @@ from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loo
 
 ENROLLED = 10_000
 ROUNDS = 2  # each measured run processes ROUNDS × 10,000 events
-RUNS = 3  # runs with the flows paused and running, alternating
+RUNS = 5  # runs with the flows paused and running, alternating (a noisy machine: medians of five)
 EMAIL = {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
          "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
          "text": "Hi {{ contact.firstName }}, your cart is waiting: https://shop.test/cart"}

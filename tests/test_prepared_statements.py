@@ -59,3 +59,22 @@ def test_the_token_check_prepares_again_on_fresh_connections(app, live_client):
         autocommit_engine().dispose()
     assert live_client.get(ME, headers=headers).status_code == 200
     assert live_client.get(ME, headers=headers).status_code == 200
+
+
+def test_constants_are_typed_and_a_released_statement_is_dropped_where_it_was_prepared(app_ctx):
+    # A constant inserted as a smallint, a percent sign in a literal, a result computed from a bind.
+    first = PreparedStatement("test_typed_constants", sa.select(
+        (sa.cast(sa.literal(7), sa.SmallInteger) + sa.literal(0)).label("seven"),
+        sa.literal_column("'100%'").label("share"),
+        sa.func.coalesce(sa.bindparam("maybe", type_=sa.Integer), 3).label("fallback")))
+    connection = db.session.connection()
+    first.prepare_on(connection)
+    assert db.session.execute(first.statement, {"maybe": None}).one() == (7, "100%", 3)
+
+    first.release()
+    second = PreparedStatement("test_after_release", sa.select(sa.literal(1).label("one")))
+    second.prepare_on(connection)  # the connection drops what was released before it prepares more
+    names = set(db.session.scalars(sa.text(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'test\\_%'")))
+    assert "test_typed_constants" not in names and "test_after_release" in names
+    assert db.session.execute(second.statement).scalar() == 1

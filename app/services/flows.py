@@ -17,6 +17,7 @@ tracking, unsubscribe links and counters all apply to a step's messages as to a 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -42,6 +43,7 @@ from app.models import Campaign, CampaignChannel, ContactActivity, Delivery, Flo
 from app.models.flows import REENTRY_MODES
 from app.services import audience_sql, bulk_sql, delivery_ledger, send_policies, senders, sending, webhook_events
 from app.services.campaign_stats import ChannelStats, channel_stats
+from app.services.prepared_statements import PreparedStatement
 from app.services.transactions import transaction
 from app.sources.normalize import NORMALIZED_TYPES
 
@@ -535,20 +537,24 @@ def _exit_criteria(flow: Any, activity: Any = ContactActivity) -> sa.ColumnEleme
     return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
 
 
-# Statements built from flows' definitions, kept by the flows (and versions) they serve: a batch
-# after batch of the same flows reuses them rather than building them again (and SQLAlchemy's own
-# cache then finds their compiled form).
-_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+# Statements built from flows' definitions, kept by the flows (and versions) they serve and
+# prepared on each connection that runs them: batch after batch of the same flows neither builds
+# them again nor has PostgreSQL parse and plan them again. The oldest are released when too many.
+_STATEMENTS: dict[tuple[Any, ...], PreparedStatement] = {}
 STATEMENTS_KEPT = 256
+_NAMES = itertools.count()
 
 
-def _statement(key: tuple[Any, ...], build: Any) -> Any:
-    found = _STATEMENTS.get(key)
-    if found is None:
+def _execute(key: tuple[Any, ...], build: Any, params: dict[str, Any]) -> Any:
+    """Run the kept statement for `key` (built by `build` the first time) on the session's connection."""
+    kept = _STATEMENTS.get(key)
+    if kept is None:
         if len(_STATEMENTS) >= STATEMENTS_KEPT:
-            _STATEMENTS.clear()
-        found = _STATEMENTS[key] = build()
-    return found
+            released = _STATEMENTS.pop(next(iter(_STATEMENTS)))
+            released.release()
+        kept = _STATEMENTS[key] = PreparedStatement(f"herald_flows_{next(_NAMES)}", build())
+    kept.prepare_in(db.session, db.engine)
+    return db.session.execute(kept.statement, params, bind_arguments={"bind": db.engine})
 
 
 def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
@@ -588,12 +594,13 @@ def _write(together: list[_Running], exiting: list[_Running], after_days: bool,
             ctes.append(exits.returning(_ENROLLMENTS.c.id).cte("exited"))
         announcing = sa.bindparam("announcing", type_=sa.ARRAY(sa.Uuid))
         return sa.select(
-            sa.func.coalesce(sa.func.bool_or(entered.c.nextDueAt <= sa.bindparam("now", type_=sa.DateTime)), False),
-            sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)),
+            sa.func.coalesce(sa.func.bool_or(entered.c.nextDueAt <= sa.bindparam("now", type_=sa.DateTime)),
+                             False).label("due"),
+            sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)).label("announced"),
         ).add_cte(*ctes)
 
     key = ("write", tuple(flow.version for flow in together), tuple(flow.version for flow in exiting), after_days)
-    result = db.session.execute(_statement(key, build), params)
+    result = _execute(key, build, params)
     if not together and not after_days:
         return False, []
     due, announced = result.one()
@@ -673,16 +680,17 @@ def _after_days(flows: list[_Running], params: dict[str, Any], now: datetime) ->
     step due its delay after the event."""
     def build() -> Any:
         batch, rows = _batch()
-        found = sa.union_all(*(_candidates(flow, rows).add_columns(sa.literal(flow.id, sa.Uuid).label("flow"))
-                               for flow in flows)).subquery()
-        return (sa.select(found).add_cte(batch)
-                .order_by(found.c.flow, found.c.occurred_at, found.c.data_event_id)), _first_delays(flows)
+        delays = _first_delays(flows)
+        found = sa.union_all(*(_candidates(flow, rows).add_columns(
+            sa.literal(flow.id, sa.Uuid).label("flow"), sa.literal(delays[flow.id]).label("delay"))
+            for flow in flows)).subquery()
+        return sa.select(found).add_cte(batch).order_by(found.c.flow, found.c.occurred_at, found.c.data_event_id)
 
-    query, delays = _statement(("afterDays", *(flow.version for flow in flows)), build)
     by_id = {flow.id: flow for flow in flows}
     entered: dict[tuple[uuid.UUID, uuid.UUID], datetime] = {}  # entries earlier in this batch
     chosen = []
-    for event_id, contact_id, occurred_at, properties, exit_type, last, flow_id in db.session.execute(query, params):
+    for event_id, contact_id, occurred_at, properties, exit_type, last, flow_id, delay in _execute(
+            ("afterDays", *(flow.version for flow in flows)), build, params):
         flow = by_id[flow_id]
         last = max(filter(None, (last, entered.get((flow_id, contact_id)))), default=None)
         if last is not None and occurred_at < last + timedelta(days=flow.reentry["days"]):
@@ -692,7 +700,7 @@ def _after_days(flows: list[_Running], params: dict[str, Any], now: datetime) ->
             "flowId": flow_id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
             "status": "active" if exit_type is None else "exited",
             "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
-            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=delays[flow_id]),
+            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=delay),
             "context": properties or {}, "endedAt": None if exit_type is None else now, "onceKey": None,
         })
     return chosen

@@ -1,12 +1,14 @@
-"""Server-side prepared statements for the few reads every request makes, and for the send
-engine's settle-and-claim statement, which every sender runs a few messages at a time.
+"""Server-side prepared statements for the few reads every request makes, for the send engine's
+settle-and-claim statement, which every sender runs a few messages at a time, and for the statements
+flows are enrolled by, which every event batch runs.
 
 psycopg2 sends each statement as text, so PostgreSQL parses and plans it on every call; for a
 three-table lookup that planning is a large share of the round trip (for the send engine's
 statement of a dozen CTEs, planning took three times as long as running it). A PreparedStatement is
 compiled once from a Core/ORM select or a textual statement, PREPAREd once per database connection (remembered in the
 pool's per-connection `info`, which SQLAlchemy clears whenever it reconnects) and then only
-EXECUTEd — with the select's own bind and result types, so ORM loading works unchanged.
+EXECUTEd — with the select's own bind and result types, so ORM loading works unchanged. A statement
+no longer needed is released: each connection that holds it DEALLOCATEs it the next time it prepares.
 """
 from __future__ import annotations
 
@@ -18,21 +20,26 @@ from sqlalchemy.dialects.postgresql import psycopg2 as pg_psycopg2
 # `$1`-style placeholders are what PREPARE takes; a name used twice becomes one parameter.
 _DOLLAR_DIALECT = pg_psycopg2.dialect(paramstyle="numeric_dollar")
 _PREPARED_KEY = "herald_prepared_statements"
+_RELEASED: set[str] = set()  # names released in this process (never reused)
 
 
 class PreparedStatement:
-    def __init__(self, name: str, statement: sa.Select | sa.TextClause) -> None:
+    def __init__(self, name: str, statement: sa.Select | sa.TextClause | sa.Update) -> None:
         compiled = statement.compile(dialect=_DOLLAR_DIALECT)
         params = list(dict.fromkeys(compiled.positiontup or ()))
         self.name = name
         self.source = statement  # as written, e.g. to compare it with a variant of its own
-        self._prepare_sql = f"PREPARE {name} AS {compiled.string}"
+        # Each parameter declared with its bind's type (a constant's too: `0` inserted into a
+        # smallint column); untyped ones are inferred by PostgreSQL from where they are used.
+        types = ", ".join(_parameter_type(compiled.binds[param].type) for param in params)
+        self._prepare_sql = f"PREPARE {name}{f' ({types})' if types else ''} AS {compiled.string}"
         placeholders = ", ".join(f":{param}" for param in params)
         # Typed binds and typed result columns: UUIDs go in and come out as the select's would (a
         # textual statement's parameters take the types PostgreSQL infers where they are used).
         execute = sa.text(f"EXECUTE {name}({placeholders})").bindparams(
             *(_execute_bind(param, compiled.binds[param]) for param in params))
-        self.statement = execute.columns(*statement.selected_columns) if isinstance(statement, sa.Select) else execute
+        self.statement = execute.columns(*map(_result_column, statement.selected_columns)) \
+            if isinstance(statement, sa.Select) else execute
 
     def prepare_in(self, session: Any, engine: sa.Engine) -> None:
         """PREPARE on the connection `session` uses for `engine`, where the statement will then be
@@ -44,8 +51,15 @@ class PreparedStatement:
         """PREPARE on this connection unless it already holds the statement."""
         prepared: set[str] = connection.info.setdefault(_PREPARED_KEY, set())
         if self.name not in prepared:
-            connection.exec_driver_sql(self._prepare_sql)
+            for name in prepared & _RELEASED:
+                connection.exec_driver_sql(f"DEALLOCATE {name}")
+            prepared -= _RELEASED
+            connection.exec_driver_sql(self._prepare_sql.replace("%", "%%"))  # the driver formats it
             prepared.add(self.name)
+
+    def release(self) -> None:
+        """No longer needed: connections drop it when they next prepare one (it is not run again)."""
+        _RELEASED.add(self.name)
 
 
 def _execute_bind(name: str, bind: sa.BindParameter) -> sa.BindParameter:
@@ -53,3 +67,17 @@ def _execute_bind(name: str, bind: sa.BindParameter) -> sa.BindParameter:
     if bind.required:
         return sa.bindparam(name, type_=bind.type)
     return sa.bindparam(name, bind.effective_value, type_=bind.type)
+
+
+# Binds with no SQL type of their own (a JSON key or path is text or text[] where it is used).
+_INFERRED = (sa.types.NullType, sa.JSON.JSONIndexType, sa.JSON.JSONPathType)
+
+
+def _parameter_type(type_: Any) -> str:
+    return "unknown" if isinstance(type_, _INFERRED) else type_.compile(dialect=_DOLLAR_DIALECT)
+
+
+def _result_column(column: Any) -> Any:
+    # A table's column as itself (ORM loading matches it); an expression by its name and type alone,
+    # without the binds inside it (the EXECUTE passes those).
+    return column if isinstance(column, sa.Column) else sa.column(column.name, column.type)
