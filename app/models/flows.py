@@ -76,7 +76,9 @@ class FlowEnrollment(Base):
     __tablename__ = "flow_enrollments"
     __table_args__ = (
         sa.UniqueConstraint("flowId", "dataEventId"),
-        sa.UniqueConstraint("flowId", "onceKey"),
+        # Only `once` enrolments carry the key: the others write no entry here.
+        sa.Index("uq_flow_enrollments_once", "flowId", "onceKey", unique=True,
+                 postgresql_where=sa.text('"onceKey" IS NOT NULL')),
         sa.Index("ix_flow_enrollments_due", "nextDueAt", postgresql_where=sa.text("status = 'active'")),
         sa.Index("ix_flow_enrollments_contact", "contactId", "flowId", "triggeredAt"),
         sa.Index("ix_flow_enrollments_flow_created", "flowId", "createdAt", "id"),
