@@ -190,6 +190,22 @@ def test_after_days_lets_a_contact_in_again_once_the_days_have_passed(shop, smtp
     assert len(_enrollments(flow)) == 2
 
 
+def test_after_days_decides_a_batch_of_a_months_checkouts_in_order(shop):
+    """A batch that spans weeks (an import, a backlog): each checkout enters if `days` have passed
+    since the contact's last entry, counting the entries made earlier in the same batch."""
+    user, source = shop
+    flow = _running(user, {**ABANDONED, "reentry": {"mode": "afterDays", "days": 7}})
+    start = clock.now()
+    clock.advance(timedelta(days=20))
+    _process(source, _checkout("jon@example.com", at=start + timedelta(hours=1)))
+    _process(source, *(_checkout("jon@example.com", at=start + timedelta(days=days)) for days in (16, 3, 10, 8)),
+             _checkout("ann@example.com", at=start + timedelta(days=2)))
+    emails = dict(db.session.execute(sa.select(Contact.id, Contact.email).where(Contact.user_id == user.id)).all())
+    assert [(emails[e.contact_id], e.triggered_at - start) for e in _enrollments(flow)] == [
+        ("jon@example.com", timedelta(hours=1)), ("ann@example.com", timedelta(days=2)),
+        ("jon@example.com", timedelta(days=8)), ("jon@example.com", timedelta(days=16))]
+
+
 def test_once_and_always_flows_enter_from_one_statement_whichever_comes_first(shop):
     """The flows a batch enters share one statement, in the order of their ids. Two `always` flows
     first in it (their onceKey NULL) must not make the column text for the `once` flow after them."""
