@@ -462,9 +462,8 @@ def enroll(activities: list[dict[str, Any]], document: str) -> None:
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
         _lock_after_days(after_days, activities)
-        params["chosen"] = bulk_sql.to_json(_after_days(after_days, params, now))
     together = [flow for flow in entering if flow.reentry["mode"] != "afterDays"]
-    due, announced = _write(together, exiting, bool(after_days), params)
+    due, announced = _write(together, after_days, exiting, params)
     webhook_events.flow_enrolled(announced)
     if due:
         _hint_dispatch()
@@ -566,24 +565,19 @@ def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
 _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
                   "context", "endedAt", "onceKey"]
-# The `afterDays` entries decided in Python (_after_days), bound as a JSON document (`chosen`).
-_CHOSEN = (sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("chosen", type_=sa.Text), JSONB)).table_valued(
-    *(sa.column(name, _ENROLLMENTS.c[name].type) for name in _ENTRY_COLUMNS)).render_derived(with_types=True))
 
-
-def _write(together: list[_Running], exiting: list[_Running], after_days: bool,
+def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running],
            params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
     """One statement for the batch's writes: end the enrolments the batch's exit events end, and
-    enrol the contacts of the triggering events, `once` and `always` flows decided here, `afterDays`
-    ones (`chosen`) beforehand. Whether a first step is due already (`now`), and the enrolments of
-    the flows `announcing` them."""
+    enrol the contacts of the triggering events (`afterDays` ones under the locks taken before).
+    Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
     def build() -> Any:
         batch, rows = _batch()
         exits = _exits(exiting, rows)
-        delays = _first_delays(together)
+        delays = _first_delays([*together, *after_days])
         branches = [_entries(flow, _candidates(flow, rows), delays[flow.id]) for flow in together]
         if after_days:
-            branches.append(sa.select(*(_CHOSEN.c[name] for name in _ENTRY_COLUMNS)))
+            branches.append(_after_days(after_days, rows, delays))
         if not branches:
             return exits.add_cte(batch)
         entered = (pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
@@ -599,7 +593,7 @@ def _write(together: list[_Running], exiting: list[_Running], after_days: bool,
             sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)).label("announced"),
         ).add_cte(*ctes)
 
-    key = ("write", tuple(flow.version for flow in together), tuple(flow.version for flow in exiting), after_days)
+    key = ("write", *(tuple(flow.version for flow in flows) for flows in (together, after_days, exiting)))
     result = _execute(key, build, params)
     if not together and not after_days:
         return False, []
@@ -629,7 +623,7 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     """The flow's triggering events among the batch's rows, each with the first exit event since it
     (an exit may be processed before its trigger: events arrive out of order, and it ends the
     enrolment at once); for `once`, a contact's first of them, if they never entered before; for
-    `afterDays`, with the contact's last entry."""
+    `afterDays`, those `days` or more after the contact's last entry (_after_days decides the rest)."""
     later = _activities("later")
     # By the contact alone (a contact is one merchant's): the merchant's own would let the planner
     # scan all of its events of a type since then for each candidate.
@@ -643,7 +637,7 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     mode = flow.reentry["mode"]
     columns = [activity.data_event_id.label("data_event_id"), activity.contact_id.label("contact_id"),
                activity.occurred_at.label("occurred_at"), activity.properties.label("properties"),
-               exited_by.label("exit")] + ([entered.label("last")] if mode == "afterDays" else [])
+               exited_by.label("exit")]
     query = sa.select(*columns).where(
         activity.user_id == flow.user_id, *_matching(flow.trigger, activity),
         activity.occurred_at >= flow.activated_at)
@@ -661,49 +655,47 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
 def _entries(flow: _Running, candidates: sa.Select[Any], delay_seconds: int) -> sa.Select[Any]:
     """The enrolment rows (_ENTRY_COLUMNS) of a `once` or `always` flow's candidates (`now` bound)."""
     found = candidates.subquery()
+    once_key = found.c.contact_id if flow.reentry["mode"] == "once" else sa.cast(sa.null(), sa.Uuid)
+    return _entry_rows(found, sa.literal(flow.id, sa.Uuid), sa.text(f"interval '{int(delay_seconds)} seconds'"),
+                       once_key)
+
+
+def _entry_rows(found: Any, flow_id: Any, delay: Any, once_key: Any) -> sa.Select[Any]:
+    """_ENTRY_COLUMNS of candidates `found` (their columns as _candidates names them)."""
     exited = found.c.exit.is_not(None)
-    delay = sa.text(f"interval '{int(delay_seconds)} seconds'")
     return sa.select(
-        sa.literal(flow.id, sa.Uuid), found.c.contact_id, found.c.data_event_id, found.c.occurred_at,
+        flow_id, found.c.contact_id, found.c.data_event_id, found.c.occurred_at,
         sa.case((exited, "exited"), else_="active"),
         sa.case((exited, sa.literal("event:") + found.c.exit), else_=None), sa.literal(0),
         sa.case((exited, None), else_=found.c.occurred_at + delay),
         sa.func.coalesce(found.c.properties, sa.text("'{}'::jsonb")),
         sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None),
         # Typed: a NULL first in the UNION would make the column text and the `once` flows after it fail.
-        found.c.contact_id if flow.reentry["mode"] == "once" else sa.cast(sa.null(), sa.Uuid))
+        once_key)
 
 
-def _after_days(flows: list[_Running], params: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
-    """Entries by the afterDays rule, for every such flow from one statement: again once `days` have
-    passed since the contact's last entry, earlier entries of the same batch counted; the first
-    step due its delay after the event."""
-    def build() -> Any:
-        batch, rows = _batch()
-        delays = _first_delays(flows)
-        found = sa.union_all(*(_candidates(flow, rows).add_columns(
-            sa.literal(flow.id, sa.Uuid).label("flow"), sa.literal(delays[flow.id]).label("delay"))
-            for flow in flows)).subquery()
-        return sa.select(found).add_cte(batch).order_by(found.c.flow, found.c.occurred_at, found.c.data_event_id)
-
-    by_id = {flow.id: flow for flow in flows}
-    entered: dict[tuple[uuid.UUID, uuid.UUID], datetime] = {}  # entries earlier in this batch
-    chosen = []
-    for event_id, contact_id, occurred_at, properties, exit_type, last, flow_id, delay in _execute(
-            ("afterDays", *(flow.version for flow in flows)), build, params):
-        flow = by_id[flow_id]
-        last = max(filter(None, (last, entered.get((flow_id, contact_id)))), default=None)
-        if last is not None and occurred_at < last + timedelta(days=flow.reentry["days"]):
-            continue
-        entered[(flow_id, contact_id)] = occurred_at
-        chosen.append({
-            "flowId": flow_id, "contactId": contact_id, "dataEventId": event_id, "triggeredAt": occurred_at,
-            "status": "active" if exit_type is None else "exited",
-            "exitReason": None if exit_type is None else f"event:{exit_type}", "step": 0,
-            "nextDueAt": None if exit_type else occurred_at + timedelta(seconds=delay),
-            "context": properties or {}, "endedAt": None if exit_type is None else now, "onceKey": None,
-        })
-    return chosen
+def _after_days(flows: list[_Running], rows: _Rows, delays: dict[uuid.UUID, int]) -> sa.Select[Any]:
+    """The enrolment rows of the `afterDays` flows: of a contact's candidates in order, the first
+    enters (it is `days` past the last entry already), then each one `days` past the one before
+    that entered (a recursive chain: a batch may span weeks)."""
+    found = sa.union_all(*(_candidates(flow, rows).add_columns(
+        sa.literal(flow.id, sa.Uuid).label("flow"), sa.literal(int(delays[flow.id])).label("delay"),
+        sa.literal(int(flow.reentry["days"])).label("days")) for flow in flows)).subquery()
+    candidate = sa.select(found, sa.func.row_number().over(
+        partition_by=(found.c.flow, found.c.contact_id), order_by=(found.c.occurred_at, found.c.data_event_id),
+    ).label("n")).cte("candidate")
+    c = candidate.c
+    chain = sa.select(c.flow, c.contact_id, c.n, c.occurred_at, c.days).where(c.n == 1).cte("chain", recursive=True)
+    later = candidate.alias("later")
+    following = (sa.select(later.c.flow, later.c.contact_id, later.c.n, later.c.occurred_at, later.c.days)
+                 .where(later.c.flow == chain.c.flow, later.c.contact_id == chain.c.contact_id,
+                        later.c.n > chain.c.n,
+                        later.c.occurred_at >= chain.c.occurred_at + sa.func.make_interval(0, 0, 0, chain.c.days))
+                 .order_by(later.c.n).limit(1).lateral("following"))
+    chain = chain.union_all(sa.select(*following.c).select_from(chain.join(following, sa.true())))
+    return _entry_rows(candidate, c.flow, sa.func.make_interval(0, 0, 0, 0, 0, 0, c.delay),
+                       sa.cast(sa.null(), sa.Uuid)).select_from(
+        candidate.join(chain, sa.and_(chain.c.flow == c.flow, chain.c.contact_id == c.contact_id, chain.c.n == c.n)))
 
 
 def _hint_dispatch() -> None:
