@@ -45,14 +45,12 @@ def _update_sql(table: sa.Table, columns: tuple[str, ...], key: str, touch: str 
     )
 
 
-def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflict: str = "",
-                document: str | None = None) -> int:
-    """INSERT every row (all with the same keys = column names); the number inserted. `document`:
-    the rows' to_json, when the caller has it already."""
+def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflict: str = "") -> int:
+    """INSERT every row (all with the same keys = column names); the number inserted."""
     if not rows:
         return 0
     statement = _insert_sql(table, tuple(rows[0]), on_conflict)
-    return rowcount(session.execute(statement, {"rows": document or to_json(rows)}))
+    return rowcount(session.execute(statement, {"rows": to_json(rows)}))
 
 
 def insert_returning(session, table: sa.Table, rows: list[dict[str, Any]], on_conflict: str = "",

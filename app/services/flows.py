@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from sqlalchemy.dialects.postgresql import JSONB, distinct_on
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import clock
@@ -438,10 +438,10 @@ _RUNNING = sa.text(
 )
 
 
-def enroll(activities: list[dict[str, Any]], document: str) -> None:
+def enroll(activities: list[dict[str, Any]]) -> None:
     """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
-    already written in the caller's transaction, and `document` their bulk_sql.to_json; no commit."""
+    already written in the caller's transaction; no commit."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
     for row in activities:
         types[row["userId"]].add(row["eventType"])
@@ -457,8 +457,8 @@ def enroll(activities: list[dict[str, Any]], document: str) -> None:
     if not entering and not exiting:
         return
     now = clock.now()
-    params: dict[str, Any] = {"batch": document, "now": now,
-                              "announcing": [flow.id for flow in entering if flow.announces]}
+    params: dict[str, Any] = {"batch": "{" + ",".join(str(row["dataEventId"]) for row in activities) + "}",
+                              "now": now, "announcing": [flow.id for flow in entering if flow.announces]}
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
         _lock_after_days(after_days, activities)
@@ -469,13 +469,12 @@ def enroll(activities: list[dict[str, Any]], document: str) -> None:
         _hint_dispatch()
 
 
-# The batch's activity rows, bound once as a JSON document (`batch`): triggers and exits are matched
-# against them, never looked up again in contact_activities, so a batch costs its own size whatever
-# the merchant's history.
-_BATCH = (sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("batch", type_=sa.Text), JSONB)).table_valued(
-    sa.column("dataEventId", sa.Uuid), sa.column("userId", sa.Uuid), sa.column("contactId", sa.Uuid),
-    sa.column("eventType", sa.Text), sa.column("originalName", sa.Text), sa.column("occurredAt", sa.DateTime),
-    sa.column("properties", JSONB)).render_derived(with_types=True))
+# The batch's activity rows, read back by their events' ids (`batch`, one array literal; a unique
+# index): triggers and exits are matched against them, so a batch costs its own size whatever the
+# merchant's history (and PostgreSQL parses no second JSON document of the batch).
+_ACTIVITIES = ContactActivity.__table__
+_BATCH = sa.select(_ACTIVITIES).where(
+    _ACTIVITIES.c.dataEventId == sa.any_(sa.cast(sa.bindparam("batch", type_=sa.Text), sa.ARRAY(sa.Uuid))))
 
 
 @dataclass(frozen=True)
@@ -492,13 +491,13 @@ class _Rows:
 
 
 def _batch() -> tuple[sa.CTE, _Rows]:
-    cte = sa.select(_BATCH).cte("batch")
+    cte = _BATCH.cte("batch")
     c = cte.c
     return cte, _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
 
 
 def _activities(name: str) -> _Rows:
-    c = ContactActivity.__table__.alias(name).c
+    c = _ACTIVITIES.alias(name).c
     return _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
 
 
