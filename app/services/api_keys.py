@@ -109,8 +109,7 @@ def authenticate_key(key: str) -> KeyIdentity:
         raise _invalid()
     prefix, secret = parts
     engine = autocommit_engine()
-    _KEY_USER.prepare_in(db.session, engine)
-    row = db.session.execute(_LOAD_KEY_USER, {"prefix": prefix}, bind_arguments={"bind": engine}).first()
+    row = _KEY_USER.execute_in(db.session, engine, {"prefix": prefix}, _LOAD_KEY_USER).first()
     if row is None or not opaque_tokens.secret_matches(secret, row.secret_hash):
         raise _invalid()
     if row.revoked_at is not None:

@@ -383,14 +383,10 @@ def settle(channel_id: uuid.UUID, channel_type: str, outcomes: list[Outcome], cl
     session, which the caller commits."""
     rows = [{"id": o.delivery_id, "status": o.status, "providerMessageId": o.provider_message_id,
              "error": (o.error or None) and o.error[:ERROR_MAX], "retryIn": o.retry_in} for o in outcomes]
-    engine = autocommit_engine()
-    _SETTLE.prepare_in(db.session, engine)
-    held, claimed, webhooks = db.session.execute(
-        _SETTLE.statement, {"rows": bulk_sql.to_json(rows), "channel_id": str(channel_id),
-                            "channel_type": channel_type, "limit": claim_limit, "lease": lease.total_seconds(),
-                            "now": clock.now(), "kind": suppressions.kind_for(channel_type) if channel_type else None},
-        bind_arguments={"bind": engine},
-    ).one()
+    held, claimed, webhooks = _SETTLE.execute_in(db.session, autocommit_engine(), {
+        "rows": bulk_sql.to_json(rows), "channel_id": str(channel_id), "channel_type": channel_type,
+        "limit": claim_limit, "lease": lease.total_seconds(), "now": clock.now(),
+        "kind": suppressions.kind_for(channel_type) if channel_type else None}).one()
     webhook_events.written(webhooks)
     for receipt in held:
         _apply_receipt(channel_type, receipt["providerMessageId"], receipt["status"], receipt["error"])

@@ -41,6 +41,13 @@ class PreparedStatement:
         self.statement = execute.columns(*map(_result_column, statement.selected_columns)) \
             if isinstance(statement, sa.Select) else execute
 
+    def execute_in(self, session: Any, engine: sa.Engine, params: dict[str, Any], statement: Any = None) -> Any:
+        """Prepare it on the connection `session` uses for `engine` if need be, and EXECUTE it there
+        (or `statement`, one built on `.statement`, such as an ORM select from it); the result."""
+        self.prepare_in(session, engine)
+        return session.execute(self.statement if statement is None else statement, params,
+                               bind_arguments={"bind": engine})
+
     def prepare_in(self, session: Any, engine: sa.Engine) -> None:
         """PREPARE on the connection `session` uses for `engine`, where the statement will then be
         executed with `bind_arguments={"bind": engine}`."""

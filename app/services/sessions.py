@@ -132,13 +132,9 @@ def live_token_user(user_id: uuid.UUID, session_id: uuid.UUID, jti: str) -> User
     instead of three. The user still lands in the session's identity map, so the view reading it,
     or changing it on the request's own transaction, costs no query.
     """
-    engine = autocommit_engine()
-    _LIVE_TOKEN_USER.prepare_in(db.session, engine)
-    return db.session.scalar(
-        _LOAD_LIVE_TOKEN_USER,
-        {"session_id": session_id, "user_id": user_id, "jti": jti},
-        bind_arguments={"bind": engine},
-    )
+    return _LIVE_TOKEN_USER.execute_in(db.session, autocommit_engine(),
+                                       {"session_id": session_id, "user_id": user_id, "jti": jti},
+                                       _LOAD_LIVE_TOKEN_USER).scalar()
 
 
 def logout(user_id: uuid.UUID, session_id: uuid.UUID, jti: str, token_expiry: datetime) -> None:
