@@ -489,16 +489,15 @@ class _Rows:
     occurred_at: Any
     properties: Any
 
+    @classmethod
+    def of(cls, c: Any) -> _Rows:
+        """The columns `c` of contact_activities (an alias's, a CTE's of its rows)."""
+        return cls(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
+
 
 def _batch() -> tuple[sa.CTE, _Rows]:
     cte = _BATCH.cte("batch")
-    c = cte.c
-    return cte, _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
-
-
-def _activities(name: str) -> _Rows:
-    c = _ACTIVITIES.alias(name).c
-    return _Rows(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
+    return cte, _Rows.of(cte.c)
 
 
 def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None:
@@ -551,8 +550,7 @@ def _execute(key: tuple[Any, ...], build: Any, params: dict[str, Any]) -> Any:
             released = _STATEMENTS.pop(next(iter(_STATEMENTS)))
             released.release()
         kept = _STATEMENTS[key] = PreparedStatement(f"herald_flows_{next(_NAMES)}", build())
-    kept.prepare_in(db.session, db.engine)
-    return db.session.execute(kept.statement, params, bind_arguments={"bind": db.engine})
+    return kept.execute_in(db.session, db.engine, params)
 
 
 def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
@@ -623,7 +621,7 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     (an exit may be processed before its trigger: events arrive out of order, and it ends the
     enrolment at once); for `once`, a contact's first of them, if they never entered before; for
     `afterDays`, those `days` or more after the contact's last entry (_after_days decides the rest)."""
-    later = _activities("later")
+    later = _Rows.of(_ACTIVITIES.alias("later").c)
     # By the contact alone (a contact is one merchant's): the merchant's own would let the planner
     # scan all of its events of a type since then for each candidate.
     exited_by = sa.cast(sa.null(), sa.Text) if not flow.exit_when else sa.select(later.event_type).where(
