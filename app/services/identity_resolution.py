@@ -97,7 +97,7 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
     or changes a contact (BatchResolver, under the lock, decides those). A contact merged away
     meanwhile fails the batch's activity insert (its foreign key), and the merge itself waits for a
     batch that is writing rows for it (BatchResolver._merge), so nothing is left on a deleted contact."""
-    if any(consent or identity.profile for identity, consent in events):
+    if not all(_tells_nothing(identity, consent) for identity, consent in events):
         return None
     keyed = [sorted(keys_of(identity)) for identity, _ in events]
     named = [keys for keys in keyed if keys]
@@ -139,11 +139,16 @@ def _load_owners(session: orm.Session, user_id: uuid.UUID, keys: set[IdentityKey
     owner.update({(kind, value): contact for kind, value, contact in session.execute(_OWNERS, params)})
 
 
+def _tells_nothing(identity: Identity, consent: dict[str, str]) -> bool:
+    """No profile and no consent: nothing to write on the contact the event belongs to."""
+    return not consent and not identity.profile
+
+
 def _changes_nothing(owner: dict[IdentityKey, uuid.UUID], identity: Identity, keys: set[IdentityKey],
                      consent: dict[str, str]) -> bool:
-    """Every key known and owned by one contact, and nothing to tell them: no profile, no
-    consent. Such an event is resolved without reading the contact."""
-    if consent or identity.profile or not keys:
+    """Every key known and owned by one contact, and nothing to tell them (_tells_nothing). Such an
+    event is resolved without reading the contact."""
+    if not keys or not _tells_nothing(identity, consent):
         return False
     owners = {owner.get(key) for key in keys}
     return len(owners) == 1 and None not in owners
