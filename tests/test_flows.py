@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from app import clock
 from app.errors import NotFound
 from app.extensions import db
-from app.models import Campaign, Contact, DataEvent, Delivery, EventFailure, FlowEnrollment, User
-from app.services import event_processing, flows, sending, settings
+from app.models import AccountDeletion, Campaign, Contact, DataEvent, Delivery, EventFailure, FlowEnrollment, User
+from app.services import account_deletion, event_processing, flows, sending, settings
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
 from tests.support.campaigns import EMAIL_CONFIG, verified_merchant, verified_sender
@@ -258,15 +258,55 @@ def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, sho
     assert len(_enrollments(flow)) == 1
 
 
-def test_processing_the_same_event_again_enrols_nobody_twice(shop):
+def test_a_flow_stopped_while_a_batch_enrols_in_it_exits_that_enrolment_too(ctx, shop, monkeypatch):
+    """The stop waits for the batch that read the flow running (its lock on the flow), so it exits
+    the entry that batch made instead of leaving it active in a completed flow."""
+    user, source = shop
+    flow = _running(user)
+    entered, go = threading.Event(), threading.Event()
+    store_derived = event_processing.contact_timezones.store_derived
+
+    def held_open(rows):  # runs after enrolment, in the batch's transaction
+        entered.set()
+        assert go.wait(30)
+        store_derived(rows)
+
+    monkeypatch.setattr(event_processing.contact_timezones, "store_derived", held_open)
+    source_id, user_id, flow_id = source.id, user.id, flow.id
+
+    def in_thread(work) -> threading.Thread:
+        def run() -> None:
+            with ctx.app_context():
+                work()
+                db.session.remove()
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    db.session.add(DataEvent(data_source_id=source_id, event_type="checkouts/create",
+                             event_data=_checkout("jon@example.com")[1]))
+    db.session.commit()
+    batch = in_thread(lambda: event_processing.process_batch(batch_size=1))
+    assert entered.wait(30)
+    stop = in_thread(lambda: flows.stop(user_id, flow_id))
+    until_a_transaction_waits("transactionid")  # the stop, for the batch that holds the flow
+    go.set()
+    batch.join(30)
+    stop.join(30)
+    (enrolled,) = _enrollments(flow)
+    assert (enrolled.status, enrolled.exit_reason) == ("exited", "flow_stopped")
+
+
+def test_processing_the_same_event_again_enrols_nobody_twice(shop, caplog):
     user, source = shop
     flow = _running(user, {**ABANDONED, "reentry": {"mode": "always"}})
     _process(source, _checkout("jon@example.com"))
-    # A retried batch: the event is claimed and processed again.
+    # A retried batch: the event is claimed and processed again, with a new one beside it.
     db.session.execute(sa.update(DataEvent).values({DataEvent.processed_at: None}))
     db.session.commit()
-    event_processing.process_pending(time_budget=10)
-    assert len(_enrollments(flow)) == 1
+    _process(source, _checkout("ann@example.com"))
+    assert sorted(e.contact_id == _contact(user, "ann@example.com").id for e in _enrollments(flow)) == [False, True]
+    assert "batch failed" not in caplog.text  # processed as a batch, not failed over to one by one
 
 
 def test_only_events_after_activation_enrol_and_only_the_merchants_own(shop, smtp_sink):
@@ -375,6 +415,20 @@ def test_stopping_exits_the_active_and_skips_what_was_queued(shop, smtp_sink):
     assert stats.steps[0].channel.skip_reasons == {"flow_stopped": 1}
     _process(source, _checkout("bob@example.com"))
     assert flows.stats(user.id, flow.id).entered == 2  # nobody enters a stopped flow
+
+
+def test_a_deleted_flow_takes_its_enrolments_and_a_deleted_account_its_flows(shop):
+    user, source = shop
+    kept, deleted = _running(user), _running(user)
+    _process(source, _checkout("jon@example.com"))
+    deleted_id = deleted.id
+    flows.stop(user.id, deleted_id)
+    flows.delete(user.id, deleted_id)  # it never sent: removed, with its enrolments
+    assert [e.flow_id for e in db.session.scalars(sa.select(FlowEnrollment))] == [kept.id]
+    db.session.add(AccountDeletion(user_id=user.id))
+    db.session.commit()
+    assert account_deletion.delete_account(user.id, batch_size=1)
+    assert db.session.scalars(sa.select(FlowEnrollment)).all() == []
 
 
 def test_a_deleted_contact_exits_before_the_step(shop, smtp_sink):

@@ -85,10 +85,10 @@ class FlowEnrollment(Base):
     )
 
     id: orm.Mapped[uuid.UUID] = uuid_pk()
-    flow_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
-        "flowId", sa.ForeignKey("flows.id", ondelete="CASCADE"), nullable=False)
-    contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column(
-        "contactId", sa.ForeignKey("contacts.id", ondelete="SET NULL"))
+    # The flow's and the contact's ids, without foreign keys (a check per inserted row): migration
+    # 0027 says what keeps them true. A deleted flow takes its enrolments; a deleted contact's go NULL.
+    flow_id: orm.Mapped[uuid.UUID] = orm.mapped_column("flowId", pg.UUID(as_uuid=True), nullable=False)
+    contact_id: orm.Mapped[uuid.UUID | None] = orm.mapped_column("contactId", pg.UUID(as_uuid=True))
     data_event_id: orm.Mapped[uuid.UUID] = orm.mapped_column("dataEventId", pg.UUID(as_uuid=True), nullable=False)
     # A `once` flow's enrolment holds its contact here: the unique key lets each contact in once,
     # whichever of two concurrent transactions gets there first. NULL for the other modes.

@@ -32,6 +32,8 @@ from app.models import (
     DataEvent,
     DataSource,
     Delivery,
+    Flow,
+    FlowEnrollment,
     Suppression,
     User,
     WebhookEvent,
@@ -73,6 +75,7 @@ def delete_account(user_id: uuid.UUID, batch_size: int = BATCH_SIZE) -> bool:
     sources = sa.select(DataSource.id).where(DataSource.user_id == user_id)
     steps: list[tuple[type[Any], sa.ColumnElement[bool]]] = [
         (Delivery, Delivery.campaign_id.in_(campaigns)),
+        (FlowEnrollment, FlowEnrollment.flow_id.in_(sa.select(Flow.id).where(Flow.user_id == user_id))),
         (Attribution, Attribution.user_id == user_id),
         (ContactActivity, ContactActivity.user_id == user_id),
         (ConsentChange, ConsentChange.user_id == user_id),

@@ -127,10 +127,12 @@ def _process(events: list[ClaimedEvent]) -> None:
     activities = []
     for user_id in sorted(by_merchant):  # a fixed lock order: no deadlock between two batches
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
-    bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities, 'ON CONFLICT ("dataEventId") DO NOTHING')
+    inserted = bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities,
+                                    'ON CONFLICT ("dataEventId") DO NOTHING')
     attribution.credit_orders(activities)
-    # Contacts enter the merchants' running flows, and leave them, with the events that say so.
-    flows.enroll(activities)
+    # Contacts enter the merchants' running flows, and leave them, with the events that say so (an
+    # event processed again, its activity there already, enters no one twice).
+    flows.enroll(activities, replayed=inserted < len(activities))
     # Where the events place their contacts: one statement for the batch's timezones.
     contact_timezones.store_derived(
         (row["contactId"], normalized[row["dataEventId"]].zone, row["occurredAt"]) for row in activities

@@ -434,14 +434,20 @@ _RUNNING = sa.text(
     FROM flows AS f
     WHERE f.status = 'running' AND f."userId" = ANY(CAST(:merchants AS uuid[]))
     ORDER BY f.id
+    FOR KEY SHARE OF f
     """
 )
 
 
-def enroll(activities: list[dict[str, Any]]) -> None:
+def enroll(activities: list[dict[str, Any]], replayed: bool = False) -> None:
     """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
     the enrolments their exit events end. `activities` are the batch's contact_activities rows,
-    already written in the caller's transaction; no commit."""
+    already written in the caller's transaction (`replayed`: some were there before, their events
+    processed before and maybe enrolled already); no commit.
+
+    The running flows are read `FOR KEY SHARE` (in id order), as a foreign key would check each
+    enrolment's flow: a flow can't be paused, stopped or deleted while a batch enrols in it, and a
+    batch after that sees it so."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
     for row in activities:
         types[row["userId"]].add(row["eventType"])
@@ -463,7 +469,7 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if after_days:
         _lock_after_days(after_days, activities)
     together = [flow for flow in entering if flow.reentry["mode"] != "afterDays"]
-    due, announced = _write(together, after_days, exiting, params)
+    due, announced = _write(together, after_days, exiting, params, replayed)
     webhook_events.flow_enrolled(announced)
     if due:
         _hint_dispatch()
@@ -564,7 +570,7 @@ _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status",
                   "context", "endedAt", "onceKey"]
 
 def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running],
-           params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
+           params: dict[str, Any], replayed: bool) -> tuple[bool, list[uuid.UUID]]:
     """One statement for the batch's writes: end the enrolments the batch's exit events end, and
     enrol the contacts of the triggering events (`afterDays` ones under the locks taken before).
     Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
@@ -572,15 +578,28 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
         batch, rows = _batch()
         exits = _exits(exiting, rows)
         delays = _first_delays([*together, *after_days])
-        branches = [_entries(flow, _candidates(flow, rows), delays[flow.id]) for flow in together]
+        once = [_entries(flow, _candidates(flow, rows), delays[flow.id])
+                for flow in together if flow.reentry["mode"] == "once"]
+        others = [_entries(flow, _candidates(flow, rows), delays[flow.id])
+                  for flow in together if flow.reentry["mode"] != "once"]
         if after_days:
-            branches.append(_after_days(after_days, rows, delays))
-        if not branches:
+            others.append(_after_days(after_days, rows, delays))
+        if not once and not others:
             return exits.add_cte(batch)
-        entered = (pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
-                   .on_conflict_do_nothing()  # this event enrolled already, or (`once`) this contact
-                   .returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.flowId, _ENROLLMENTS.c.nextDueAt).cte("entered"))
-        ctes = [batch, entered]
+        # No ON CONFLICT (speculative insertion costs a third more) but for `once` entries, whose
+        # contact a concurrent batch may enter first: their key alone decides. A batch's events are
+        # new, so are their (flow, event) keys; of a batch with `replayed` events, every key decides.
+        inserts = [pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
+                   for branches in (once, others) if branches]
+        if replayed:
+            inserts = [insert.on_conflict_do_nothing() for insert in inserts]
+        elif once:
+            inserts[0] = inserts[0].on_conflict_do_nothing(index_elements=["flowId", "onceKey"],
+                                                           index_where=_ENROLLMENTS.c.onceKey.is_not(None))
+        entered_ctes = [insert.returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.flowId, _ENROLLMENTS.c.nextDueAt)
+                        .cte(f"entered_{n}") for n, insert in enumerate(inserts)]
+        entered = sa.union_all(*(sa.select(*cte.c) for cte in entered_ctes)).subquery("entered")
+        ctes = [batch, *entered_ctes]
         if exits is not None:  # it sees only the enrolments of earlier batches, not these entries
             ctes.append(exits.returning(_ENROLLMENTS.c.id).cte("exited"))
         announcing = sa.bindparam("announcing", type_=sa.ARRAY(sa.Uuid))
@@ -590,7 +609,7 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
             sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)).label("announced"),
         ).add_cte(*ctes)
 
-    key = ("write", *(tuple(flow.version for flow in flows) for flows in (together, after_days, exiting)))
+    key = ("write", replayed, *(tuple(flow.version for flow in flows) for flows in (together, after_days, exiting)))
     result = _execute(key, build, params)
     if not together and not after_days:
         return False, []
