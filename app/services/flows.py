@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -447,7 +447,7 @@ def enroll(activities: list[dict[str, Any]], replayed: bool = False) -> None:
 
     The running flows are read `FOR KEY SHARE` (in id order), as a foreign key would check each
     enrolment's flow: a flow can't be paused, stopped or deleted while a batch enrols in it, and a
-    batch after that sees it so."""
+    batch that waited for one of those reads the flow's new status."""
     types: dict[uuid.UUID, set[str]] = defaultdict(set)
     for row in activities:
         types[row["userId"]].add(row["eventType"])
@@ -463,7 +463,7 @@ def enroll(activities: list[dict[str, Any]], replayed: bool = False) -> None:
     if not entering and not exiting:
         return
     now = clock.now()
-    params: dict[str, Any] = {"batch": "{" + ",".join(str(row["dataEventId"]) for row in activities) + "}",
+    params: dict[str, Any] = {"batch": _array_literal(row["dataEventId"] for row in activities),
                               "now": now, "announcing": [flow.id for flow in entering if flow.announces]}
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
@@ -516,16 +516,22 @@ def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None
     keys = [f"herald.flows:{flow.id}:{contact}" for flow in flows
             for contact in contacts.get((flow.user_id, flow.trigger["event"]), ())]
     if keys:
-        db.session.execute(_LOCK_SORTED, {"keys": keys})
+        _LOCK_SORTED.execute_in(db.session, db.engine, {"keys": _array_literal(keys)})
 
 
-_LOCK_SORTED = sa.text(
+_LOCK_SORTED = PreparedStatement("herald_flows_lock", sa.text(
     """
     SELECT pg_advisory_xact_lock(h) FROM (
         SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h
     ) AS sorted
     """
-)
+))
+
+
+def _array_literal(values: Iterable[Any]) -> str:
+    """An array parameter as one literal (`{a,b}`; values without commas, quotes or braces, such as
+    ids): PostgreSQL reads it in one go, where a list's ARRAY['a', 'b'] is lexed item by item."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[sa.ColumnElement[bool]]:
@@ -578,10 +584,10 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
         batch, rows = _batch()
         exits = _exits(exiting, rows)
         delays = _first_delays([*together, *after_days])
-        once = [_entries(flow, _candidates(flow, rows), delays[flow.id])
-                for flow in together if flow.reentry["mode"] == "once"]
-        others = [_entries(flow, _candidates(flow, rows), delays[flow.id])
-                  for flow in together if flow.reentry["mode"] != "once"]
+        entries = [(flow.reentry["mode"], _entries(flow, _candidates(flow, rows), delays[flow.id]))
+                   for flow in together]
+        once = [branch for mode, branch in entries if mode == "once"]
+        others = [branch for mode, branch in entries if mode != "once"]
         if after_days:
             others.append(_after_days(after_days, rows, delays))
         if not once and not others:
