@@ -75,7 +75,6 @@ class FlowEnrollment(Base):
 
     __tablename__ = "flow_enrollments"
     __table_args__ = (
-        sa.UniqueConstraint("flowId", "dataEventId"),
         # Only `once` enrolments carry the key: the others write no entry here.
         sa.Index("uq_flow_enrollments_once", "flowId", "onceKey", unique=True,
                  postgresql_where=sa.text('"onceKey" IS NOT NULL')),

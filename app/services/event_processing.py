@@ -129,16 +129,32 @@ def _process(events: list[ClaimedEvent]) -> None:
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
     inserted = bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities,
                                     'ON CONFLICT ("dataEventId") DO NOTHING')
+    if inserted < len(activities):
+        activities = _written_now(activities)
     attribution.credit_orders(activities)
-    # Contacts enter the merchants' running flows, and leave them, with the events that say so (an
-    # event processed again, its activity there already, enters no one twice).
-    flows.enroll(activities, replayed=inserted < len(activities))
+    # Contacts enter the merchants' running flows, and leave them, with the events that say so.
+    flows.enroll(activities)
     # Where the events place their contacts: one statement for the batch's timezones.
     contact_timezones.store_derived(
         (row["contactId"], normalized[row["dataEventId"]].zone, row["occurredAt"]) for row in activities
     )
     if poisoned:
         _record_failures(poisoned, quarantine=True)
+
+
+# The batch's activity rows written before this transaction (`createdAt` is its start, in UTC).
+_WRITTEN_BEFORE = sa.text(
+    'SELECT "dataEventId" FROM contact_activities '
+    'WHERE "dataEventId" = ANY(CAST(:ids AS uuid[])) AND "createdAt" < LOCALTIMESTAMP'
+)
+
+
+def _written_now(activities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The activities this transaction wrote. An event processed before (its `processedAt` cleared
+    by hand, say) has its activity row from then, unique per event, and what it led to (orders
+    credited, flows entered) is done: it is not done twice."""
+    before = set(db.session.scalars(_WRITTEN_BEFORE, {"ids": [str(row["dataEventId"]) for row in activities]}))
+    return [row for row in activities if row["dataEventId"] not in before]
 
 
 def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],

@@ -439,11 +439,11 @@ _RUNNING = sa.text(
 )
 
 
-def enroll(activities: list[dict[str, Any]], replayed: bool = False) -> None:
+def enroll(activities: list[dict[str, Any]]) -> None:
     """Enrol the contacts of the batch's triggering events in the merchants' running flows, and end
-    the enrolments their exit events end. `activities` are the batch's contact_activities rows,
-    already written in the caller's transaction (`replayed`: some were there before, their events
-    processed before and maybe enrolled already); no commit.
+    the enrolments their exit events end. `activities` are the contact_activities rows the caller's
+    transaction wrote for the batch: each event's row is unique and written once, so each event
+    enrols once, however often a batch is retried; no commit.
 
     The running flows are read `FOR KEY SHARE` (in id order), as a foreign key would check each
     enrolment's flow: a flow can't be paused, stopped or deleted while a batch enrols in it, and a
@@ -469,7 +469,7 @@ def enroll(activities: list[dict[str, Any]], replayed: bool = False) -> None:
     if after_days:
         _lock_after_days(after_days, activities)
     together = [flow for flow in entering if flow.reentry["mode"] != "afterDays"]
-    due, announced = _write(together, after_days, exiting, params, replayed)
+    due, announced = _write(together, after_days, exiting, params)
     webhook_events.flow_enrolled(announced)
     if due:
         _hint_dispatch()
@@ -576,7 +576,7 @@ _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status",
                   "context", "endedAt", "onceKey"]
 
 def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running],
-           params: dict[str, Any], replayed: bool) -> tuple[bool, list[uuid.UUID]]:
+           params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
     """One statement for the batch's writes: end the enrolments the batch's exit events end, and
     enrol the contacts of the triggering events (`afterDays` ones under the locks taken before).
     Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
@@ -593,13 +593,10 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
         if not once and not others:
             return exits.add_cte(batch)
         # No ON CONFLICT (speculative insertion costs a third more) but for `once` entries, whose
-        # contact a concurrent batch may enter first: their key alone decides. A batch's events are
-        # new, so are their (flow, event) keys; of a batch with `replayed` events, every key decides.
+        # contact a concurrent batch may enter first: their key decides.
         inserts = [pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
                    for branches in (once, others) if branches]
-        if replayed:
-            inserts = [insert.on_conflict_do_nothing() for insert in inserts]
-        elif once:
+        if once:
             inserts[0] = inserts[0].on_conflict_do_nothing(index_elements=["flowId", "onceKey"],
                                                            index_where=_ENROLLMENTS.c.onceKey.is_not(None))
         entered_ctes = [insert.returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.flowId, _ENROLLMENTS.c.nextDueAt)
@@ -615,7 +612,7 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
             sa.func.array_agg(entered.c.id).filter(entered.c.flowId == sa.func.any(announcing)).label("announced"),
         ).add_cte(*ctes)
 
-    key = ("write", replayed, *(tuple(flow.version for flow in flows) for flows in (together, after_days, exiting)))
+    key = ("write", *(tuple(flow.version for flow in flows) for flows in (together, after_days, exiting)))
     result = _execute(key, build, params)
     if not together and not after_days:
         return False, []
@@ -670,7 +667,8 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
             activity.contact_id, activity.occurred_at, activity.data_event_id)
     if mode == "afterDays":  # not within `days` of the last entry: the rest is decided in order (_after_days)
         days = sa.text(f"interval '{int(flow.reentry['days'])} days'")
-        return query.where(sa.or_(entered.is_(None), activity.occurred_at >= entered + days))
+        # Never entered (NULL) or long enough ago: one lookup of the last entry, not two.
+        return query.where(sa.func.coalesce(activity.occurred_at >= entered + days, sa.true()))
     return query
 
 

@@ -1,4 +1,4 @@
-"""Flow enrolments keep their flow and contact without foreign keys, and take ids from gen_random_uuid().
+"""Flow enrolments: no foreign keys, no (flow, event) key, ids from gen_random_uuid().
 
 Enrolment inserts hundreds of rows per processed batch, and a foreign key checks each row with a
 query of its own. What the keys guaranteed is kept by other means:
@@ -7,8 +7,10 @@ query of its own. What the keys guaranteed is kept by other means:
   the running flows `FOR KEY SHARE` (app.services.flows), as a key check would, once per batch;
 - on delete, two statement triggers do what the keys' actions did: a deleted flow's enrolments are
   deleted (with their ledger rows, by deliveries' own key), a deleted contact's enrolments lose it.
-uuid-ossp's uuid_generate_v4() makes system calls for every id; PostgreSQL's own gen_random_uuid()
-does not.
+The (flow, event) unique key goes: an event enrols only through the activity row its processing
+writes, unique per event (app.services.event_processing), so the key only cost an index entry per
+enrolment. And uuid-ossp's uuid_generate_v4() makes system calls for every id; PostgreSQL's own
+gen_random_uuid() does not.
 
 Revision ID: 0027_enrollment_references
 Revises: 0026_once_key_partial
@@ -37,6 +39,7 @@ END $$;
 
 
 def upgrade():
+    op.drop_constraint("uq_flow_enrollments_flowId_dataEventId", "flow_enrollments", type_="unique")
     op.alter_column("flow_enrollments", "id", server_default=sa.text("gen_random_uuid()"))
     op.drop_constraint("fk_flow_enrollments_flowId_flows", "flow_enrollments", type_="foreignkey")
     op.drop_constraint("fk_flow_enrollments_contactId_contacts", "flow_enrollments", type_="foreignkey")
@@ -49,6 +52,8 @@ def upgrade():
 
 def downgrade():
     op.alter_column("flow_enrollments", "id", server_default=sa.text("uuid_generate_v4()"))
+    op.create_unique_constraint(op.f("uq_flow_enrollments_flowId_dataEventId"), "flow_enrollments",
+                                ["flowId", "dataEventId"])
     op.execute("DROP TRIGGER contacts_deleted_enrollments ON contacts")
     op.execute("DROP TRIGGER flows_deleted_enrollments ON flows")
     op.execute("DROP FUNCTION forget_contacts_enrollments()")
