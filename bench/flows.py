@@ -2,7 +2,7 @@
 
 (a) events/s processed by events.process_pending on a real worker (2 processes, warmed by a first
     run) with 10 flows (triggers and exits on the batches' event types) paused and running, five
-    runs of 20,000 events each, alternating (medians), beside the raw claim loop of
+    runs of 20,000 events each, alternating in turn order (ABBA; medians), beside the raw claim loop of
     bench/ingest_and_process.py (its best of three runs of 10,000). Aims: with flows >= 0.8 × without;
     processing >= 0.5 × the claim loop.
 (b) dispatch: 10,000 enrolments due at once on an email step → messages/s from the first dispatch
@@ -114,13 +114,15 @@ def start_flows(app, source_id):
 
 
 def set_flows(app, user_id, move: str) -> None:
-    """Pause or resume the merchant's flows (a paused flow enrols nobody)."""
+    """Pause or resume the merchant's flows that are not so already (a paused flow enrols nobody)."""
     from app.extensions import db
     from app.models import Flow
     from app.services import flows
 
+    status = {"pause": "paused", "resume": "running"}[move]
     with app.app_context():
-        for flow_id in db.session.scalars(sa.select(Flow.id).where(Flow.user_id == user_id)).all():
+        for flow_id in db.session.scalars(sa.select(Flow.id).where(Flow.user_id == user_id,
+                                                                   Flow.status != status)).all():
             getattr(flows, move)(user_id, flow_id)
 
 
@@ -182,13 +184,18 @@ def main() -> None:
     with celery_worker(celery, "events", concurrency=2):
         processing(app, celery, copy_events(app, source_id, "warm"))  # the people exist before any run
         user_id = start_flows(app, source_id)
+        # Each pair of runs in turn order (paused first, then running first, ...): the database
+        # grows run after run, and neither side should always run on the bigger one.
         for round_ in range(RUNS):
-            set_flows(app, user_id, "pause")
-            without.append(processing(app, celery, copy_events(app, source_id, f"none-{round_}")))
-            before = enrolments(app)
-            set_flows(app, user_id, "resume")
-            with_flows.append(processing(app, celery, copy_events(app, source_id, f"ten-{round_}")))
-            enrolled.append(enrolments(app) - before)
+            for move in ("pause", "resume") if round_ % 2 == 0 else ("resume", "pause"):
+                set_flows(app, user_id, move)
+                before = enrolments(app)
+                rate = processing(app, celery, copy_events(app, source_id, f"{move}-{round_}"))
+                if move == "pause":
+                    without.append(rate)
+                else:
+                    with_flows.append(rate)
+                    enrolled.append(enrolments(app) - before)
     without_rate, with_rate = statistics.median(without), statistics.median(with_flows)
     print(f"(a) process_pending, no flows running: {without_rate:8.0f} events/s (median of "
           f"{', '.join(f'{r:.0f}' for r in without)})   raw claim loop: {claim_rate:8.0f} events/s   "
