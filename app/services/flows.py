@@ -427,7 +427,7 @@ class _Running:
         return self.id, self.activated_at
 
 
-_RUNNING = sa.text(
+_RUNNING = PreparedStatement("herald_flows_running", sa.text(
     f"""
     SELECT f.id, f."userId", f.trigger, f.filter, f."exitWhen", f.reentry, f."activatedAt",
            {webhook_events.subscribed('f."userId"', "'flow.enrolled'")} AS announces
@@ -436,7 +436,7 @@ _RUNNING = sa.text(
     ORDER BY f.id
     FOR KEY SHARE OF f
     """
-)
+))
 
 
 def enroll(activities: list[dict[str, Any]]) -> None:
@@ -454,7 +454,8 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if not types:
         return
     entering, exiting = [], []
-    for flow in (_Running(*row) for row in db.session.execute(_RUNNING, {"merchants": [str(u) for u in types]})):
+    running = _RUNNING.execute_in(db.session, db.engine, {"merchants": _array_literal(types)})
+    for flow in (_Running(*row) for row in running):
         seen = types[flow.user_id]
         if flow.trigger["event"] in seen:
             entering.append(flow)

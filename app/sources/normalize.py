@@ -113,18 +113,22 @@ class NormalizedEvent:
             raise ValueError(f"unknown normalized event type {self.type!r}")
 
 
-def normalize(source_type: str, event_type: str, event_data: dict[str, Any]) -> NormalizedEvent:
-    """Normalize one stored provider event; raises PoisonEvent when it cannot be read."""
-    # The provider modules import this module's dataclasses and rules; importing them here, at call
-    # time, keeps either import order free of a cycle.
+@lru_cache(maxsize=1)
+def _mappers() -> dict[str, Callable[[str, dict[str, Any]], NormalizedEvent]]:
+    # The provider modules import this module's dataclasses and rules; importing them here, on the
+    # first call, keeps either import order free of a cycle.
     from app.sources import normalize_ga4, normalize_meta, normalize_shopify
 
-    mappers: dict[str, Callable[[str, dict[str, Any]], NormalizedEvent]] = {
+    return {
         "shopify": normalize_shopify.map_event,
         "facebook_pixel": normalize_meta.map_event,
         "gtm": normalize_ga4.map_event,
     }
-    mapper = mappers.get(source_type)
+
+
+def normalize(source_type: str, event_type: str, event_data: dict[str, Any]) -> NormalizedEvent:
+    """Normalize one stored provider event; raises PoisonEvent when it cannot be read."""
+    mapper = _mappers().get(source_type)
     if mapper is None:
         raise PoisonEvent(f"unknown source type {source_type!r}")
     if not isinstance(event_data, dict):
