@@ -11,7 +11,7 @@ from phonenumbers import timezone as phone_timezone
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
-from app.models.base import Base, created_at, updated_at, uuid_pk
+from app.models.base import Base, bulk_uuid_pk, created_at, updated_at, uuid_pk
 from app.models.settings import MerchantSettings
 
 CONSENT_VALUES = ("subscribed", "unsubscribed", "bounced", "complained")
@@ -168,7 +168,7 @@ class ContactActivity(Base):
                  postgresql_include=["contactId"]),
     )
 
-    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    id: orm.Mapped[uuid.UUID] = bulk_uuid_pk()
     # The merchant, copied for audience queries; the contact's foreign key already ties the row to
     # the account (and deletes it with it), so this one is not checked again on every insert.
     user_id: orm.Mapped[uuid.UUID] = orm.mapped_column("userId", pg.UUID(as_uuid=True), nullable=False)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
-from app.models.base import Base, created_at, updated_at, uuid_pk
+from app.models.base import Base, bulk_uuid_pk, created_at, updated_at, uuid_pk
 
 # queued → sending → sent → delivered; or failed / skipped / unknown. `unknown`: a crash left the
 # outcome of a send unknown — reported, never retried (retrying could deliver twice).
@@ -47,7 +47,7 @@ class Delivery(Base):
         sa.Index("ix_deliveries_sending_lease", "leaseExpiresAt", postgresql_where=sa.text("status = 'sending'")),
     )
 
-    id: orm.Mapped[uuid.UUID] = uuid_pk()
+    id: orm.Mapped[uuid.UUID] = bulk_uuid_pk()
     campaign_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
         "campaignId", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
     )

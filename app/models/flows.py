@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql as pg
 
-from app.models.base import Base, created_at, updated_at, uuid_pk
+from app.models.base import Base, bulk_uuid_pk, created_at, updated_at, uuid_pk
 
 FLOW_STATUSES = ("draft", "running", "paused", "completed")
 ENROLLMENT_STATUSES = ("active", "completed", "exited")
@@ -83,9 +83,7 @@ class FlowEnrollment(Base):
         sa.Index("ix_flow_enrollments_flow_created", "flowId", "createdAt", "id"),
     )
 
-    # gen_random_uuid(): uuid-ossp's uuid_generate_v4() makes system calls for each of the rows a batch enrols.
-    id: orm.Mapped[uuid.UUID] = orm.mapped_column(pg.UUID(as_uuid=True), primary_key=True,
-                                                  server_default=sa.text("gen_random_uuid()"))
+    id: orm.Mapped[uuid.UUID] = bulk_uuid_pk()
     # The flow's and the contact's ids, without foreign keys (a check per inserted row): migration
     # 0027 says what keeps them true. A deleted flow takes its enrolments; a deleted contact's go NULL.
     flow_id: orm.Mapped[uuid.UUID] = orm.mapped_column("flowId", pg.UUID(as_uuid=True), nullable=False)
