@@ -27,7 +27,7 @@ from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loo
 
 ENROLLED = 10_000
 ROUNDS = 2  # each measured run processes ROUNDS × 10,000 events
-RUNS = 5  # runs with the flows paused and running, alternating (a noisy machine: medians of five)
+RUNS = 9  # runs with the flows paused and running, alternating (a noisy machine: medians of nine)
 EMAIL = {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
          "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
          "text": "Hi {{ contact.firstName }}, your cart is waiting: https://shop.test/cart"}
@@ -80,7 +80,8 @@ def vacuum(app) -> None:
     from app.extensions import db
 
     with app.app_context(), db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) data_events, contact_activities, contacts, flow_enrollments"))
+        conn.execute(sa.text("VACUUM (ANALYZE) data_events, contact_activities, contacts, contact_identities, "
+                             "flow_enrollments"))
 
 
 def best_claim_loop(app, source_id) -> float:
