@@ -7,7 +7,9 @@ events of known customers) finds them with one query and no lock; one that creat
 changes contacts resolves them under a transaction-scoped advisory lock per merchant: two batches
 can't both create the same new customer. The batch's
 orders are credited to the messages that brought them (app.services.attribution) in the same
-transaction, in one statement.
+transaction, in one statement, and contacts enter and leave flows (app.services.flows). Only the
+activity rows the batch's own transaction wrote, one per event, go on to those: an event processed
+again changes nothing twice.
 """
 from __future__ import annotations
 
