@@ -80,6 +80,34 @@ def _process(source, *events: tuple[str, dict[str, Any]]) -> None:
     event_processing.process_pending(time_budget=10)
 
 
+def _hold_the_first_batch_open(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """The first batch processed stops after enrolment, its transaction open, and says so
+    (`entered`) until told to go on (`go`)."""
+    entered, go = threading.Event(), threading.Event()
+    store_derived = event_processing.contact_timezones.store_derived
+
+    def held_open(rows):  # runs after enrolment, in the batch's transaction
+        if not entered.is_set():
+            entered.set()
+            assert go.wait(30)
+        store_derived(rows)
+
+    monkeypatch.setattr(event_processing.contact_timezones, "store_derived", held_open)
+    return entered, go
+
+
+def _in_thread(ctx, work) -> threading.Thread:
+    """`work` started in a thread of its own, in an app context (its own session)."""
+    def run() -> None:
+        with ctx.app_context():
+            work()
+            db.session.remove()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _running(user, definition: dict[str, Any] = ABANDONED):
     flow = flows.create(user.id, definition)
     return flows.activate(user.id, flow.id)
@@ -227,30 +255,18 @@ def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, sho
     user, source = shop
     flow = _running(user, {**ABANDONED, "reentry": {"mode": "afterDays", "days": 7}})
     _process(source, _order("jon@example.com"))  # jon is known before either batch
-    entered, go = threading.Event(), threading.Event()
-    store_derived = event_processing.contact_timezones.store_derived
+    entered, go = _hold_the_first_batch_open(monkeypatch)
 
-    def held_open(rows):  # runs after enrolment, in the batch's transaction
-        if not entered.is_set():
-            entered.set()
-            assert go.wait(30)
-        store_derived(rows)
-
-    monkeypatch.setattr(event_processing.contact_timezones, "store_derived", held_open)
-
-    def process_one(event: tuple[str, dict[str, Any]]) -> None:
-        with ctx.app_context():
-            db.session.add(DataEvent(data_source_id=source_id, event_type=event[0], event_data=event[1]))
-            db.session.commit()
-            assert event_processing.process_batch(batch_size=1) == 1
-            db.session.remove()
+    def process_one() -> None:
+        db.session.add(DataEvent(data_source_id=source_id, event_type="checkouts/create",
+                                 event_data=_checkout("jon@example.com")[1]))
+        db.session.commit()
+        assert event_processing.process_batch(batch_size=1) == 1
 
     source_id = source.id
-    first = threading.Thread(target=process_one, args=(_checkout("jon@example.com"),))
-    first.start()
+    first = _in_thread(ctx, process_one)
     assert entered.wait(30)
-    second = threading.Thread(target=process_one, args=(_checkout("jon@example.com"),))
-    second.start()
+    second = _in_thread(ctx, process_one)
     until_a_transaction_waits("advisory")  # the second batch, for the first one's (flow, contact)
     go.set()
     first.join(30)
@@ -263,32 +279,14 @@ def test_a_flow_stopped_while_a_batch_enrols_in_it_exits_that_enrolment_too(ctx,
     the entry that batch made instead of leaving it active in a completed flow."""
     user, source = shop
     flow = _running(user)
-    entered, go = threading.Event(), threading.Event()
-    store_derived = event_processing.contact_timezones.store_derived
-
-    def held_open(rows):  # runs after enrolment, in the batch's transaction
-        entered.set()
-        assert go.wait(30)
-        store_derived(rows)
-
-    monkeypatch.setattr(event_processing.contact_timezones, "store_derived", held_open)
-    source_id, user_id, flow_id = source.id, user.id, flow.id
-
-    def in_thread(work) -> threading.Thread:
-        def run() -> None:
-            with ctx.app_context():
-                work()
-                db.session.remove()
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    db.session.add(DataEvent(data_source_id=source_id, event_type="checkouts/create",
+    entered, go = _hold_the_first_batch_open(monkeypatch)
+    user_id, flow_id = user.id, flow.id
+    db.session.add(DataEvent(data_source_id=source.id, event_type="checkouts/create",
                              event_data=_checkout("jon@example.com")[1]))
     db.session.commit()
-    batch = in_thread(lambda: event_processing.process_batch(batch_size=1))
+    batch = _in_thread(ctx, lambda: event_processing.process_batch(batch_size=1))
     assert entered.wait(30)
-    stop = in_thread(lambda: flows.stop(user_id, flow_id))
+    stop = _in_thread(ctx, lambda: flows.stop(user_id, flow_id))
     until_a_transaction_waits("transactionid")  # the stop, for the batch that holds the flow
     go.set()
     batch.join(30)
