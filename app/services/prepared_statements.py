@@ -44,15 +44,10 @@ class PreparedStatement:
     def execute_in(self, session: Any, engine: sa.Engine, params: dict[str, Any], statement: Any = None) -> Any:
         """Prepare it on the connection `session` uses for `engine` if need be, and EXECUTE it there
         (or `statement`, one built on `.statement`, such as an ORM select from it); the result."""
-        self.prepare_in(session, engine)
-        return session.execute(self.statement if statement is None else statement, params,
-                               bind_arguments={"bind": engine})
-
-    def prepare_in(self, session: Any, engine: sa.Engine) -> None:
-        """PREPARE on the connection `session` uses for `engine`, where the statement will then be
-        executed with `bind_arguments={"bind": engine}`."""
         # A dict of its own: Session.connection() pops "bind" from the one it is given.
         self.prepare_on(session.connection(bind_arguments={"bind": engine}))
+        return session.execute(self.statement if statement is None else statement, params,
+                               bind_arguments={"bind": engine})
 
     def prepare_on(self, connection: sa.Connection) -> None:
         """PREPARE on this connection unless it already holds the statement."""
