@@ -5,6 +5,7 @@ round trip and no per-row statement compilation or bind processing in Python.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +21,12 @@ _DIALECT = postgresql.dialect()
 def to_json(rows: list[dict[str, Any]]) -> str:
     # orjson writes UUIDs and naive datetimes (ISO 8601) as PostgreSQL reads them back.
     return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def array_literal(values: Iterable[Any]) -> str:
+    """Many values (ids: no commas, quotes or braces) as one array parameter, `{a,b}`, to CAST to an
+    array type: PostgreSQL reads it in one go, where a list's ARRAY['a', 'b'] is lexed item by item."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 @lru_cache(maxsize=64)

@@ -159,7 +159,8 @@ def _written_now(activities: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The activities this transaction wrote. An event processed before (its `processedAt` cleared
     by hand, say) has its activity row from then, unique per event, and what it led to (orders
     credited, flows entered) is done: it is not done twice."""
-    before = set(db.session.scalars(_WRITTEN_BEFORE, {"ids": [row["dataEventId"] for row in activities]}))
+    ids = bulk_sql.array_literal(row["dataEventId"] for row in activities)
+    before = set(db.session.scalars(_WRITTEN_BEFORE, {"ids": ids}))
     return [row for row in activities if row["dataEventId"] not in before]
 
 

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -454,7 +454,7 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if not types:
         return
     entering, exiting = [], []
-    running = _RUNNING.execute_in(db.session, db.engine, {"merchants": _array_literal(types)})
+    running = _RUNNING.execute_in(db.session, db.engine, {"merchants": bulk_sql.array_literal(types)})
     for flow in (_Running(*row) for row in running):
         seen = types[flow.user_id]
         if flow.trigger["event"] in seen:
@@ -464,7 +464,7 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if not entering and not exiting:
         return
     now = clock.now()
-    params: dict[str, Any] = {"batch": _array_literal(row["dataEventId"] for row in activities),
+    params: dict[str, Any] = {"batch": bulk_sql.array_literal(row["dataEventId"] for row in activities),
                               "now": now, "announcing": [flow.id for flow in entering if flow.announces]}
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
@@ -517,7 +517,7 @@ def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None
     keys = [f"herald.flows:{flow.id}:{contact}" for flow in flows
             for contact in contacts.get((flow.user_id, flow.trigger["event"]), ())]
     if keys:
-        _LOCK_SORTED.execute_in(db.session, db.engine, {"keys": _array_literal(keys)})
+        _LOCK_SORTED.execute_in(db.session, db.engine, {"keys": bulk_sql.array_literal(keys)})
 
 
 _LOCK_SORTED = PreparedStatement("herald_flows_lock", sa.text(
@@ -527,12 +527,6 @@ _LOCK_SORTED = PreparedStatement("herald_flows_lock", sa.text(
     ) AS sorted
     """
 ))
-
-
-def _array_literal(values: Iterable[Any]) -> str:
-    """An array parameter as one literal (`{a,b}`; values without commas, quotes or braces, such as
-    ids): PostgreSQL reads it in one go, where a list's ARRAY['a', 'b'] is lexed item by item."""
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[sa.ColumnElement[bool]]:
