@@ -547,6 +547,21 @@ def test_meta_first_usable_value_wins() -> None:
     assert event.identity.external_ids == {"metaExternalId": "second"}
 
 
+def test_meta_reads_a_customers_identity_once_and_never_confuses_equal_values_of_other_kinds() -> None:
+    """Identities are memoized on the user_data fields they come from (text, as Meta sends them); a
+    number and a boolean are equal in Python (1 == True) but not as identifiers."""
+    def identity(external_id: object) -> Identity:
+        return normalize("facebook_pixel", "PageView", {
+            "event_name": "PageView", "user_data": {"em": [META_EMAIL_HASH], "external_id": external_id}}).identity
+
+    assert identity(["ext-1"]) is identity(["ext-1"])
+    assert identity(["ext-1"]) == identity("ext-1")
+    assert identity(1).external_ids == {"metaExternalId": "1"}
+    assert identity(True).external_ids == {}
+    assert identity(1.0).external_ids == {}
+    assert identity([1]).external_ids == {"metaExternalId": "1"}
+
+
 def test_meta_product_ids_from_contents_and_item_count_from_quantities() -> None:
     event = normalize("facebook_pixel", "ViewContent", {
         "event_name": "ViewContent",

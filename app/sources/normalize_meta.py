@@ -19,6 +19,7 @@ from app.sources import geo_zones
 from app.sources.normalize import (
     EVENT_PLACE,
     DerivedZone,
+    Identity,
     NormalizedEvent,
     as_list,
     build_identity,
@@ -60,24 +61,7 @@ def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
     name = required_name(payload, "event_name")
     user = get_dict(payload, "user_data")
     custom = get_dict(payload, "custom_data")
-
-    emails, email_hashes = _split_hashed(user.get("em"))
-    phones, phone_hashes = _split_hashed(user.get("ph"))
-    first_names, _ = _split_hashed(user.get("fn"))  # a hashed name cannot be shown to anyone
-    last_names, _ = _split_hashed(user.get("ln"))
-    identity = build_identity(
-        emails=emails,
-        email_hashes=email_hashes,
-        # Meta's plain phone form is the digits with the country code, so it gets its `+` back.
-        phones=["+" + phone if phone.isdigit() else phone for phone in phones],
-        phone_hashes=phone_hashes,
-        external_ids={"metaExternalId": first_text(as_list(user.get("external_id")))},
-        profile={
-            "firstName": first_text(first_names),
-            "lastName": first_text(last_names),
-            "country": _country(user.get("country")),
-        },
-    )
+    identity = _user_identity(user)
 
     contents = get_objects(custom, "contents")
     content_ids = id_list(as_list(custom.get("content_ids"))) or id_list(c.get("id") for c in contents)
@@ -97,6 +81,42 @@ def map_event(event_type: str, payload: dict[str, Any]) -> NormalizedEvent:
         properties=provider_properties(custom, normalized),
         identity=identity,
         zone=_zone(identity.profile.get("country"), user.get("st")),
+    )
+
+
+# The user_data fields an identity is read from. A customer's events carry the same ones event
+# after event, so identities are memoized on them (an Identity is never changed) when they are all text,
+# as Meta sends them: only then is equal the same (1 == 1.0 == True, but not as identifiers).
+_IDENTITY_FIELDS = ("em", "ph", "fn", "ln", "external_id", "country")
+
+
+def _user_identity(user: dict[str, Any]) -> Identity:
+    fields = tuple(tuple(value) if type(value) is list else value for value in map(user.get, _IDENTITY_FIELDS))
+    if all(value is None or type(value) is str or (type(value) is tuple and all(type(v) is str for v in value))
+           for value in fields):
+        return _identity(fields)
+    return _identity.__wrapped__(fields)
+
+
+@lru_cache(maxsize=65536)
+def _identity(fields: tuple[Any, ...]) -> Identity:
+    em, ph, fn, ln, external_id, country = fields
+    emails, email_hashes = _split_hashed(em)
+    phones, phone_hashes = _split_hashed(ph)
+    first_names, _ = _split_hashed(fn)  # a hashed name cannot be shown to anyone
+    last_names, _ = _split_hashed(ln)
+    return build_identity(
+        emails=emails,
+        email_hashes=email_hashes,
+        # Meta's plain phone form is the digits with the country code, so it gets its `+` back.
+        phones=["+" + phone if phone.isdigit() else phone for phone in phones],
+        phone_hashes=phone_hashes,
+        external_ids={"metaExternalId": first_text(as_list(external_id))},
+        profile={
+            "firstName": first_text(first_names),
+            "lastName": first_text(last_names),
+            "country": _country(country),
+        },
     )
 
 
