@@ -113,7 +113,7 @@ def process_batch(batch_size: int = BATCH_SIZE) -> int:
 
 def _claim(limit: int, only: list[str] | None = None) -> list[ClaimedEvent]:
     rows = db.session.execute(_CLAIM, {"limit": limit, "only": only or None}).all()
-    merchants = {row[5]: uuid.UUID(row[5]) for row in rows}  # a batch has a few merchants
+    merchants = {user_id: uuid.UUID(user_id) for user_id in {row[5] for row in rows}}  # a batch has a few
     return [ClaimedEvent(event_id, event_type, data, created_at, source_type, merchants[user_id])
             for event_id, event_type, data, created_at, source_type, user_id in rows]
 
