@@ -6,11 +6,11 @@ flow's steps: consent and address checks, suppressions, send policies, rate limi
 tracking, unsubscribe links and counters all apply to a step's messages as to a campaign's.
 
 - Enrolment (`enroll`) happens where events are processed, in the transaction that marks them
-  processed: one enrolment per (flow, triggering event) and, for `once`, per (flow, contact), by
-  unique keys; `afterDays` under an advisory lock per (flow, contact), decided against every
-  earlier enrolment. Triggers and exits are matched against the batch's own rows. Exit events
-  end active enrolments in the same place; one that happened before its trigger was processed
-  ends the enrolment at once.
+  processed: one enrolment per (flow, triggering event), since an event's activity row is written
+  once, and, for `once`, per (flow, contact), by a unique key; `afterDays` under an advisory lock
+  per (flow, contact), decided against every earlier enrolment. Triggers and exits are matched
+  against the batch's own rows. Exit events end active enrolments in the same place; one that
+  happened before its trigger was processed ends the enrolment at once.
 - Due steps (`dispatch_due`) are claimed from the database by beat (SKIP LOCKED), their exits
   checked right before, and written to the ledger as queued rows in one transaction with the
   enrolment's move to its next step; the channel's senders then send them at the channel's rate.
@@ -510,21 +510,29 @@ def _batch() -> tuple[sa.CTE, _Rows]:
 def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None:
     """`afterDays` compares an entry with the contact's earlier ones: each (flow, contact) it may
     enter is locked first, all in one sorted pass (no deadlock between batches), so concurrent
-    batches of other contacts never wait on each other."""
-    contacts: dict[tuple[uuid.UUID, str], set[uuid.UUID]] = defaultdict(set)
-    for row in batch:
-        contacts[(row["userId"], row["eventType"])].add(row["contactId"])
-    keys = [f"herald.flows:{flow.id}:{contact}" for flow in flows
-            for contact in contacts.get((flow.user_id, flow.trigger["event"]), ())]
+    batches of other contacts never wait on each other. The lock is PostgreSQL's two-integer
+    advisory lock, which nothing else takes, on the first 32 bits of the flow's and the contact's
+    ids: two pairs that share it only wait for each other."""
+    halves: dict[tuple[uuid.UUID, str], list[int]] = defaultdict(list)
+    for flow in flows:
+        halves[(flow.user_id, flow.trigger["event"])].append(_lock_half(flow.id))
+    keys = sorted({(half, _lock_half(row["contactId"])) for row in batch
+                   for half in halves.get((row["userId"], row["eventType"]), ())})
     if keys:
-        _LOCK_SORTED.execute_in(db.session, db.engine, {"keys": bulk_sql.array_literal(keys)})
+        flow_halves, contact_halves = zip(*keys, strict=True)
+        _LOCK_SORTED.execute_in(db.session, db.engine, {"flows": bulk_sql.array_literal(flow_halves),
+                                                        "contacts": bulk_sql.array_literal(contact_halves)})
+
+
+def _lock_half(id_: uuid.UUID) -> int:
+    return (id_.int >> 96) - 2**31  # the id's first 32 bits, as an int4
 
 
 _LOCK_SORTED = PreparedStatement("herald_flows_lock", sa.text(
     """
-    SELECT pg_advisory_xact_lock(h) FROM (
-        SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h
-    ) AS sorted
+    SELECT pg_advisory_xact_lock(k.flow, k.contact)
+    FROM unnest(CAST(:flows AS int[]), CAST(:contacts AS int[])) WITH ORDINALITY AS k(flow, contact, n)
+    ORDER BY k.n
     """
 ))
 
