@@ -24,7 +24,16 @@ import sqlalchemy as sa
 
 from bench.campaign_email import bare_loop
 from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database
-from bench.ingest_and_process import BATCH, BATCHES, make_batches, raw_claim_loop, raw_copy, setup_source
+from bench.ingest_and_process import (
+    BATCH,
+    BATCHES,
+    drain,
+    make_batches,
+    raw_claim_loop,
+    raw_copy,
+    setup_source,
+    vacuum,
+)
 
 ENROLLED = 10_000
 ROUNDS = 2  # each measured run processes ROUNDS × 10,000 events
@@ -52,18 +61,9 @@ FLOWS = [
 
 def processing(app, celery, events: int) -> float:
     """Events/s through process_pending on the running worker's 2 processes, the events copied in first."""
-    from app.extensions import db
-    from app.models import DataEvent
-
-    with app.app_context():
-        started = time.perf_counter()
-        for _ in range(2):
-            celery.send_task("events.process_pending")
-        # EXISTS, not count(*): the poll must not take from the database what it measures.
-        while db.session.scalar(sa.select(sa.exists().where(DataEvent.processed_at.is_(None)))):
-            db.session.rollback()
-            time.sleep(0.05)
-        return events / (time.perf_counter() - started)
+    started = time.perf_counter()
+    drain(app, celery)
+    return events / (time.perf_counter() - started)
 
 
 def copy_events(app, source_id, tag: str) -> int:
@@ -72,17 +72,6 @@ def copy_events(app, source_id, tag: str) -> int:
         raw_copy(app, source_id, make_batches(f"{tag}-{round_}"))
     vacuum(app)
     return ROUNDS * BATCHES * BATCH
-
-
-def vacuum(app) -> None:
-    """What autovacuum does in a deployment (it is off on the CI machine's PostgreSQL), before each
-    measured run as pgbench does: otherwise every run inherits the dead rows of the ones before it
-    and the figures drift down run after run."""
-    from app.extensions import db
-
-    with app.app_context(), db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) data_events, contact_activities, contacts, contact_identities, "
-                             "flow_enrollments"))
 
 
 def claim_loop(app, source_id, tag: str) -> float:

@@ -2,15 +2,18 @@
 
 (a) events/s accepted by POST /ingest/facebook-pixel (batches of 500, gunicorn as in the Procfile)
     beside a raw COPY of the same rows into data_events (same batches, one connection);
-(b) events/s processed by events.process_pending on a real worker (2 processes) beside a raw
-    claim loop over the same number of rows: `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-    LOCKED) RETURNING` the claimed rows, one connection, nothing done with them.
+(b) events/s processed by events.process_pending on a real worker (2 processes, warmed by the
+    events (a) ingested, which also make their people known, as a running deployment's workers and
+    contacts are) beside a raw claim loop over the same number of rows, the two in turn for five
+    rounds (medians): `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING` the
+    claimed rows, one connection, nothing done with them.
 Aims: >= 0.5 each.
 """
 from __future__ import annotations
 
 import io
 import json
+import statistics
 import sys
 import threading
 import time
@@ -27,6 +30,7 @@ BATCHES = 20
 BATCH = 500
 PEOPLE = 1000
 CLIENTS = 4
+ROUNDS = 5  # of the claim loop and processing, in turn (a noisy machine: medians)
 # The bare claim: take a batch, stamp it, and read what was claimed (as any consumer must).
 RAW_CLAIM = sa.text(
     """UPDATE data_events SET "processedAt" = now() WHERE id IN (
@@ -87,6 +91,14 @@ def raw_copy(app, source_id, batches) -> float:
     return BATCHES * BATCH / elapsed
 
 
+def set_aside(app) -> None:
+    """Stamp the pending events processed, unprocessed: they are not part of what is measured next."""
+    from app.extensions import db
+
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text('UPDATE data_events SET "processedAt" = now() WHERE "processedAt" IS NULL'))
+
+
 def raw_claim_loop(app) -> float:
     from app.extensions import db
 
@@ -125,21 +137,52 @@ def http_ingest(base, source_id, key, batches) -> float:
     return BATCHES * BATCH / (time.perf_counter() - started)
 
 
-def worker_processing(app) -> tuple[float, int]:
+def worker_processing(app, source_id) -> tuple[list[float], list[float], int]:
+    """Rounds of the claim loop then process_pending on a warmed worker, each over a fresh copy of
+    the same batches (the tables vacuumed first): their rates; and the activity rows written."""
     from app.extensions import db
-    from app.models import ContactActivity, DataEvent
+    from app.models import ContactActivity
 
     celery = app.extensions["celery"]
+    claims, rates = [], []
     with app.app_context(), celery_worker(celery, "events", concurrency=2):
-        started = time.perf_counter()
+        drain(app, celery)  # the warm-up: what (a) ingested
+        for round_ in range(ROUNDS):
+            raw_copy(app, source_id, make_batches(f"claim-{round_}"))
+            vacuum(app)
+            claims.append(raw_claim_loop(app))
+            raw_copy(app, source_id, make_batches(f"process-{round_}"))
+            vacuum(app)
+            started = time.perf_counter()
+            drain(app, celery)
+            rates.append(BATCHES * BATCH / (time.perf_counter() - started))
+        activities = db.session.scalar(sa.select(sa.func.count()).select_from(ContactActivity))
+    return claims, rates, activities
+
+
+def drain(app, celery) -> None:
+    """Process what is pending on the running worker; back once nothing is."""
+    from app.extensions import db
+    from app.models import DataEvent
+
+    with app.app_context():
         for _ in range(2):  # one per worker process; each drains batches until the queue is empty
             celery.send_task("events.process_pending")
-        while db.session.scalar(sa.select(sa.func.count()).where(DataEvent.processed_at.is_(None))):
+        # EXISTS, not count(*): the poll must not take from the database what it measures.
+        while db.session.scalar(sa.select(sa.exists().where(DataEvent.processed_at.is_(None)))):
             db.session.rollback()
             time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        activities = db.session.scalar(sa.select(sa.func.count()).select_from(ContactActivity))
-    return BATCHES * BATCH / elapsed, activities
+
+
+def vacuum(app) -> None:
+    """What autovacuum does in a deployment (it is off on the CI machine's PostgreSQL), before each
+    measured run as pgbench does: otherwise every run inherits the dead rows of the ones before it
+    and the figures drift down run after run."""
+    from app.extensions import db
+
+    with app.app_context(), db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM (ANALYZE) data_events, contact_activities, contacts, contact_identities, "
+                             "flow_enrollments"))
 
 
 def main() -> None:
@@ -147,21 +190,19 @@ def main() -> None:
     app = bench_app()
     source_id, key = setup_source(app)
     copy_rate = raw_copy(app, source_id, make_batches("copy"))
-    claim_rate = raw_claim_loop(app)
+    set_aside(app)  # copied only to be timed
     with web_server() as base:
         http_ingest(base, source_id, key, make_batches("warm")[:8])  # warm-up: every worker has served a few
-        with app.app_context():
-            from app.extensions import db
-
-            with db.engine.begin() as conn:
-                conn.execute(sa.text('UPDATE data_events SET "processedAt" = now() WHERE "processedAt" IS NULL'))
+        set_aside(app)
         ingest_rate = http_ingest(base, source_id, key, make_batches("http"))
-    process_rate, activities = worker_processing(app)
-    assert activities == BATCHES * BATCH, activities
+    claims, rates, activities = worker_processing(app, source_id)
+    assert activities == (1 + ROUNDS) * BATCHES * BATCH, activities
+    claim_rate, process_rate = statistics.median(claims), statistics.median(rates)
     print(f"(a) ingest through HTTP:  {ingest_rate:9.0f} events/s   raw COPY: {copy_rate:9.0f} events/s"
           f"   ratio {ingest_rate / copy_rate:.2f} (aim >= 0.5)")
     print(f"(b) process_pending:      {process_rate:9.0f} events/s   raw claim loop: {claim_rate:9.0f} events/s"
-          f"   ratio {process_rate / claim_rate:.2f} (aim >= 0.5)")
+          f"   ratio {process_rate / claim_rate:.2f} (aim >= 0.5; medians of {ROUNDS} rounds: "
+          f"{', '.join(f'{r:.0f}' for r in rates)} and {', '.join(f'{r:.0f}' for r in claims)})")
 
 
 if __name__ == "__main__":
