@@ -464,8 +464,12 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     if not entering and not exiting:
         return
     now = clock.now()
-    params: dict[str, Any] = {"batch": bulk_sql.array_literal(row["dataEventId"] for row in activities),
-                              "now": now, "announcing": [flow.id for flow in entering if flow.announces]}
+    ids: dict[str, list[str]] = defaultdict(list)
+    for row in activities:
+        ids[row["eventType"]].append(row["dataEventId"])
+    params: dict[str, Any] = {f"batch_{n}": bulk_sql.array_literal(ids.get(event_type, ()))
+                              for n, event_type in enumerate(_event_types(entering, exiting))}
+    params.update(now=now, announcing=[flow.id for flow in entering if flow.announces])
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
         _lock_after_days(after_days, activities)
@@ -476,12 +480,11 @@ def enroll(activities: list[dict[str, Any]]) -> None:
         _hint_dispatch()
 
 
-# The batch's activity rows, read back by their events' ids (`batch`, one array literal; a unique
-# index): triggers and exits are matched against them, so a batch costs its own size whatever the
-# merchant's history (and PostgreSQL parses no second JSON document of the batch).
+# The batch's activity rows, read back by their events' ids (one array literal per event type the
+# flows trigger or exit on, `batch_<n>`; a unique index): triggers and exits are matched against
+# them, so a batch costs its own size whatever the merchant's history (and PostgreSQL parses no
+# second JSON document of the batch), and each flow reads only the rows of its own events.
 _ACTIVITIES = ContactActivity.__table__
-_BATCH = sa.select(_ACTIVITIES).where(
-    _ACTIVITIES.c.dataEventId == sa.any_(sa.cast(sa.bindparam("batch", type_=sa.Text), sa.ARRAY(sa.Uuid))))
 
 
 @dataclass(frozen=True)
@@ -502,9 +505,20 @@ class _Rows:
         return cls(c.dataEventId, c.userId, c.contactId, c.eventType, c.originalName, c.occurredAt, c.properties)
 
 
-def _batch() -> tuple[sa.CTE, _Rows]:
-    cte = _BATCH.cte("batch")
-    return cte, _Rows.of(cte.c)
+def _event_types(entering: list[_Running], exiting: list[_Running]) -> list[str]:
+    """The event types the flows' statement reads the batch's rows of, in the order of its `batch_<n>`."""
+    return sorted({flow.trigger["event"] for flow in entering}
+                  | {node["event"] for flow in exiting for node in flow.exit_when})
+
+
+def _batches(types: list[str]) -> dict[str, tuple[sa.CTE, _Rows]]:
+    """For each event type (`_event_types`), a CTE of the batch's rows of that type."""
+    batches = {}
+    for n, event_type in enumerate(types):
+        ids = sa.cast(sa.bindparam(f"batch_{n}", type_=sa.Text), sa.ARRAY(sa.Uuid))
+        cte = sa.select(_ACTIVITIES).where(_ACTIVITIES.c.dataEventId == sa.any_(ids)).cte(f"batch_{n}")
+        batches[event_type] = (cte, _Rows.of(cte.c))
+    return batches
 
 
 def _lock_after_days(flows: list[_Running], batch: list[dict[str, Any]]) -> None:
@@ -584,17 +598,20 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
     enrol the contacts of the triggering events (`afterDays` ones under the locks taken before).
     Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
     def build() -> Any:
-        batch, rows = _batch()
+        batches = _batches(_event_types([*together, *after_days], exiting))
+        rows = {event_type: rows for event_type, (_, rows) in batches.items()}
+        batch_ctes = [cte for cte, _ in batches.values()]
         exits = _exits(exiting, rows)
         delays = _first_delays([*together, *after_days])
-        entries = [(flow.reentry["mode"], _entries(flow, _candidates(flow, rows), delays[flow.id]))
+        entries = [(flow.reentry["mode"], _entries(flow, _candidates(flow, rows[flow.trigger["event"]]),
+                                                   delays[flow.id]))
                    for flow in together]
         once = [branch for mode, branch in entries if mode == "once"]
         others = [branch for mode, branch in entries if mode != "once"]
         if after_days:
             others.append(_after_days(after_days, rows, delays))
         if not once and not others:
-            return exits.add_cte(batch)
+            return exits.add_cte(*batch_ctes)
         # No ON CONFLICT (speculative insertion costs a third more) but for `once` entries, whose
         # contact a concurrent batch may enter first: their key decides.
         inserts = [pg_insert(_ENROLLMENTS).from_select(_ENTRY_COLUMNS, sa.union_all(*branches))
@@ -605,7 +622,7 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
         entered_ctes = [insert.returning(_ENROLLMENTS.c.id, _ENROLLMENTS.c.flowId, _ENROLLMENTS.c.nextDueAt)
                         .cte(f"entered_{n}") for n, insert in enumerate(inserts)]
         entered = sa.union_all(*(sa.select(*cte.c) for cte in entered_ctes)).subquery("entered")
-        ctes = [batch, *entered_ctes]
+        ctes = [*batch_ctes, *entered_ctes]
         if exits is not None:  # it sees only the enrolments of earlier batches, not these entries
             ctes.append(exits.returning(_ENROLLMENTS.c.id).cte("exited"))
         announcing = sa.bindparam("announcing", type_=sa.ARRAY(sa.Uuid))
@@ -623,16 +640,18 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
     return due, announced or []
 
 
-def _exits(flows: list[_Running], rows: _Rows) -> Any:
-    """End the active enrolments whose contact did one of their flow's exit events (among `rows`)
-    since their trigger; None without such flows."""
+def _exits(flows: list[_Running], rows: Mapping[str, _Rows]) -> Any:
+    """End the active enrolments whose contact did one of their flow's exit events (among the
+    batch's `rows` of each event type) since their trigger; None without such flows."""
     if not flows:
         return None
     found = sa.union_all(*(
-        sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), rows.contact_id.label("contactId"),
-                  rows.occurred_at.label("occurredAt"), rows.event_type.label("eventType"))
-        .where(rows.user_id == flow.user_id, _exit_criteria(flow, rows))
-        for flow in flows)).subquery()
+        sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), of_type.contact_id.label("contactId"),
+                  of_type.occurred_at.label("occurredAt"), of_type.event_type.label("eventType"))
+        .where(of_type.user_id == flow.user_id,
+               sa.or_(*(sa.and_(*_matching(node, of_type)) for node in flow.exit_when if node["event"] == event_type)))
+        for flow in flows for event_type in dict.fromkeys(node["event"] for node in flow.exit_when)
+        for of_type in [rows[event_type]])).subquery()
     enrolment = _ENROLLMENTS.c
     return (sa.update(_ENROLLMENTS)
             .where(enrolment.flowId == found.c.flow, enrolment.status == "active",
@@ -697,11 +716,11 @@ def _entry_rows(found: Any, flow_id: Any, delay: Any, once_key: Any) -> sa.Selec
         once_key)
 
 
-def _after_days(flows: list[_Running], rows: _Rows, delays: dict[uuid.UUID, int]) -> sa.Select[Any]:
+def _after_days(flows: list[_Running], rows: Mapping[str, _Rows], delays: dict[uuid.UUID, int]) -> sa.Select[Any]:
     """The enrolment rows of the `afterDays` flows: of a contact's candidates in order, the first
     enters (it is `days` past the last entry already), then each one `days` past the one before
     that entered (a recursive chain: a batch may span weeks)."""
-    found = sa.union_all(*(_candidates(flow, rows).add_columns(
+    found = sa.union_all(*(_candidates(flow, rows[flow.trigger["event"]]).add_columns(
         sa.literal(flow.id, sa.Uuid).label("flow"), sa.literal(int(delays[flow.id])).label("delay"),
         sa.literal(int(flow.reentry["days"])).label("days")) for flow in flows)).subquery()
     candidate = sa.select(found, sa.func.row_number().over(
