@@ -599,7 +599,7 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
     Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
     def build() -> Any:
         batches = _batches(_event_types([*together, *after_days], exiting))
-        rows = {event_type: rows for event_type, (_, rows) in batches.items()}
+        rows = {event_type: of_type for event_type, (_, of_type) in batches.items()}
         batch_ctes = [cte for cte, _ in batches.values()]
         exits = _exits(exiting, rows)
         delays = _first_delays([*together, *after_days])
