@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -467,14 +467,15 @@ def enroll(activities: list[dict[str, Any]]) -> None:
     ids: dict[str, list[str]] = defaultdict(list)
     for row in activities:
         ids[row["eventType"]].append(row["dataEventId"])
+    read = _event_types(entering, exiting)
     params: dict[str, Any] = {f"batch_{n}": bulk_sql.array_literal(ids.get(event_type, ()))
-                              for n, event_type in enumerate(_event_types(entering, exiting))}
+                              for n, event_type in enumerate(read)}
     params.update(now=now, announcing=[flow.id for flow in entering if flow.announces])
     after_days = [flow for flow in entering if flow.reentry["mode"] == "afterDays"]
     if after_days:
         _lock_after_days(after_days, activities)
     together = [flow for flow in entering if flow.reentry["mode"] != "afterDays"]
-    due, announced = _write(together, after_days, exiting, params)
+    due, announced = _write(together, after_days, exiting, read, params)
     webhook_events.flow_enrolled(announced)
     if due:
         _hint_dispatch()
@@ -559,8 +560,9 @@ def _matching(node: Mapping[str, Any], activity: Any = ContactActivity) -> list[
     return criteria + audience_sql.where_criteria(activity.properties, node.get("where", {}))
 
 
-def _exit_criteria(flow: Any, activity: Any = ContactActivity) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.and_(*_matching(node, activity)) for node in flow.exit_when))
+def _exit_criteria(nodes: Sequence[Mapping[str, Any]], activity: Any = ContactActivity) -> sa.ColumnElement[bool]:
+    """What an activity must be to match one of the exit `nodes` (a flow's `exitWhen`, or some of them)."""
+    return sa.or_(*(sa.and_(*_matching(node, activity)) for node in nodes))
 
 
 # Statements built from flows' definitions, kept by the flows (and versions) they serve and
@@ -592,13 +594,14 @@ _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
                   "context", "endedAt", "onceKey"]
 
-def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running],
+def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running], read: list[str],
            params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
     """One statement for the batch's writes: end the enrolments the batch's exit events end, and
     enrol the contacts of the triggering events (`afterDays` ones under the locks taken before).
-    Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them."""
+    Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them.
+    `read`: the event types whose rows the `batch_<n>` parameters name (`_event_types`)."""
     def build() -> Any:
-        batches = _batches(_event_types([*together, *after_days], exiting))
+        batches = _batches(read)
         rows = {event_type: of_type for event_type, (_, of_type) in batches.items()}
         batch_ctes = [cte for cte, _ in batches.values()]
         exits = _exits(exiting, rows)
@@ -645,13 +648,16 @@ def _exits(flows: list[_Running], rows: Mapping[str, _Rows]) -> Any:
     batch's `rows` of each event type) since their trigger; None without such flows."""
     if not flows:
         return None
-    found = sa.union_all(*(
-        sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), of_type.contact_id.label("contactId"),
-                  of_type.occurred_at.label("occurredAt"), of_type.event_type.label("eventType"))
-        .where(of_type.user_id == flow.user_id,
-               sa.or_(*(sa.and_(*_matching(node, of_type)) for node in flow.exit_when if node["event"] == event_type)))
-        for flow in flows for event_type in dict.fromkeys(node["event"] for node in flow.exit_when)
-        for of_type in [rows[event_type]])).subquery()
+    branches = []
+    for flow in flows:
+        for event_type in dict.fromkeys(node["event"] for node in flow.exit_when):
+            of_type = rows[event_type]
+            nodes = [node for node in flow.exit_when if node["event"] == event_type]
+            branches.append(
+                sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), of_type.contact_id.label("contactId"),
+                          of_type.occurred_at.label("occurredAt"), of_type.event_type.label("eventType"))
+                .where(of_type.user_id == flow.user_id, _exit_criteria(nodes, of_type)))
+    found = sa.union_all(*branches).subquery()
     enrolment = _ENROLLMENTS.c
     return (sa.update(_ENROLLMENTS)
             .where(enrolment.flowId == found.c.flow, enrolment.status == "active",
@@ -670,7 +676,7 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     # scan all of its events of a type since then for each candidate.
     exited_by = sa.cast(sa.null(), sa.Text) if not flow.exit_when else sa.select(later.event_type).where(
         later.contact_id == activity.contact_id, later.occurred_at >= activity.occurred_at,
-        _exit_criteria(flow, later),
+        _exit_criteria(flow.exit_when, later),
     ).order_by(later.occurred_at).limit(1).scalar_subquery()
     earlier = _ENROLLMENTS.alias("earlier").c
     entered = sa.select(sa.func.max(earlier.triggeredAt)).where(
@@ -835,7 +841,7 @@ def _exits_before_step(flows: dict[uuid.UUID, Flow], claimed: list[Any]) -> dict
                 sa.select(pairs.c.enrollment, sa.func.min(ContactActivity.event_type))
                 .join(ContactActivity, sa.and_(ContactActivity.contact_id == pairs.c.contact,
                                                ContactActivity.occurred_at >= pairs.c.since))
-                .where(_exit_criteria(flow))
+                .where(_exit_criteria(flow.exit_when))
                 .group_by(pairs.c.enrollment)):
             exited[enrollment_id] = "event:" + event_type
     return exited
