@@ -153,25 +153,25 @@ def worker_processing(app, source_id) -> tuple[list[float], list[float], int]:
             claims.append(raw_claim_loop(app))
             raw_copy(app, source_id, make_batches(f"process-{round_}"))
             vacuum(app)
-            started = time.perf_counter()
-            drain(app, celery)
-            rates.append(BATCHES * BATCH / (time.perf_counter() - started))
+            rates.append(BATCHES * BATCH / drain(app, celery))
         activities = db.session.scalar(sa.select(sa.func.count()).select_from(ContactActivity))
     return claims, rates, activities
 
 
-def drain(app, celery) -> None:
-    """Process what is pending on the running worker; back once nothing is."""
+def drain(app, celery) -> float:
+    """Process what is pending on the running worker; the seconds until nothing is."""
     from app.extensions import db
     from app.models import DataEvent
 
     with app.app_context():
+        started = time.perf_counter()
         for _ in range(2):  # one per worker process; each drains batches until the queue is empty
             celery.send_task("events.process_pending")
         # EXISTS, not count(*): the poll must not take from the database what it measures.
         while db.session.scalar(sa.select(sa.exists().where(DataEvent.processed_at.is_(None)))):
             db.session.rollback()
             time.sleep(0.05)
+        return time.perf_counter() - started
 
 
 def vacuum(app) -> None:
