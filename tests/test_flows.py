@@ -329,10 +329,16 @@ def test_trigger_filters_and_entry_filters_decide_who_enters(shop):
     user, source = shop
     flow = _running(user, {**ABANDONED, "trigger": {"event": "checkout_started", "where": {"value": {"gte": 30}}},
                            "filter": {"match": "all", "conditions": [
-                               {"type": "attribute", "field": "email", "op": "contains", "value": "@vip."}]}})
+                               {"type": "attribute", "field": "email", "op": "contains", "value": "@vip."},
+                               # Lists of values, text and others: written into the enrolling statement.
+                               {"type": "group", "match": "any", "conditions": [
+                                   {"type": "attribute", "field": "email", "op": "in",
+                                    "value": ["ann@vip.example", "bob@vip.example"]},
+                                   {"type": "attribute", "field": "attributes.tier", "op": "in",
+                                    "value": [1, 2.5, True]}]}]}})
     small = _checkout("ann@vip.example")
     small[1]["total_price"] = "10.00"
-    _process(source, _checkout("jon@example.com"), small, _checkout("bob@vip.example"))
+    _process(source, _checkout("jon@example.com"), small, _checkout("eve@vip.example"), _checkout("bob@vip.example"))
     assert [e.contact_id for e in _enrollments(flow)] == [_contact(user, "bob@vip.example").id]
 
 

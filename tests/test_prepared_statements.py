@@ -3,8 +3,10 @@ check that uses them keeps working across reconnects."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from app.extensions import autocommit_engine, db
 from app.models import User
@@ -78,3 +80,25 @@ def test_constants_are_typed_and_a_released_statement_is_dropped_where_it_was_pr
         "SELECT name FROM pg_prepared_statements WHERE name LIKE 'test\\_%'")))
     assert "test_typed_constants" not in names and "test_after_release" in names
     assert db.session.execute(second.statement).scalar() == 1
+
+
+def test_constants_written_inline_leave_only_the_named_parameters_and_keep_their_types(app_ctx):
+    flow_id, at = uuid.uuid4(), datetime(2026, 1, 2, 3, 4, 5, 678901)
+    properties = sa.cast(sa.literal_column("""'{"it''s": {"value": 51}}'"""), JSONB)
+    # A UNION's first branch types its columns: a constant there must keep its bind's type.
+    statement = sa.union_all(
+        sa.select(sa.literal(flow_id, sa.Uuid).label("flow"), sa.literal(at, sa.DateTime).label("at"),
+                  sa.literal("it's 100%").label("text"), sa.cast(sa.literal(7), sa.SmallInteger).label("small"),
+                  (properties[("it's", "value")].as_integer() >= sa.bindparam("least", type_=sa.Integer))
+                  .label("enough"), sa.literal(None, sa.Uuid).label("none")),
+        sa.select(sa.bindparam("other", type_=sa.Uuid), sa.literal(at, sa.DateTime), sa.literal("b"),
+                  sa.cast(sa.literal(8), sa.SmallInteger), sa.literal(False), sa.literal(None, sa.Uuid)),
+    )
+    inline = PreparedStatement("test_constants_inline", statement, inline_constants=True)
+    inline.prepare_on(db.session.connection())
+    other = uuid.uuid4()
+    rows = db.session.execute(inline.statement, {"least": 50, "other": other}).all()
+    assert [tuple(row) for row in rows] == [(flow_id, at, "it's 100%", 7, True, None),
+                                            (other, at, "b", 8, False, None)]
+    assert db.session.scalar(sa.text("SELECT CAST(parameter_types AS text) FROM pg_prepared_statements "
+                                     "WHERE name = 'test_constants_inline'")) in ("{integer,uuid}", "{uuid,integer}")

@@ -566,8 +566,9 @@ def _exit_criteria(nodes: Sequence[Mapping[str, Any]], activity: Any = ContactAc
 
 
 # Statements built from flows' definitions, kept by the flows (and versions) they serve and
-# prepared on each connection that runs them: batch after batch of the same flows neither builds
-# them again nor has PostgreSQL parse and plan them again. The oldest are released when too many.
+# prepared on each connection that runs them, the definitions' values written into them: batch
+# after batch of the same flows neither builds them again nor has PostgreSQL parse and plan them
+# again, and each batch sends only its own values. The oldest are released when too many.
 _STATEMENTS: dict[tuple[Any, ...], PreparedStatement] = {}
 STATEMENTS_KEPT = 256
 _NAMES = itertools.count()
@@ -580,7 +581,7 @@ def _execute(key: tuple[Any, ...], build: Any, params: dict[str, Any]) -> Any:
         if len(_STATEMENTS) >= STATEMENTS_KEPT:
             released = _STATEMENTS.pop(next(iter(_STATEMENTS)))
             released.release()
-        kept = _STATEMENTS[key] = PreparedStatement(f"herald_flows_{next(_NAMES)}", build())
+        kept = _STATEMENTS[key] = PreparedStatement(f"herald_flows_{next(_NAMES)}", build(), inline_constants=True)
     return kept.execute_in(db.session, db.engine, params)
 
 

@@ -9,6 +9,8 @@ compiled once from a Core/ORM select or a textual statement, PREPAREd once per d
 pool's per-connection `info`, which SQLAlchemy clears whenever it reconnects) and then only
 EXECUTEd — with the select's own bind and result types, so ORM loading works unchanged. A statement
 no longer needed is released: each connection that holds it DEALLOCATEs it the next time it prepares.
+A statement built afresh from data (a flow's) can have its constants written into its text: each
+EXECUTE then carries only the values its callers pass, and PostgreSQL plans it knowing the rest.
 """
 from __future__ import annotations
 
@@ -23,9 +25,26 @@ _PREPARED_KEY = "herald_prepared_statements"
 _RELEASED: set[str] = set()  # names released in this process (never reused)
 
 
+class _ConstantsInline(_DOLLAR_DIALECT.statement_compiler):  # type: ignore[name-defined]
+    """Writes the values a statement carries into its text, typed as their binds; named parameters
+    (those callers pass) stay parameters."""
+
+    def visit_bindparam(self, bindparam: sa.BindParameter, **kw: Any) -> str:
+        if bindparam.required or kw.get("literal_binds"):
+            return super().visit_bindparam(bindparam, **kw)
+        if bindparam.expanding:  # IN (a list of values): the values, as PREPARE has no list parameter
+            return super().visit_bindparam(bindparam, **{**kw, "literal_binds": True})
+        value = bindparam.effective_value
+        literal = "NULL" if value is None else self.render_literal_value(value, bindparam.type)
+        type_ = _parameter_type(bindparam.type)
+        return literal if type_ == "unknown" else f"CAST({literal} AS {type_})"
+
+
 class PreparedStatement:
-    def __init__(self, name: str, statement: sa.Select | sa.TextClause | sa.Update) -> None:
-        compiled = statement.compile(dialect=_DOLLAR_DIALECT)
+    def __init__(self, name: str, statement: sa.Select | sa.TextClause | sa.Update,
+                 inline_constants: bool = False) -> None:
+        compiled = (_ConstantsInline(_DOLLAR_DIALECT, statement) if inline_constants
+                    else statement.compile(dialect=_DOLLAR_DIALECT))
         params = list(dict.fromkeys(compiled.positiontup or ()))
         self.name = name
         self.source = statement  # as written, e.g. to compare it with a variant of its own
