@@ -97,8 +97,6 @@ class FlowEnrollment(Base):
     exit_reason: orm.Mapped[str | None] = orm.mapped_column("exitReason", sa.String())
     step: orm.Mapped[int] = orm.mapped_column(sa.SmallInteger(), nullable=False, server_default=sa.text("0"))
     next_due_at: orm.Mapped[datetime | None] = orm.mapped_column("nextDueAt", sa.DateTime())
-    context: orm.Mapped[dict[str, Any]] = orm.mapped_column(
-        pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb"))
     ended_at: orm.Mapped[datetime | None] = orm.mapped_column("endedAt", sa.DateTime())
     created_at: orm.Mapped[datetime] = created_at()
     updated_at: orm.Mapped[datetime] = updated_at()

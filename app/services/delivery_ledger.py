@@ -364,10 +364,12 @@ _SETTLE = PreparedStatement("herald_settle", sa.text(
         (SELECT coalesce(json_agg(x), '[]') FROM (
             SELECT claimed.id, claimed."contactId", claimed.address, claimed.attempts, claimed.variant, c.email,
                    c.phone, c."firstName", c."lastName", c.attributes, c."externalIds", z.timezone,
-                   e.context AS event
+                   a.properties AS event
             FROM claimed LEFT JOIN contacts AS c ON c.id = claimed."contactId"
                          LEFT JOIN contact_timezones AS z ON z."contactId" = claimed."contactId"
+                         -- A flow step's message: the properties of the event that enrolled its contact.
                          LEFT JOIN flow_enrollments AS e ON e.id = claimed."enrollmentId"
+                         LEFT JOIN contact_activities AS a ON a."dataEventId" = e."dataEventId"
             WHERE claimed.status = 'sending') AS x) AS claimed,
         (SELECT count(*) FROM webhook_delivery) AS webhooks
     """

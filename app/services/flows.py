@@ -593,7 +593,7 @@ def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
 
 _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step", "nextDueAt",
-                  "context", "endedAt", "onceKey"]
+                  "endedAt", "onceKey"]
 
 def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running], read: list[str],
            params: dict[str, Any]) -> tuple[bool, list[uuid.UUID]]:
@@ -684,8 +684,7 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
         earlier.flowId == flow.id, earlier.contactId == activity.contact_id).scalar_subquery()
     mode = flow.reentry["mode"]
     columns = [activity.data_event_id.label("data_event_id"), activity.contact_id.label("contact_id"),
-               activity.occurred_at.label("occurred_at"), activity.properties.label("properties"),
-               exited_by.label("exit")]
+               activity.occurred_at.label("occurred_at"), exited_by.label("exit")]
     query = sa.select(*columns).where(
         activity.user_id == flow.user_id, *_matching(flow.trigger, activity),
         activity.occurred_at >= flow.activated_at)
@@ -717,7 +716,6 @@ def _entry_rows(found: Any, flow_id: Any, delay: Any, once_key: Any) -> sa.Selec
         sa.case((exited, "exited"), else_="active"),
         sa.case((exited, sa.literal("event:") + found.c.exit), else_=None), sa.literal(0),
         sa.case((exited, None), else_=found.c.occurred_at + delay),
-        sa.func.coalesce(found.c.properties, sa.text("'{}'::jsonb")),
         sa.case((exited, sa.bindparam("now", type_=sa.DateTime)), else_=None),
         # Typed: a NULL first in the UNION would make the column text and the `once` flows after it fail.
         once_key)
