@@ -16,8 +16,19 @@ import sqlalchemy as sa
 from app import clock
 from app.errors import NotFound
 from app.extensions import db
-from app.models import AccountDeletion, Campaign, Contact, DataEvent, Delivery, EventFailure, FlowEnrollment, User
+from app.models import (
+    AccountDeletion,
+    Campaign,
+    Contact,
+    ContactActivity,
+    DataEvent,
+    Delivery,
+    EventFailure,
+    FlowEnrollment,
+    User,
+)
 from app.services import account_deletion, event_processing, flows, sending, settings
+from app.sources.normalize import sha256_email
 from tests.emulators.twilio import TwilioEmulator
 from tests.support.accounts import signed_in, unique_email
 from tests.support.campaigns import EMAIL_CONFIG, verified_merchant, verified_sender
@@ -340,6 +351,35 @@ def test_trigger_filters_and_entry_filters_decide_who_enters(shop):
     small[1]["total_price"] = "10.00"
     _process(source, _checkout("jon@example.com"), small, _checkout("eve@vip.example"), _checkout("bob@vip.example"))
     assert [e.contact_id for e in _enrollments(flow)] == [_contact(user, "bob@vip.example").id]
+
+
+def _pixel_event(name: str, email: str) -> tuple[str, dict[str, Any]]:
+    # In whole seconds: a second on, so that it happened after the flows were activated.
+    return name, {"event_name": name, "event_time": int(clock.now().timestamp()) + 1, "event_id": f"ev{next(_ids)}",
+                  "action_source": "website", "user_data": {"em": [sha256_email(email)]}}
+
+
+def test_a_custom_event_enters_by_its_name_beside_flows_of_other_events(shop):
+    """A custom event enters by its name (a flow of another event beside it, in the same statement),
+    and the purchase in its batch ends the enrolment as it is written."""
+    user, _ = shop
+    pixel, _ = make_source(user, "facebook_pixel")
+    quiz = _running(user, {**ABANDONED, "name": "Quiz", "trigger": {"event": "custom", "name": "QuizCompleted"}})
+    carts = _running(user, {**ABANDONED, "name": "Carts", "trigger": {"event": "added_to_cart"},
+                            "reentry": {"mode": "always"}})
+    _process(pixel, _pixel_event("QuizCompleted", "ann@example.com"), _pixel_event("SpinTheWheel", "bob@example.com"),
+             _pixel_event("AddToCart", "cal@example.com"), _pixel_event("AddToCart", "cal@example.com"),
+             _pixel_event("Purchase", "ann@example.com"))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(EventFailure)) == 0
+
+    def actor(name: str) -> set[Any]:  # hashed emails only: a contact is known by what it did
+        return set(db.session.scalars(sa.select(ContactActivity.contact_id).where(
+            ContactActivity.user_id == user.id, ContactActivity.original_name == name)))
+
+    assert len(actor("QuizCompleted") | actor("SpinTheWheel") | actor("AddToCart")) == 3
+    assert {e.contact_id for e in _enrollments(quiz)} == actor("QuizCompleted") == actor("Purchase")
+    assert [e.contact_id for e in _enrollments(carts)] == [*actor("AddToCart")] * 2
+    assert [(e.status, e.exit_reason) for e in _enrollments(quiz)] == [("exited", "event:order_placed")]
 
 
 def test_unsubscribing_skips_later_email_steps_and_the_sms_step_still_runs(ctx, shop, smtp_sink):
