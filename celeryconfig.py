@@ -10,6 +10,7 @@ from kombu.transport import TRANSPORT_ALIASES as transport_aliases
 from kombu.transport import redis as kombu_redis
 
 from app import task_names as tasks
+from app.config import beat_sweep_seconds
 
 broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -92,7 +93,9 @@ worker_hijack_root_logger = False
 # each one), so each runs only as often as the delay it bounds is worth:
 #   launch_due       when a scheduled campaign starts, an A/B test's winner is chosen, or a flow step
 #                    falls due (its dispatch runs in the same sweep): within 15 s of its time
-#   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 120 s) and restarts stalled channels
+#                    (BEAT_LAUNCH_DUE_SECONDS may make it sooner)
+#   reap_stalled     settles expired send leases (SEND_LEASE_SECONDS, 30 s) and restarts stalled
+#                    channels: every 10 s (BEAT_REAP_STALLED_SECONDS may make it more often)
 #   process_pending  events every ingest already hinted; a lost hint waits at most a minute
 #   send_pending_verifications, reply_pending  mail/replies a lost message left (grace: 1 minute)
 #   reap_stale_syncs sync runs whose worker vanished (their lease is 10 minutes)
@@ -101,6 +104,7 @@ worker_hijack_root_logger = False
 #                    outage left (10 minutes without progress)
 #   deliver_webhooks outbox rows no run was hinted for or woken for (a lost message: runs are
 #                    started by the events themselves, and wake themselves for retries)
+LAUNCH_DUE_SECONDS, REAP_STALLED_SECONDS = beat_sweep_seconds()
 beat_schedule = {
     tasks.PURGE_TOKEN_BLACKLIST: {
         "task": tasks.PURGE_TOKEN_BLACKLIST,
@@ -120,13 +124,13 @@ beat_schedule = {
     },
     tasks.LAUNCH_DUE: {
         "task": tasks.LAUNCH_DUE,
-        "schedule": 15.0,
+        "schedule": float(LAUNCH_DUE_SECONDS),
     },
     tasks.REAP_STALLED: {
         "task": tasks.REAP_STALLED,
         # Rows of a worker that died settle as `unknown` within a lease (SEND_LEASE_SECONDS) of its
         # death plus this.
-        "schedule": 10.0,
+        "schedule": float(REAP_STALLED_SECONDS),
     },
     tasks.PROCESS_PENDING: {
         "task": tasks.PROCESS_PENDING,

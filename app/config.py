@@ -224,6 +224,11 @@ MAX_SENDERS = 64
 SEND_LEASE_SECONDS = 30
 # Contacts per chunk when a launch writes its ledger: about a second of writing per transaction.
 LAUNCH_CHUNK_CONTACTS = 100_000
+# How often beat sweeps for due launches (A/B winners and flow steps with them), and for lapsed send
+# leases and stalled channels (celeryconfig). Each is also the most it may be set to: a scheduled
+# launch starts within the first, a dead sender's rows settle within a lease plus the second.
+LAUNCH_DUE_SWEEP_SECONDS = 15
+REAP_STALLED_SWEEP_SECONDS = 10
 # Where Amazon SNS keeps its signing certificates and confirms subscriptions: https, on sns.<region>.
 SNS_URL_PATTERN = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/.*"
 _DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -373,6 +378,14 @@ API_BASE_URL_DEFAULTS = {
     "WHATSAPP_API_BASE_URL": "https://graph.facebook.com",
     "LLM_BASE_URL": "",  # empty: the built-in assistant
 }
+
+
+def beat_sweep_seconds(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """Beat's launch and reaper intervals: BEAT_LAUNCH_DUE_SECONDS, BEAT_REAP_STALLED_SECONDS. Only
+    beat reads them (through celeryconfig), so they are not part of the app's Settings."""
+    env = os.environ if environ is None else environ
+    return (_bounded_int(env, "BEAT_LAUNCH_DUE_SECONDS", LAUNCH_DUE_SWEEP_SECONDS, LAUNCH_DUE_SWEEP_SECONDS),
+            _bounded_int(env, "BEAT_REAP_STALLED_SECONDS", REAP_STALLED_SWEEP_SECONDS, REAP_STALLED_SWEEP_SECONDS))
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -9,7 +9,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 import celeryconfig
-from app.config import SEND_LEASE_SECONDS
+from app.config import SEND_LEASE_SECONDS, ConfigError, beat_sweep_seconds
 from app.extensions import db
 from app.jobs import enqueue_after_commit
 from app.models import TokenBlacklist, User, utcnow
@@ -61,6 +61,16 @@ def test_an_idle_platform_sends_few_sweeps():
     # Still often enough for what each one bounds: a scheduled launch's delay, a lapsed send lease.
     assert celeryconfig.beat_schedule["campaigns.launch_due"]["schedule"] <= 15
     assert celeryconfig.beat_schedule["campaigns.reap_stalled"]["schedule"] <= SEND_LEASE_SECONDS / 3
+
+
+def test_the_two_frequent_sweeps_may_only_be_made_more_frequent():
+    # The test process reads the defaults: only the beat processes tests start sweep every second.
+    assert (celeryconfig.LAUNCH_DUE_SECONDS, celeryconfig.REAP_STALLED_SECONDS) == beat_sweep_seconds({}) == (15, 10)
+    assert beat_sweep_seconds({"BEAT_LAUNCH_DUE_SECONDS": "1", "BEAT_REAP_STALLED_SECONDS": "2"}) == (1, 2)
+    for name, value in (("BEAT_LAUNCH_DUE_SECONDS", "16"), ("BEAT_REAP_STALLED_SECONDS", "0"),
+                        ("BEAT_REAP_STALLED_SECONDS", "often")):
+        with pytest.raises(ConfigError, match=name):
+            beat_sweep_seconds({name: value})
 
 
 def test_task_is_published_only_after_commit(app_ctx, broker):
