@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,18 +41,26 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 @contextmanager
 def worker(celery_app, queues: str = "campaigns,sends,default", concurrency: int = 2,
            **overrides: str) -> Iterator[subprocess.Popen]:
+    name = f"test-{time.monotonic_ns()}@{socket.gethostname()}"
     proc = start(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "WARNING",
-                  "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"], **overrides)
+                  "--without-gossip", "--without-mingle", "-n", name], **overrides)
     try:
-        wait_until(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60, what="worker start")
+        # This worker's own answer, taken as soon as it comes (a ping otherwise waits out its timeout).
+        wait_until(lambda: bool(celery_app.control.ping(destination=[name], limit=1, timeout=0.25)), timeout=60,
+                   what="worker start")
         yield proc
     finally:
         kill_group(proc, signal.SIGTERM)
 
 
+# Beat in tests sweeps for due launches and lapsed leases every second, not every 15 and 10 s: what a
+# test waits for is the sweep itself, not its production interval (tests/test_worker.py checks that).
+BEAT_SWEEPS = {"BEAT_LAUNCH_DUE_SECONDS": "1", "BEAT_REAP_STALLED_SECONDS": "1"}
+
+
 @contextmanager
 def beat(schedule_file: Path, **overrides: str) -> Iterator[subprocess.Popen]:
-    proc = start(["beat", "--loglevel", "WARNING", "--schedule", str(schedule_file)], **overrides)
+    proc = start(["beat", "--loglevel", "WARNING", "--schedule", str(schedule_file)], **{**BEAT_SWEEPS, **overrides})
     try:
         yield proc
     finally:
