@@ -90,6 +90,10 @@ def test_an_endpoint_failing_twice_then_succeeding_receives_every_event_signed(a
             assert live_client.post(f"/api/v1/contacts/{my_contacts[1]}/unsubscribe", json={"channels": ["email"]},
                                     headers=my_headers).status_code == 200
             processes.wait_until(lambda: len(mine.faults_answered) == 2, timeout=30, what="the two failures")
+            # Recorded too, with their retries' times, before the clock moves: a failure recorded
+            # after it would be retried 30 s after the moved time, a real half-minute later.
+            processes.wait_until(lambda: _failed_attempts(my_endpoint["id"]) == 2, timeout=30,
+                                 what="the two failures to be recorded")
             clock.advance(timedelta(minutes=5))  # the retries fall due (first retry: 30 s)
             mine_expected = 3 + 3 + 1 + 1 + 1  # sent and delivered each, completed, opened, unsubscribed
             processes.wait_until(lambda: len(mine.answered_ok()) >= mine_expected, timeout=60, what="my events")
@@ -166,6 +170,16 @@ def test_a_worker_killed_mid_delivery_loses_no_event(app, live_client):
         assert signed_by(endpoint["secret"], request)
     assert set(bodies) == expected and all(len(b) == 1 for b in bodies.values())
     assert len(receiver.requests) > len(expected)
+
+
+def _failed_attempts(endpoint_id: str) -> int:
+    """Deliveries to the endpoint whose failed attempt is recorded, waiting for their next one."""
+    db.session.expire_all()
+    count = db.session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id),
+                                                               WebhookDelivery.status == "pending",
+                                                               WebhookDelivery.response_status == 500))
+    db.session.rollback()
+    return count or 0
 
 
 def _succeeded(endpoint_id: str) -> int:
