@@ -145,7 +145,8 @@ def test_two_beats_and_a_worker_killed_while_choosing_send_each_recipient_once(c
 
 def _choosing(connection) -> bool:
     waiting = connection.exec_driver_sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE ab_tests%%'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        " AND query LIKE 'UPDATE ab_tests%%'"
     ).scalar()
     return bool(waiting)
 

@@ -174,7 +174,8 @@ def test_refresh_rotates_and_reuse_revokes_the_session(client, app_ctx):
     assert client.post("/api/v1/auth/refresh", json={"refreshToken": second["refreshToken"]}).status_code == 401
 
 
-@pytest.mark.parametrize("token", ["garbage", "not-a-uuid.secret", f"{uuid.uuid4()}.secret", "", "a" * 600])
+@pytest.mark.parametrize("token", ["garbage", "not-a-uuid.secret",
+                                   pytest.param(f"{uuid.uuid4()}.secret", id="unknown-session"), "", "a" * 600])
 def test_bad_refresh_tokens(client, app_ctx, token):
     response = client.post("/api/v1/auth/refresh", json={"refreshToken": token})
     assert response.status_code in (401, 422)
