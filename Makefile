@@ -38,10 +38,14 @@ run: db
 	@echo ""
 	PORT=$(PORT) WEB_ADDRESS=$(WEB_ADDRESS) $(BIN)/honcho start --port $(PORT) web worker beat flower mail
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, each on a database and a Redis index of its
+# own (tests/conftest.py); a test file's tests all run in the same one.
+TEST_WORKERS ?= 2
+
 test: install services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install services
 	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null

@@ -1,4 +1,5 @@
-"""Test fixtures: one real PostgreSQL database per run, built by the migrations; Redis on its own index.
+"""Test fixtures: one real PostgreSQL database per run, built by the migrations; Redis on its own index
+(under pytest-xdist, a database and an index for each of its workers).
 
 Per-test isolation: every engine the app would use is replaced by a connection holding an outer
 transaction, and the session joins it with savepoints, so an app-level commit or rollback stays
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -18,8 +20,38 @@ from flask import Flask
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald_test")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def _xdist_worker_number() -> int | None:
+    """K when pytest-xdist runs these tests in its worker gwK (`pytest -n N`), else None."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name.removeprefix("gw")) if name.startswith("gw") else None
+
+
+def _own_database(url: str, worker: int | None) -> str:
+    """Each xdist worker rebuilds and truncates a database of its own: `<name>_gw<K>`."""
+    if worker is None:
+        return url
+    target = make_url(url)
+    return target.set(database=f"{target.database}_gw{worker}").render_as_string(hide_password=False)
+
+
+def _own_redis_index(url: str, worker: int | None) -> str:
+    """... and flushes a Redis index of its own: K below the given one (never above: the benchmarks
+    use the index above the default one)."""
+    if worker is None:
+        return url
+    parts = urlsplit(url)
+    index = int(parts.path.strip("/") or 0) - worker
+    if index < 0:
+        raise RuntimeError(f"TEST_REDIS_URL's index leaves no Redis index for pytest-xdist worker gw{worker}")
+    return urlunsplit(parts._replace(path=f"/{index}"))
+
+
+_XDIST_WORKER = _xdist_worker_number()
+TEST_DATABASE_URL = _own_database(
+    os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/herald_test"), _XDIST_WORKER)
+TEST_REDIS_URL = _own_redis_index(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13"), _XDIST_WORKER)
+
 
 def _free_port() -> int:
     import socket
@@ -29,8 +61,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-# The SMTP sink listens on a port of this run's own, so concurrent runs never collide.
-TEST_SMTP_PORT = int(os.environ.get("TEST_SMTP_PORT") or _free_port())
+def _smtp_port() -> int:
+    """A port of this run's own, so concurrent runs never collide (one given in TEST_SMTP_PORT is
+    the first xdist worker's; the others take the ones after it)."""
+    given = os.environ.get("TEST_SMTP_PORT")
+    return int(given) + (_XDIST_WORKER or 0) if given else _free_port()
+
+
+# Where the SMTP sink listens.
+TEST_SMTP_PORT = _smtp_port()
 
 TEST_ENV = {
     "HERALD_ENV": "test",
