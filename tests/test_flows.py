@@ -614,7 +614,8 @@ def test_two_beats_and_a_worker_killed_mid_step_send_each_step_once(ctx, shop, s
 
 def _held(connection) -> bool:
     return bool(connection.exec_driver_sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE flow_enrollments%%'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND query LIKE '%%UPDATE flow_enrollments%%'"
     ).scalar())
 
 
