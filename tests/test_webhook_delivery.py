@@ -174,18 +174,18 @@ def test_a_worker_killed_mid_delivery_loses_no_event(app, live_client):
 
 def _failed_attempts(endpoint_id: str) -> int:
     """Deliveries to the endpoint whose failed attempt is recorded, waiting for their next one."""
-    db.session.expire_all()
-    count = db.session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id),
-                                                               WebhookDelivery.status == "pending",
-                                                               WebhookDelivery.response_status == 500))
-    db.session.rollback()
-    return count or 0
+    return _deliveries(endpoint_id, WebhookDelivery.status == "pending", WebhookDelivery.response_status == 500)
 
 
 def _succeeded(endpoint_id: str) -> int:
+    return _deliveries(endpoint_id, WebhookDelivery.status == "succeeded")
+
+
+def _deliveries(endpoint_id: str, *criteria: sa.ColumnElement[bool]) -> int:
+    """The endpoint's deliveries that meet `criteria`, as committed now."""
     db.session.expire_all()
-    count = db.session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id),
-                                                               WebhookDelivery.status == "succeeded"))
+    count = db.session.scalar(sa.select(sa.func.count()).where(
+        WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id), *criteria))
     db.session.rollback()
     return count or 0
 
