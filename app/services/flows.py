@@ -651,9 +651,11 @@ def _exits(flows: list[_Running], rows: Mapping[str, _Rows]) -> Any:
         return None
     branches = []
     for flow in flows:
-        for event_type in dict.fromkeys(node["event"] for node in flow.exit_when):
+        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for node in flow.exit_when:
+            by_type[node["event"]].append(node)
+        for event_type, nodes in by_type.items():
             of_type = rows[event_type]
-            nodes = [node for node in flow.exit_when if node["event"] == event_type]
             branches.append(
                 sa.select(sa.literal(flow.id, sa.Uuid).label("flow"), of_type.contact_id.label("contactId"),
                           of_type.occurred_at.label("occurredAt"), of_type.event_type.label("eventType"))
