@@ -102,3 +102,11 @@ def test_constants_written_inline_leave_only_the_named_parameters_and_keep_their
                                             (other, at, "b", 8, False, None)]
     assert db.session.scalar(sa.text("SELECT CAST(parameter_types AS text) FROM pg_prepared_statements "
                                      "WHERE name = 'test_constants_inline'")) in ("{integer,uuid}", "{uuid,integer}")
+
+
+def test_a_list_of_values_in_a_statement_is_written_into_it(app_ctx):
+    # PREPARE has no list parameter: `IN (...)` of values the statement carries is part of its text.
+    listed = PreparedStatement("test_in_list", sa.select(sa.literal(2).in_([1, 2, 3]).label("listed"),
+                                                         sa.bindparam("n", type_=sa.Integer).in_([4]).label("given")))
+    listed.prepare_on(db.session.connection())
+    assert tuple(db.session.execute(listed.statement, {"n": 4}).one()) == (True, True)

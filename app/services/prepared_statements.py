@@ -25,26 +25,34 @@ _PREPARED_KEY = "herald_prepared_statements"
 _RELEASED: set[str] = set()  # names released in this process (never reused)
 
 
-class _ConstantsInline(_DOLLAR_DIALECT.statement_compiler):  # type: ignore[name-defined]
-    """Writes the values a statement carries into its text, typed as their binds; named parameters
-    (those callers pass) stay parameters."""
+class _Compiler(_DOLLAR_DIALECT.statement_compiler):  # type: ignore[name-defined]
+    """`$n` parameters for PREPARE, which has no list parameter: an IN list of values the statement
+    carries is written into its text. With `inline_constants`, so is every value it carries, typed
+    as its bind; named parameters (those callers pass) stay parameters."""
+
+    inline_constants = False
 
     def visit_bindparam(self, bindparam: sa.BindParameter, **kw: Any) -> str:
         if bindparam.required or kw.get("literal_binds"):
             return super().visit_bindparam(bindparam, **kw)
-        if bindparam.expanding:  # IN (a list of values): the values, as PREPARE has no list parameter
+        if bindparam.expanding:
             return super().visit_bindparam(bindparam, **{**kw, "literal_binds": True})
+        if not self.inline_constants:
+            return super().visit_bindparam(bindparam, **kw)
         value = bindparam.effective_value
         literal = "NULL" if value is None else self.render_literal_value(value, bindparam.type)
         type_ = _parameter_type(bindparam.type)
         return literal if type_ == "unknown" else f"CAST({literal} AS {type_})"
 
 
+class _ConstantsInline(_Compiler):
+    inline_constants = True
+
+
 class PreparedStatement:
     def __init__(self, name: str, statement: sa.Select | sa.TextClause | sa.Update,
                  inline_constants: bool = False) -> None:
-        compiled = (_ConstantsInline(_DOLLAR_DIALECT, statement) if inline_constants
-                    else statement.compile(dialect=_DOLLAR_DIALECT))
+        compiled = (_ConstantsInline if inline_constants else _Compiler)(_DOLLAR_DIALECT, statement)
         params = list(dict.fromkeys(compiled.positiontup or ()))
         self.name = name
         self.source = statement  # as written, e.g. to compare it with a variant of its own
