@@ -217,11 +217,11 @@ def test_a_merge_waits_for_a_batch_still_writing_for_the_contact_it_removes(app,
     written, go = threading.Event(), threading.Event()
     enroll = event_processing.flows.enroll
 
-    def held_open(activities):  # the first batch stops after writing its activity, uncommitted
+    def held_open(located):  # the first batch stops after writing its activity, uncommitted
         if not written.is_set():
             written.set()
             assert go.wait(30)
-        enroll(activities)
+        enroll(located)
 
     monkeypatch.setattr(event_processing.flows, "enroll", held_open)
 

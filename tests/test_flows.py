@@ -332,6 +332,23 @@ def test_only_events_after_activation_enrol_and_only_the_merchants_own(shop, smt
     assert len(_enrollments(flow)) == 1 and len(_enrollments(others_flow)) == 1
 
 
+def test_one_batch_of_two_merchants_events_enrols_each_in_its_own_flows(shop):
+    user, source = shop
+    other = verified_merchant()
+    other_source, _ = make_source(other, "shopify")
+    reentries = [{"mode": "afterDays", "days": 7}, {"mode": "always"}]
+    ours = [_running(user, {**ABANDONED, "reentry": reentry}) for reentry in reentries]
+    theirs = [_running(other, {**ABANDONED, "reentry": reentry}) for reentry in reentries]
+    clock.advance(timedelta(minutes=10))
+    earlier = clock.now() - timedelta(minutes=5)  # after the flows' activation
+    db.session.add(DataEvent(data_source_id=other_source.id, event_type=_checkout("ann@example.com")[0],
+                             event_data=_checkout("ann@example.com")[1]))
+    _process(source, _checkout("jon@example.com", at=earlier), _checkout("jon@example.com"))  # one batch
+    jon, ann = _contact(user, "jon@example.com").id, _contact(other, "ann@example.com").id
+    assert [[e.contact_id for e in _enrollments(flow)] for flow in ours] == [[jon], [jon, jon]]
+    assert [[e.contact_id for e in _enrollments(flow)] for flow in theirs] == [[ann], [ann]]
+
+
 def _contact(user, email: str) -> Contact:
     return db.session.scalars(sa.select(Contact).where(Contact.user_id == user.id, Contact.email == email)).one()
 

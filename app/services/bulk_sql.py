@@ -60,6 +60,32 @@ def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflic
     return rowcount(session.execute(statement, {"rows": to_json(rows)}))
 
 
+@lru_cache(maxsize=16)
+def _insert_located_sql(table: sa.Table, columns: tuple[str, ...], on_conflict: str,
+                        group: tuple[str, ...]) -> sa.TextClause:
+    keys = ", ".join(f'"{c}"' for c in group)
+    return sa.text(f"WITH written AS ({_insert_sql(table, columns, on_conflict).text} RETURNING ctid, {keys}) "
+                   f"SELECT {keys}, count(*), CAST(array_agg(ctid) AS text) FROM written GROUP BY {keys}")
+
+
+def insert_located(session, table: sa.Table, rows: list[dict[str, Any]], group: tuple[str, ...],
+                   on_conflict: str = "") -> dict[tuple[Any, ...], tuple[int, str]]:
+    """INSERT every row, as insert_rows; for each value of the `group` columns among the rows
+    inserted, how many and where: their ctids (physical row ids), as one `tid[]` literal to read
+    them back by with a TID scan, no index probe per row. A ctid names the row version this
+    statement wrote: it is valid for as long as the caller's transaction, whose uncommitted rows
+    no other can change, neither updates nor deletes them."""
+    if not rows:
+        return {}
+    statement = _insert_located_sql(table, tuple(rows[0]), on_conflict, group)
+    return {tuple(row[:-2]): (row[-2], row[-1]) for row in session.execute(statement, {"rows": to_json(rows)})}
+
+
+def concatenated(literals: Iterable[str]) -> str:
+    """Array literals, as PostgreSQL writes them (`{a,b}`), as one."""
+    return "{" + ",".join(items for literal in literals if (items := literal[1:-1])) + "}"
+
+
 def insert_returning(session, table: sa.Table, rows: list[dict[str, Any]], on_conflict: str = "",
                      returning: str = "id") -> list[Any]:
     """INSERT every row, as insert_rows; the `returning` column of each row inserted."""

@@ -133,13 +133,14 @@ def _process(events: list[ClaimedEvent]) -> None:
     activities = []
     for user_id in sorted(by_merchant):  # a fixed lock order: no deadlock between two batches
         activities += _fold_into_contacts(user_id, by_merchant[user_id], normalized)
-    inserted = bulk_sql.insert_rows(db.session, ContactActivity.__table__, activities,
-                                    'ON CONFLICT ("dataEventId") DO NOTHING')
-    if inserted < len(activities):
+    located = bulk_sql.insert_located(db.session, ContactActivity.__table__, activities, ("userId", "eventType"),
+                                      'ON CONFLICT ("dataEventId") DO NOTHING')
+    if sum(count for count, _ in located.values()) < len(activities):
         activities = _written_now(activities)
+    # Contacts enter the merchants' running flows, and leave them, with the events that say so:
+    # first, while the rows just written are where the insert says (nothing here changes them).
+    flows.enroll({key: tids for key, (_, tids) in located.items()})
     attribution.credit_orders(activities)
-    # Contacts enter the merchants' running flows, and leave them, with the events that say so.
-    flows.enroll(activities)
     # Where the events place their contacts: one statement for the batch's timezones.
     contact_timezones.store_derived(
         (row["contactId"], normalized[row["dataEventId"]].zone, row["occurredAt"]) for row in activities
