@@ -8,6 +8,7 @@ anything lost), and never if it rolls back. Tasks are addressed by name so servi
 """
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -36,6 +37,21 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+# Workers allocate many short-lived objects per event and per message. With CPython's default first
+# threshold (700 allocations) the collector runs every few events, and each run that reaches the
+# older generations walks every long-lived object of the app. Collections every 50,000 allocations,
+# with the app's import-time objects frozen out of them (and shared, untouched, by the forked
+# children), made event processing about 1.4× faster (bench/flows.py).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Freeze what the process holds so far out of the collector's reach, and collect less often
+    (a worker's parent, once the app is built)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def enqueue_after_commit(task_name: str, *args: Any, **options: Any) -> None:
