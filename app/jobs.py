@@ -48,8 +48,8 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def tune_gc() -> None:
-    """Freeze what the process holds so far out of the collector's reach, and collect less often
-    (a worker's parent, once the app is built)."""
+    """Freeze what the process holds so far out of the collector's reach, and collect less often:
+    in a worker's parent once the app is built (and in the benchmarks' own process)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 

@@ -458,6 +458,7 @@ _RUNNING = PreparedStatement("herald_flows_running", sa.text(
               WHERE r.reentry ->> 'mode' = 'afterDays' AND a.ctid = ANY(CAST(:written AS tid[]))) AS k
         ORDER BY k.flow, k.contact
     )
+    -- A one-time filter: the locks are all taken before the first flow is returned.
     SELECT r.* FROM running AS r WHERE (SELECT count(*) FROM locked) >= 0 ORDER BY r.id
     """
 ))
