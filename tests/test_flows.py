@@ -341,8 +341,8 @@ def test_one_batch_of_two_merchants_events_enrols_each_in_its_own_flows(shop):
     theirs = [_running(other, {**ABANDONED, "reentry": reentry}) for reentry in reentries]
     clock.advance(timedelta(minutes=10))
     earlier = clock.now() - timedelta(minutes=5)  # after the flows' activation
-    db.session.add(DataEvent(data_source_id=other_source.id, event_type=_checkout("ann@example.com")[0],
-                             event_data=_checkout("ann@example.com")[1]))
+    topic, payload = _checkout("ann@example.com")
+    db.session.add(DataEvent(data_source_id=other_source.id, event_type=topic, event_data=payload))
     _process(source, _checkout("jon@example.com", at=earlier), _checkout("jon@example.com"))  # one batch
     jon, ann = _contact(user, "jon@example.com").id, _contact(other, "ann@example.com").id
     assert [[e.contact_id for e in _enrollments(flow)] for flow in ours] == [[jon], [jon, jon]]
