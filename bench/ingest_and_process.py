@@ -92,14 +92,17 @@ def raw_copy(app, source_id, batches) -> float:
     return BATCHES * BATCH / elapsed
 
 
-def set_aside(app, tag: str = "") -> None:
-    """Stamp the pending events (of batches made with `tag`) processed, unprocessed: they are not
-    part of what is measured next."""
+def set_aside(app, tag: str | None = None) -> None:
+    """Stamp the pending events (only those of batches made with `tag`, if given) processed,
+    unprocessed: they are not part of what is measured next."""
     from app.extensions import db
+    from app.models import DataEvent
 
+    pending = DataEvent.processed_at.is_(None)
+    if tag is not None:
+        pending &= DataEvent.event_data["event_id"].astext.startswith(tag, autoescape=True)
     with app.app_context(), db.engine.begin() as conn:
-        conn.execute(sa.text('UPDATE data_events SET "processedAt" = now() WHERE "processedAt" IS NULL '
-                             """AND "eventData" ->> 'event_id' LIKE :tagged"""), {"tagged": f"{tag}%"})
+        conn.execute(sa.update(DataEvent).where(pending).values({DataEvent.processed_at: sa.func.now()}))
 
 
 def raw_claim_loop(app) -> float:
