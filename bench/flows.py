@@ -24,21 +24,9 @@ import sqlalchemy as sa
 
 from bench.campaign_email import bare_loop
 from bench.harness import BENCH_ENV, bench_app, celery_worker, free_port, prepare_database
-from bench.ingest_and_process import (
-    BATCH,
-    BATCHES,
-    drain,
-    make_batches,
-    raw_claim_loop,
-    raw_copy,
-    setup_source,
-    vacuum,
-)
+from bench.ingest_and_process import copy_run, drain, raw_claim_loop, setup_source
 
 ENROLLED = 10_000
-# Each measured run processes ROUNDS × 10,000 events, about two seconds: this machine's speed
-# wanders from second to second, and a longer run averages more of it.
-ROUNDS = 4
 RUNS = 15  # runs with the flows paused and running, alternating (a noisy machine: medians of fifteen)
 EMAIL = {"fromEmail": "news@shop.com", "fromName": "Shop", "subject": "Your cart, {{ contact.firstName }}",
          "html": '<p>Hi {{ contact.firstName }}, <a href="https://shop.test/cart">your cart</a> is waiting.</p>',
@@ -66,17 +54,9 @@ def processing(app, celery, events: int) -> float:
     return events / drain(app, celery)
 
 
-def copy_events(app, source_id, tag: str) -> int:
-    """ROUNDS × BATCHES batches of BATCH events, copied in (the tables vacuumed after); the number of events."""
-    for round_ in range(ROUNDS):
-        raw_copy(app, source_id, make_batches(f"{tag}-{round_}"))
-    vacuum(app)
-    return ROUNDS * BATCHES * BATCH
-
-
 def claim_loop(app, source_id, tag: str) -> float:
     """One run of the bare claim loop over as many events as a measured run, copied in the same way."""
-    copy_events(app, source_id, tag)
+    copy_run(app, source_id, tag)
     return raw_claim_loop(app)
 
 
@@ -169,7 +149,7 @@ def main() -> None:
     # round runs the bare claim loop, then the ten flows paused and running, so a drift of the
     # machine, and the database's growth run after run, touch the ceiling and both sides alike.
     with celery_worker(celery, "events", concurrency=2):
-        processing(app, celery, copy_events(app, source_id, "warm"))  # the people exist before any run
+        processing(app, celery, copy_run(app, source_id, "warm"))  # the people exist before any run
         user_id = start_flows(app, source_id)
         for round_ in range(RUNS):
             claims.append(claim_loop(app, source_id, f"claim-{round_}"))
@@ -178,7 +158,7 @@ def main() -> None:
             for move in ("pause", "resume") if round_ % 2 == 0 else ("resume", "pause"):
                 set_flows(app, user_id, move)
                 before = enrolments(app)
-                rate = processing(app, celery, copy_events(app, source_id, f"{move}-{round_}"))
+                rate = processing(app, celery, copy_run(app, source_id, f"{move}-{round_}"))
                 if move == "pause":
                     without.append(rate)
                 else:
