@@ -184,7 +184,7 @@ def test_one_batch_credits_an_order_once_in_one_statement(shop):
     statements: list[str] = []
 
     def record(conn, cursor, statement, *args):
-        if "attributions" in statement:
+        if statement.startswith("EXECUTE herald_credit_orders"):  # the crediting statement, prepared
             statements.append(statement)
 
     engine = db.engine

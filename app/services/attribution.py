@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from app.extensions import db, rowcount
 from app.models import Attribution, Delivery
 from app.services import bulk_sql
+from app.services.prepared_statements import PreparedStatement
 from app.services.settings import DEFAULTS
 
 ORDER_EVENT = "order_placed"
@@ -40,7 +41,7 @@ MINOR_UNITS = {
     **dict.fromkeys(("CLF", "UYW"), 4),
 }
 
-_CREDIT = sa.text(
+_CREDIT = PreparedStatement("herald_credit_orders", sa.text(
     """
     INSERT INTO attributions ("userId", "orderKey", "contactId", "dataEventId", "occurredAt", revenue, currency,
                               "deliveryId", "campaignId", "channelId", "channelType", touch, "touchedAt")
@@ -77,7 +78,7 @@ _CREDIT = sa.text(
     ORDER BY o."userId", o."orderKey", o."occurredAt"
     ON CONFLICT ("userId", "orderKey") DO NOTHING
     """
-)
+))
 
 
 def credit_orders(activities: Iterable[dict[str, Any]]) -> int:
@@ -86,7 +87,7 @@ def credit_orders(activities: Iterable[dict[str, Any]]) -> int:
     orders = [_order(activity) for activity in activities if activity["eventType"] == ORDER_EVENT]
     if not orders:
         return 0
-    return rowcount(db.session.execute(_CREDIT, {
+    return rowcount(_CREDIT.execute_in(db.session, db.engine, {
         "orders": bulk_sql.to_json(orders),
         "click_days": DEFAULTS["attribution"]["click_window_days"],
         "open_days": DEFAULTS["attribution"]["open_window_days"],

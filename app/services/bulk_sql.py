@@ -5,6 +5,7 @@ round trip and no per-row statement compilation or bind processing in Python.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -13,7 +14,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from app.extensions import rowcount
+from app.extensions import db, rowcount
+from app.services.prepared_statements import PreparedStatement
 
 _DIALECT = postgresql.dialect()
 
@@ -61,11 +63,14 @@ def insert_rows(session, table: sa.Table, rows: list[dict[str, Any]], on_conflic
 
 
 @lru_cache(maxsize=16)
-def _insert_located_sql(table: sa.Table, columns: tuple[str, ...], on_conflict: str,
-                        group: tuple[str, ...]) -> sa.TextClause:
+def _insert_located(table: sa.Table, columns: tuple[str, ...], on_conflict: str,
+                    group: tuple[str, ...]) -> PreparedStatement:
     keys = ", ".join(f'"{c}"' for c in group)
-    return sa.text(f"WITH written AS ({_insert_sql(table, columns, on_conflict).text} RETURNING ctid, {keys}) "
-                   f"SELECT {keys}, count(*), CAST(array_agg(ctid) AS text) FROM written GROUP BY {keys}")
+    sql = (f"WITH written AS ({_insert_sql(table, columns, on_conflict).text} RETURNING ctid, {keys}) "
+           f"SELECT {keys}, count(*), CAST(array_agg(ctid) AS text) FROM written GROUP BY {keys}")
+    # Named after what it does: the same statement has the same name in every process.
+    return PreparedStatement(f"herald_located_{table.name}_{hashlib.sha1(sql.encode()).hexdigest()[:12]}",
+                             sa.text(sql))
 
 
 def insert_located(session, table: sa.Table, rows: list[dict[str, Any]], group: tuple[str, ...],
@@ -74,11 +79,13 @@ def insert_located(session, table: sa.Table, rows: list[dict[str, Any]], group: 
     inserted, how many and where: their ctids (physical row ids), as one `tid[]` literal to read
     them back by with a TID scan, no index probe per row. A ctid names the row version this
     statement wrote: it is valid for as long as the caller's transaction, whose uncommitted rows
-    no other can change, neither updates nor deletes them."""
+    no other can change, neither updates nor deletes them. Prepared: a batch's writer runs it with
+    every batch."""
     if not rows:
         return {}
-    statement = _insert_located_sql(table, tuple(rows[0]), on_conflict, group)
-    return {tuple(row[:-2]): (row[-2], row[-1]) for row in session.execute(statement, {"rows": to_json(rows)})}
+    statement = _insert_located(table, tuple(rows[0]), on_conflict, group)
+    written = statement.execute_in(session, db.engine, {"rows": to_json(rows)})
+    return {tuple(row[:-2]): (row[-2], row[-1]) for row in written}
 
 
 def concatenated(literals: Iterable[str]) -> str:

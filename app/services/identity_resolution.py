@@ -21,6 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from app.extensions import db
 from app.models import Attribution, Contact, ContactActivity, ContactIdentity, FlowEnrollment, PushSubscription
 from app.services import bulk_sql, suppressions
 from app.services.consent import (
@@ -30,6 +31,7 @@ from app.services.consent import (
     with_default_consent,
 )
 from app.services.contact_identity import IdentityKey, identity_keys
+from app.services.prepared_statements import PreparedStatement
 from app.sources.normalize import Identity
 
 # Strongest first: the key that decides which contact survives a merge.
@@ -103,7 +105,8 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
     named = [keys for keys in keyed if keys]
     if not named:
         return [None] * len(events)
-    found = session.scalar(_SOLE_OWNERS, {"events": orjson.dumps(named).decode(), "user_id": str(user_id)})
+    found = _SOLE_OWNERS.execute_in(session, db.engine, {"events": orjson.dumps(named).decode(),
+                                                         "user_id": str(user_id)}).scalar()
     owners = found.split(",")
     if "-" in owners:
         return None
@@ -112,7 +115,7 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
 
 
 # Per event (its keys as [kind, value] pairs, in order), the one contact that owns every key, or `-`.
-_SOLE_OWNERS = sa.text(
+_SOLE_OWNERS = PreparedStatement("herald_sole_owners", sa.text(
     """
     WITH key AS (
         SELECT e.n, k ->> 0 AS kind, k ->> 1 AS value
@@ -127,7 +130,7 @@ _SOLE_OWNERS = sa.text(
     )
     SELECT string_agg(CASE WHEN sole THEN contact ELSE '-' END, ',' ORDER BY n) FROM owner
     """
-)
+))
 
 
 def _load_owners(session: orm.Session, user_id: uuid.UUID, keys: set[IdentityKey],

@@ -1,6 +1,7 @@
 """Server-side prepared statements for the few reads every request makes, for the send engine's
 settle-and-claim statement, which every sender runs a few messages at a time, and for the statements
-flows are enrolled by, which every event batch runs.
+every event batch runs (its claim, identity lookup and activity insert, the orders credited, the
+flows entered).
 
 psycopg2 sends each statement as text, so PostgreSQL parses and plans it on every call; for a
 three-table lookup that planning is a large share of the round trip (for the send engine's
