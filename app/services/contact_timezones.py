@@ -9,7 +9,6 @@ replace their address book's. Nothing derived replaces the merchant's word.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -30,18 +29,19 @@ _UPSERT = (
 )
 
 
-def store_derived(observations: Iterable[tuple[uuid.UUID, DerivedZone | None, datetime]]) -> int:
-    """Store what a batch of events said of their contacts' zones — (contact, zone, when) — in one
-    statement; the rows written. Per contact the strongest source counts, then the newest event.
-    The caller commits."""
-    best: dict[uuid.UUID, tuple[tuple[bool, datetime], DerivedZone]] = {}
+def store_derived(observations: Iterable[tuple[str, DerivedZone | None, datetime]]) -> int:
+    """Store what a batch of events said of their contacts' zones — (contact id as text, zone, when)
+    — in one statement; the rows written. Per contact the strongest source counts, then the newest
+    event. The caller commits."""
+    best: dict[str, tuple[tuple[bool, datetime], DerivedZone]] = {}
     for contact_id, zone, moment in observations:
         if zone is None:
             continue
         rank = (zone.source == SHOPIFY_ADDRESS, moment)
         if contact_id not in best or rank >= best[contact_id][0]:
             best[contact_id] = (rank, zone)
-    # In contact order: two batches upserting the same contacts lock their rows in the same order.
+    # In contact order (canonical ids sort as text as they do as ids): two batches upserting the same
+    # contacts lock their rows in the same order.
     rows = [{"contactId": contact_id, "timezone": zone.zone, "source": zone.source}
             for contact_id, (_, zone) in sorted(best.items(), key=lambda item: item[0])]
     return bulk_sql.insert_rows(db.session, ContactTimezone.__table__, rows, _UPSERT)

@@ -209,7 +209,7 @@ def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
 
 
 def _resolve_under_lock(user_id: uuid.UUID,
-                        identities: list[tuple[Identity, dict[str, str]]]) -> list[uuid.UUID | None]:
+                        identities: list[tuple[Identity, dict[str, str]]]) -> list[str | None]:
     """Decide and store the merchant's contacts in a short transaction of its own, under the
     merchant's lock (two batches can't both create the same new customer); the batch's activity
     rows are written afterwards in the claiming transaction, so concurrent workers serialize only
@@ -222,7 +222,7 @@ def _resolve_under_lock(user_id: uuid.UUID,
         resolver = BatchResolver(session, user_id, identities)
         owners = [resolver.resolve(identity, consent) for identity, consent in identities]
         resolver.write()
-        return [None if owner is None else resolver.final(owner) for owner in owners]
+        return [None if owner is None else str(resolver.final(owner)) for owner in owners]
 
 
 def _process_alone(event_id: str) -> None:

@@ -92,11 +92,12 @@ def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
 
 
 def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
-                     events: list[tuple[Identity, dict[str, str]]]) -> list[uuid.UUID | None] | None:
+                     events: list[tuple[Identity, dict[str, str]]]) -> list[str | None] | None:
     """Each event's contact, when no event of the batch changes anything: all its keys known and
     owned by one contact, no profile, no consent — the events of known customers. Decided inside
-    PostgreSQL by one statement, without the merchant's lock. None when some event creates, merges
-    or changes a contact (BatchResolver, under the lock, decides those). A contact merged away
+    PostgreSQL by one statement, without the merchant's lock; the ids as text, as the batch passes
+    them on (in JSON). None when some event creates, merges or changes a contact (BatchResolver,
+    under the lock, decides those). A contact merged away
     meanwhile fails the batch's activity insert (its foreign key), and the merge itself waits for a
     batch that is writing rows for it (BatchResolver._merge), so nothing is left on a deleted contact."""
     if not all(_tells_nothing(identity, consent) for identity, consent in events):
@@ -111,7 +112,7 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
     if "-" in owners:
         return None
     resolved = iter(owners)
-    return [uuid.UUID(next(resolved)) if keys else None for keys in keyed]
+    return [next(resolved) if keys else None for keys in keyed]
 
 
 # Per event (its keys as [kind, value] pairs, in order), the one contact that owns every key, or `-`.
