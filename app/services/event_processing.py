@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from uuid_utils import uuid7
 
 from app import task_names as tasks
 from app.extensions import db
@@ -188,13 +189,17 @@ def _written_now(activities: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _fold_into_contacts(user_id: uuid.UUID, events: list[ClaimedEvent],
                         normalized: dict[str, NormalizedEvent]) -> list[dict[str, Any]]:
-    """The batch's activity rows of one merchant, each with the contact its event belongs to."""
+    """The batch's activity rows of one merchant, each with the contact its event belongs to. Their
+    ids are time-ordered (UUIDv7): the primary key's index grows at its end, where a random id
+    (the column's default) would take a page anywhere in it for every row, and as the table
+    outgrows memory each such page is a read; made here they also cost less than the default."""
     identities = [(normalized[e.id].identity, normalized[e.id].consent) for e in events]
     owners = unchanged_owners(db.session(), user_id, identities)
     if owners is None:
         owners = _resolve_under_lock(user_id, identities)
     return [
         {
+            "id": str(uuid7()),
             "userId": user_id,
             "contactId": owner,
             "dataEventId": e.id,
