@@ -82,11 +82,6 @@ class ContactRecord:
                 "consent": self.consent, "consentSources": self.consent_sources}
 
 
-def keys_of(identity: Identity) -> set[IdentityKey]:
-    return identity_keys(identity.email, identity.phone, identity.external_ids,
-                         identity.email_sha256, identity.phone_sha256)
-
-
 def _strongest_first(keys: Iterable[IdentityKey]) -> list[IdentityKey]:
     return sorted(keys, key=lambda key: (KEY_PRIORITY.index(key[0]), key[1]))
 
@@ -102,7 +97,7 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
     batch that is writing rows for it (BatchResolver._merge), so nothing is left on a deleted contact."""
     if not all(_tells_nothing(identity, consent) for identity, consent in events):
         return None
-    keyed = [sorted(keys_of(identity)) for identity, _ in events]
+    keyed = [sorted(identity.keys) for identity, _ in events]
     named = [keys for keys in keyed if keys]
     if not named:
         return [None] * len(events)
@@ -148,7 +143,7 @@ def _tells_nothing(identity: Identity, consent: dict[str, str]) -> bool:
     return not consent and not identity.profile
 
 
-def _changes_nothing(owner: dict[IdentityKey, uuid.UUID], identity: Identity, keys: set[IdentityKey],
+def _changes_nothing(owner: dict[IdentityKey, uuid.UUID], identity: Identity, keys: frozenset[IdentityKey],
                      consent: dict[str, str]) -> bool:
     """Every key known and owned by one contact, and nothing to tell them (_tells_nothing). Such an
     event is resolved without reading the contact."""
@@ -168,7 +163,7 @@ class BatchResolver:
         self.contacts: dict[uuid.UUID, ContactRecord] = {}
         self.merged_into: dict[uuid.UUID, uuid.UUID] = {}
         self.new_keys: list[tuple[IdentityKey, uuid.UUID]] = []
-        keyed = [(identity, keys_of(identity), consent) for identity, consent in events]
+        keyed = [(identity, identity.keys, consent) for identity, consent in events]
         _load_owners(session, user_id, {key for _, keys, _ in keyed for key in keys}, self.owner)
         changing = [(identity, keys) for identity, keys, consent in keyed
                     if not _changes_nothing(self.owner, identity, keys, consent)]
@@ -183,7 +178,7 @@ class BatchResolver:
 
     def resolve(self, identity: Identity, consent: dict[str, str]) -> uuid.UUID | None:
         """The contact for this identity (found, merged or created), updated with what it says."""
-        keys = keys_of(identity)
+        keys = identity.keys
         if not keys:
             return None
         owners = [self.final(self.owner[key]) for key in _strongest_first(keys) if key in self.owner]
@@ -207,7 +202,7 @@ class BatchResolver:
             contact_id = self.merged_into[contact_id]
         return contact_id
 
-    def _apply(self, contact: ContactRecord, identity: Identity, keys: set[IdentityKey],
+    def _apply(self, contact: ContactRecord, identity: Identity, keys: frozenset[IdentityKey],
                consent: dict[str, str]) -> None:
         addresses = (contact.email, contact.phone)
         unknown = {key for key in keys if key not in self.owner}

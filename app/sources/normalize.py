@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import phonenumbers
@@ -90,6 +90,15 @@ class Identity:
     def is_empty(self) -> bool:
         """True when nothing here can tie the event to a contact (a profile alone cannot)."""
         return not (self.email or self.email_sha256 or self.phone or self.phone_sha256 or self.external_ids)
+
+    @cached_property
+    def keys(self) -> frozenset[tuple[str, str]]:
+        """Every (kind, value) its contact can be found under (contact_identity.identity_keys), worked
+        out once: an identity never changes, and a customer's events share one (normalize_meta)."""
+        from app.services.contact_identity import identity_keys  # the contacts' own rule
+
+        return frozenset(identity_keys(self.email, self.phone, self.external_ids, self.email_sha256,
+                                       self.phone_sha256))
 
 
 @dataclass(frozen=True)
