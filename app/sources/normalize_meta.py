@@ -91,11 +91,19 @@ _IDENTITY_FIELDS = ("em", "ph", "fn", "ln", "external_id", "country")
 
 
 def _user_identity(user: dict[str, Any]) -> Identity:
-    fields = tuple(tuple(value) if type(value) is list else value for value in map(user.get, _IDENTITY_FIELDS))
-    if all(value is None or type(value) is str or (type(value) is tuple and all(type(v) is str for v in value))
-           for value in fields):
-        return _identity(fields)
-    return _identity.__wrapped__(fields)
+    # Plain loops, no generators: this runs for every Meta event.
+    fields = []
+    all_text = True
+    for value in map(user.get, _IDENTITY_FIELDS):
+        if type(value) is list:
+            value = tuple(value)
+            for item in value:
+                if type(item) is not str:
+                    all_text = False
+        elif value is not None and type(value) is not str:
+            all_text = False
+        fields.append(value)
+    return _identity(tuple(fields)) if all_text else _identity.__wrapped__(tuple(fields))
 
 
 @lru_cache(maxsize=65536)
