@@ -545,11 +545,15 @@ def _event_types(entering: list[_Running], exiting: list[_Running]) -> list[str]
 
 
 def _batches(types: list[str]) -> dict[str, tuple[sa.CTE, _Rows]]:
-    """For each event type (`_event_types`), a CTE of the batch's rows of that type."""
+    """For each event type (`_event_types`), a CTE of the batch's rows of that type. Materialized:
+    one that a single flow reads would otherwise be folded into that flow's query, whose planner may
+    then prefer the merchant's events of the type since the flow's activation (an index range that
+    stale statistics can put at one row) filtered by the batch's row ids: the merchant's history
+    read for every batch."""
     batches = {}
     for n, event_type in enumerate(types):
         located = sa.cast(sa.bindparam(f"batch_{n}", type_=sa.Text), sa.ARRAY(_Tid()))
-        cte = sa.select(_ACTIVITIES).where(_CTID == sa.any_(located)).cte(f"batch_{n}")
+        cte = sa.select(_ACTIVITIES).where(_CTID == sa.any_(located)).cte(f"batch_{n}").prefix_with("MATERIALIZED")
         batches[event_type] = (cte, _Rows.of(cte.c))
     return batches
 
