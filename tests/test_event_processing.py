@@ -70,6 +70,20 @@ def test_shopify_order_becomes_a_contact_with_activity(merchant):
     assert kinds == {"email", "email_sha256", "phone", "phone_sha256", "shopifyCustomerId"}
 
 
+def test_a_batch_takes_its_events_in_the_order_they_arrived(merchant):
+    """The last of three updates to a customer wins, though it lies between the others in the table."""
+    shop, _ = make_source(merchant, "shopify")
+    customer = {"id": 115310627314723954, "email": "jon@example.com", "last_name": "Snow"}
+    for name, minutes_ago in (("Jon", 2), ("Aegon", 0), ("Aemon", 1)):  # stored in this order
+        event = _add(shop, "customers/update", {**customer, "first_name": name})
+        db.session.execute(sa.update(DataEvent).where(DataEvent.id == event.id).values(
+            created_at=DataEvent.created_at - sa.func.make_interval(0, 0, 0, 0, 0, minutes_ago)))
+        db.session.commit()
+    assert event_processing.process_batch() == 3
+    (contact,) = _contacts(merchant)
+    assert contact.first_name == "Aegon"
+
+
 def test_processing_twice_changes_nothing(merchant):
     shop, _ = make_source(merchant, "shopify")
     _add(shop, "orders/create", shopify_order())

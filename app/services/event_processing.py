@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -140,6 +141,10 @@ def _claim(limit: int, only: str | None = None) -> list[ClaimedEvent]:
     else:
         rows = db.session.execute(_CLAIM_ONE, {"limit": limit, "id": only}).all()
     merchants = {user_id: uuid.UUID(user_id) for user_id in {row[5] for row in rows}}  # a batch has a few
+    # In the order they arrived, as the claim took them (the update returns them in the order of
+    # its plan): a later request's word on a contact is the last. (One request's events share
+    # their `createdAt`.)
+    rows.sort(key=itemgetter(3))
     return [ClaimedEvent(event_id, event_type, data, created_at, source_type, merchants[user_id])
             for event_id, event_type, data, created_at, source_type, user_id in rows]
 
