@@ -79,8 +79,11 @@ def _claim_sql(only: str = "") -> str:
 _CLAIM = PreparedStatement("herald_claim_events", sa.text(_claim_sql()))
 _CLAIM_ONE = sa.text(_claim_sql("AND id = CAST(:id AS uuid)"))
 
-# For the claiming transaction only (module doc).
-_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
+# For the claiming transaction only: its commit does not wait for the disk (module doc), and its
+# prepared statements run their generic plans, planned once per connection (their custom plans,
+# the same but for a constant, were planned afresh for every batch: 0.2 ms for the claim alone).
+_BATCH_SETTINGS = sa.text("SELECT set_config('synchronous_commit', 'off', true), "
+                          "set_config('plan_cache_mode', 'force_generic_plan', true)")
 
 
 @dataclass(slots=True)  # hundreds a batch: not frozen, whose __init__ costs more than twice as much
@@ -135,7 +138,7 @@ def process_batch(batch_size: int = BATCH_SIZE) -> int:
 
 
 def _claim(limit: int, only: str | None = None) -> list[ClaimedEvent]:
-    db.session.execute(_ASYNC_COMMIT)
+    db.session.execute(_BATCH_SETTINGS)
     if only is None:
         rows = _CLAIM.execute_in(db.session, db.engine, {"limit": limit}).all()
     else:
