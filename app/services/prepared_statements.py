@@ -64,7 +64,7 @@ class PreparedStatement:
         placeholders = ", ".join(f":{param}" for param in params)
         # Typed binds and typed result columns: UUIDs go in and come out as the select's would (a
         # textual statement's parameters take the types PostgreSQL infers where they are used).
-        execute = sa.text(f"EXECUTE {name}({placeholders})").bindparams(
+        execute = sa.text(f"EXECUTE {name}({placeholders})" if params else f"EXECUTE {name}").bindparams(
             *(_execute_bind(param, compiled.binds[param]) for param in params))
         self.statement = execute.columns(*map(_result_column, statement.selected_columns)) \
             if isinstance(statement, sa.Select) else execute
