@@ -699,7 +699,10 @@ def _candidates(flow: _Running, activity: _Rows) -> sa.Select[Any]:
     if flow.filter is not None:
         query = query.where(activity.contact_id.in_(audience_sql.compile_definition(flow.user_id, flow.filter)))
     if mode == "once":
-        return query.where(entered.is_(None)).ext(distinct_on(activity.contact_id)).order_by(
+        # NOT EXISTS, an anti-join, rather than the last entry's time: one index probe per candidate
+        # without a subplan's aggregate to run for each.
+        never = ~sa.exists().where(earlier.flowId == flow.id, earlier.contactId == activity.contact_id)
+        return query.where(never).ext(distinct_on(activity.contact_id)).order_by(
             activity.contact_id, activity.occurred_at, activity.data_event_id)
     if mode == "afterDays":  # not within `days` of the last entry: the rest is decided in order (_after_days)
         days = sa.text(f"interval '{int(flow.reentry['days'])} days'")

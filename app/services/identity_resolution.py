@@ -92,9 +92,9 @@ def unchanged_owners(session: orm.Session, user_id: uuid.UUID,
     owned by one contact, no profile, no consent — the events of known customers. Decided inside
     PostgreSQL by one statement, without the merchant's lock; the ids as text, as the batch passes
     them on (in JSON). None when some event creates, merges or changes a contact (BatchResolver,
-    under the lock, decides those). A contact merged away
-    meanwhile fails the batch's activity insert (its foreign key), and the merge itself waits for a
-    batch that is writing rows for it (BatchResolver._merge), so nothing is left on a deleted contact."""
+    under the lock, decides those). A contact merged away meanwhile fails the batch's activity
+    insert (its foreign key), and the merge itself waits for a batch that is writing rows for it
+    (BatchResolver._merge), so nothing is left on a deleted contact."""
     if not all(_tells_nothing(identity, consent) for identity, consent in events):
         return None
     keyed = [sorted(identity.keys) for identity, _ in events]
