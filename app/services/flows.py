@@ -449,13 +449,17 @@ _RUNNING = PreparedStatement("herald_flows_running", sa.text(
         WHERE f.status = 'running' AND f."userId" = ANY(CAST(:merchants AS uuid[]))
         ORDER BY f.id
         FOR KEY SHARE OF f
+    ), written AS MATERIALIZED (
+        -- The batch's rows, read once by their row ids: joined with the flows instead, they were
+        -- read again for each `afterDays` flow, and a small table by a sequential scan.
+        SELECT a."userId", a."eventType", a."contactId" FROM contact_activities AS a
+        WHERE a.ctid = ANY(CAST(:written AS tid[]))
     ), locked AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(k.flow, k.contact)
         FROM (SELECT DISTINCT {_lock_key("r.id")} AS flow, {_lock_key('a."contactId"')} AS contact
               FROM running AS r
-              JOIN contact_activities AS a
-                ON a."userId" = r."userId" AND a."eventType" = r.trigger ->> 'event'
-              WHERE r.reentry ->> 'mode' = 'afterDays' AND a.ctid = ANY(CAST(:written AS tid[]))) AS k
+              JOIN written AS a ON a."userId" = r."userId" AND a."eventType" = r.trigger ->> 'event'
+              WHERE r.reentry ->> 'mode' = 'afterDays') AS k
         ORDER BY k.flow, k.contact
     )
     -- A one-time filter: the locks are all taken before the first flow is returned.
