@@ -428,8 +428,8 @@ class _Running:
 
 
 def _lock_key(uuid_sql: str) -> str:
-    """SQL: the first 32 bits of a uuid, as an int4 (half of a two-integer advisory lock key)."""
-    return f"CAST(CAST('x' || left(CAST({uuid_sql} AS text), 8) AS bit(32)) AS int)"
+    """SQL: a uuid's hash, an int4 (half of a two-integer advisory lock key)."""
+    return f"uuid_hash({uuid_sql})"
 
 
 # The running flows of the batch's merchants, read `FOR KEY SHARE` (in id order), as a foreign key
@@ -438,8 +438,8 @@ def _lock_key(uuid_sql: str) -> str:
 # statement that enrols, each (`afterDays` flow, contact) the batch may enter is locked: `afterDays`
 # compares an entry with the contact's earlier ones, so two batches of the same contact take turns,
 # while batches of other contacts never wait on each other. The locks are PostgreSQL's two-integer
-# advisory locks, which nothing else takes, on the first 32 bits of the flow's and the contact's ids
-# (two pairs that share them only wait for each other), taken in one sorted pass: no deadlock.
+# advisory locks, which nothing else takes, on the hashes of the flow's and the contact's ids (two
+# pairs that share them only wait for each other), taken in one sorted pass: no deadlock.
 _RUNNING = PreparedStatement("herald_flows_running", sa.text(
     f"""
     WITH running AS MATERIALIZED (
