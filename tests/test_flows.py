@@ -260,6 +260,26 @@ def test_once_and_always_flows_enter_from_one_statement_whichever_comes_first(sh
     assert [len(_enrollments(flow)) for flow in [*always, once]] == [1, 1, 1]
 
 
+def test_an_event_entering_several_flows_gives_each_enrolment_an_id_of_its_own_in_time_order(shop):
+    """Enrolment ids are made from the triggering activity row's (flows._entry_id): one event's
+    enrolments in four flows differ, and a later batch's come after them."""
+    user, source = shop
+    running = [_running(user, {**ABANDONED, "name": f"Flow {mode}", "reentry": reentry})
+               for mode, reentry in [("once", {"mode": "once"}), ("always", {"mode": "always"}),
+                                     ("again", {"mode": "always"}), ("days", {"mode": "afterDays", "days": 7})]]
+
+    def ids(email: str) -> list:
+        _process(source, _checkout(email))
+        contact_id, activity = db.session.execute(sa.select(ContactActivity.contact_id, ContactActivity.id).join(
+            Contact).where(Contact.email == email)).one()
+        entered = [e.id for flow in running for e in _enrollments(flow) if e.contact_id == contact_id]
+        assert len(entered) == len(running) and all(e.bytes[:14] == activity.bytes[:14] for e in entered)
+        return entered
+
+    first, later = ids("jon@example.com"), ids("ann@example.com")
+    assert len(set(first)) == 4 and max(first) < min(later)
+
+
 def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, shop, monkeypatch):
     """Two batches with a checkout each by the same person, the first still uncommitted when the
     second decides: the second waits for it (a lock per flow and contact) and lets nobody in twice."""
