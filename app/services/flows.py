@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -605,18 +605,30 @@ def _first_delays(flows: list[_Running]) -> dict[uuid.UUID, int]:
 _ENROLLMENTS = FlowEnrollment.__table__
 _ENTRY_COLUMNS = ["id", "flowId", "contactId", "dataEventId", "triggeredAt", "status", "exitReason", "step",
                   "nextDueAt", "endedAt", "onceKey"]
-PLACES = 1 << 16  # flows one statement can enrol in (_entry_id)
+_PLACES = 1 << 16  # a merchant's flows one statement can enrol in (_entry_id)
 
 
 def _entry_id(activity_id: Any, place: Any) -> sa.ColumnElement[uuid.UUID]:
     """SQL: an enrolment's id, its triggering activity row's with the last two bytes set to the
-    flow's `place` among those the statement enrols in. The row's id is time-ordered (made when its
-    event was processed) and unique, and the row enters flows in this statement only (the batch
-    that wrote it), each at a place of its own: the ids are unique, and the primary key grows at
-    its end, where an insert needs no search, instead of at a random leaf. No random number per row
-    (gen_random_uuid() costs about 0.75 µs a row), and 58 random bits of the row's id remain."""
+    flow's `place` among the merchant's flows the statement enrols in (_places). The row's id is
+    time-ordered (made when its event was processed) and unique, and the row enters flows in this
+    statement only (the batch that wrote it), each at a place of its own: the ids are unique, and
+    the primary key grows at its end, where an insert needs no search, instead of at a random leaf.
+    No random number per row (gen_random_uuid() costs about 0.75 µs a row); 58 of the 74 bits
+    after the row id's timestamp remain its own."""
     return sa.cast(sa.func.encode(sa.func.set_byte(sa.func.set_byte(
         sa.func.uuid_send(activity_id), 14, place // 256), 15, place % 256), "hex"), sa.Uuid)
+
+
+def _places(flows: list[_Running]) -> dict[uuid.UUID, int]:
+    """Each flow's place among its merchant's `flows` (an activity row is one merchant's)."""
+    places, taken = {}, Counter[uuid.UUID]()
+    for flow in flows:
+        places[flow.id] = taken[flow.user_id]
+        taken[flow.user_id] += 1
+    if taken and max(taken.values()) > _PLACES:
+        raise RuntimeError(f"a batch can enter at most {_PLACES} flows of a merchant at once")
+    return places
 
 
 def _write(together: list[_Running], after_days: list[_Running], exiting: list[_Running], read: list[str],
@@ -625,22 +637,20 @@ def _write(together: list[_Running], after_days: list[_Running], exiting: list[_
     enrol the contacts of the triggering events (`afterDays` ones under the locks _RUNNING took).
     Whether a first step is due already (`now`), and the enrolments of the flows `announcing` them.
     `read`: the event types whose rows the `batch_<n>` parameters name (`_event_types`)."""
-    if len(together) + len(after_days) > PLACES:
-        raise RuntimeError(f"a batch can enter at most {PLACES} flows of a merchant at once")
-
     def build() -> Any:
         batches = _batches(read)
         rows = {event_type: of_type for event_type, (_, of_type) in batches.items()}
         batch_ctes = [cte for cte, _ in batches.values()]
         exits = _exits(exiting, rows)
         delays = _first_delays([*together, *after_days])
+        places = _places([*together, *after_days])
         entries = [(flow.reentry["mode"], _entries(flow, _candidates(flow, rows[flow.trigger["event"]]),
-                                                   delays[flow.id], place))
-                   for place, flow in enumerate(together)]
+                                                   delays[flow.id], places[flow.id]))
+                   for flow in together]
         once = [branch for mode, branch in entries if mode == "once"]
         others = [branch for mode, branch in entries if mode != "once"]
         if after_days:
-            others.append(_after_days(after_days, rows, delays, len(together)))
+            others.append(_after_days(after_days, rows, delays, places))
         if not once and not others:
             return exits.add_cte(*batch_ctes)
         # No ON CONFLICT (speculative insertion costs a third more) but for `once` entries, whose
@@ -742,7 +752,7 @@ def _entries(flow: _Running, candidates: sa.Select[Any], delay_seconds: int, pla
 
 def _entry_rows(found: Any, flow_id: Any, delay: Any, once_key: Any, place: Any) -> sa.Select[Any]:
     """_ENTRY_COLUMNS of candidates `found` (their columns as _candidates names them), entering the
-    flow at `place` among those of the statement (_entry_id)."""
+    flow at `place` (_entry_id)."""
     exited = found.c.exit.is_not(None)
     return sa.select(
         _entry_id(found.c.activity_id, place), flow_id, found.c.contact_id, found.c.data_event_id,
@@ -756,14 +766,14 @@ def _entry_rows(found: Any, flow_id: Any, delay: Any, once_key: Any, place: Any)
 
 
 def _after_days(flows: list[_Running], rows: Mapping[str, _Rows], delays: dict[uuid.UUID, int],
-                first_place: int) -> sa.Select[Any]:
-    """The enrolment rows of the `afterDays` flows (at places `first_place`, ... in the statement):
-    of a contact's candidates in order, the first enters (it is `days` past the last entry already),
-    then each one `days` past the one before that entered (a recursive chain: a batch may span weeks)."""
+                places: dict[uuid.UUID, int]) -> sa.Select[Any]:
+    """The enrolment rows of the `afterDays` flows: of a contact's candidates in order, the first
+    enters (it is `days` past the last entry already), then each one `days` past the one before
+    that entered (a recursive chain: a batch may span weeks)."""
     found = sa.union_all(*(_candidates(flow, rows[flow.trigger["event"]]).add_columns(
         sa.literal(flow.id, sa.Uuid).label("flow"), sa.literal(int(delays[flow.id])).label("delay"),
-        sa.literal(int(flow.reentry["days"])).label("days"), sa.literal(first_place + n).label("place"))
-        for n, flow in enumerate(flows))).subquery()
+        sa.literal(int(flow.reentry["days"])).label("days"), sa.literal(places[flow.id]).label("place"))
+        for flow in flows)).subquery()
     candidate = sa.select(found, sa.func.row_number().over(
         partition_by=(found.c.flow, found.c.contact_id), order_by=(found.c.occurred_at, found.c.data_event_id),
     ).label("n")).cte("candidate")
