@@ -280,6 +280,19 @@ def test_an_event_entering_several_flows_gives_each_enrolment_an_id_of_its_own_i
     assert len(set(first)) == 4 and max(first) < min(later)
 
 
+def test_enrolment_id_places_count_among_a_merchants_flows_up_to_the_limit(shop, monkeypatch):
+    """An activity row is one merchant's: each merchant's flows take places from 0, and a batch
+    entering more of one merchant's flows than there are places fails rather than reuse one."""
+    mine = [_running(shop[0], {**ABANDONED, "name": f"Mine {i}"}) for i in range(2)]
+    theirs = _running(verified_merchant(), {**ABANDONED, "name": "Theirs"})
+    running = [flows._Running(flow.id, flow.user_id, flow.trigger, flow.filter, flow.exit_when, flow.reentry,
+                              flow.activated_at, False) for flow in [*mine, theirs]]
+    assert list(flows._places(running).values()) == [0, 1, 0]
+    monkeypatch.setattr(flows, "_PLACES", 1)
+    with pytest.raises(RuntimeError, match="at most 1 flows of a merchant"):
+        flows._places(running)
+
+
 def test_concurrent_batches_enrol_a_contact_once_by_the_after_days_rule(ctx, shop, monkeypatch):
     """Two batches with a checkout each by the same person, the first still uncommitted when the
     second decides: the second waits for it (a lock per flow and contact) and lets nobody in twice."""
