@@ -427,19 +427,14 @@ class _Running:
         return self.id, self.activated_at
 
 
-def _lock_key(uuid_sql: str) -> str:
-    """SQL: a uuid's hash, an int4 (half of a two-integer advisory lock key)."""
-    return f"uuid_hash({uuid_sql})"
-
-
 # The running flows of the batch's merchants, read `FOR KEY SHARE` (in id order), as a foreign key
 # would check each enrolment's flow: a flow can't be paused, stopped or deleted while a batch enrols
 # in it, and a batch that waited for one of those reads the flow's new status. Then, before the
 # statement that enrols, each (`afterDays` flow, contact) the batch may enter is locked: `afterDays`
 # compares an entry with the contact's earlier ones, so two batches of the same contact take turns,
 # while batches of other contacts never wait on each other. The locks are PostgreSQL's two-integer
-# advisory locks, which nothing else takes, on the hashes of the flow's and the contact's ids (two
-# pairs that share them only wait for each other), taken in one sorted pass: no deadlock.
+# advisory locks, which nothing else takes, on the int4 hashes of the flow's and the contact's ids
+# (two pairs that share them only wait for each other), taken in one sorted pass: no deadlock.
 _RUNNING = PreparedStatement("herald_flows_running", sa.text(
     f"""
     WITH running AS MATERIALIZED (
@@ -456,7 +451,7 @@ _RUNNING = PreparedStatement("herald_flows_running", sa.text(
         WHERE a.ctid = ANY(CAST(:written AS tid[]))
     ), locked AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(k.flow, k.contact)
-        FROM (SELECT DISTINCT {_lock_key("r.id")} AS flow, {_lock_key('a."contactId"')} AS contact
+        FROM (SELECT DISTINCT uuid_hash(r.id) AS flow, uuid_hash(a."contactId") AS contact
               FROM running AS r
               JOIN written AS a ON a."userId" = r."userId" AND a."eventType" = r.trigger ->> 'event'
               WHERE r.reentry ->> 'mode' = 'afterDays') AS k
